@@ -1,0 +1,54 @@
+# codex-k8s-operator. `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+DEVENV_ARGS ?=
+
+.PHONY: help deps venv system-deps control-plane test test-unit test-integration crds lint dev clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+deps: venv system-deps control-plane ## everything the tests and `make dev` need
+
+venv: $(VENV)/.installed ## Python virtual environment with the project and dev tools
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+system-deps: ## Debian packages: redis-server, openssl
+	@if ! command -v redis-server >/dev/null || ! command -v openssl >/dev/null; then \
+	  echo "installing redis-server and openssl from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl >/dev/null; \
+	fi
+
+control-plane: ## build (once, cached) etcd, kube-apiserver, controller-manager, scheduler, kubectl
+	@bash hack/build-control-plane.sh >/dev/null
+
+test: deps ## the whole test suite (unit + integration on a real control plane and Redis)
+	$(PY) -m pytest --durations=10 $(PYTEST_ARGS)
+
+test-unit: venv ## unit tests only: seconds, no control plane
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: deps ## integration tests only
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+crds: venv ## regenerate the CRD YAML from the pydantic models
+	$(PY) -m codex_api.crdgen
+
+lint: venv ## ruff, formatting, mypy, and stale generated files
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy api operator/codex_operator runner gateway devenv
+	$(PY) -m codex_api.crdgen --check
+
+dev: deps ## run the system locally until Ctrl-C
+	$(VENV)/bin/codex-devenv up $(DEVENV_ARGS)
+
+clean: ## remove the venv and local state (the binary cache stays)
+	rm -rf $(VENV) .devenv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,139 @@
+"""ApprovalRequest: a human decision gating a risky CodexSession."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from .common import (
+    CONDITIONS_FIELD_EXTRA,
+    DNS1123_SUBDOMAIN,
+    Condition,
+    KubeModel,
+    RiskLevel,
+    cel,
+)
+
+KIND = "ApprovalRequest"
+PLURAL = "approvalrequests"
+SHORT_NAMES = ["cxar"]
+
+Decision = Literal["Approved", "Denied"]
+ApprovalPhase = Literal["Pending", "Approved", "Denied", "Expired"]
+
+# Everything the operator writes at creation is frozen; only the human's
+# decision (and its reason) may be added later, once.
+_IMMUTABLE_REQUIRED = ("sessionRef", "toolName", "operation", "riskLevel", "requestedBy", "expiresAt")
+_IMMUTABLE_OPTIONAL = ("arguments", "businessJustification")
+
+
+def _immutability_rules() -> list[dict[str, Any]]:
+    rules = [
+        cel(f"self.{f} == oldSelf.{f}", f"{f} is immutable", field_path=f".{f}") for f in _IMMUTABLE_REQUIRED
+    ]
+    rules += [
+        cel(
+            f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})",
+            f"{f} is immutable",
+            field_path=f".{f}",
+        )
+        for f in _IMMUTABLE_OPTIONAL
+    ]
+    return rules
+
+
+class ApprovalRequestSpec(KubeModel):
+    """What needs approving, and the decision a human makes with kubectl patch."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                *_immutability_rules(),
+                cel(
+                    "!has(oldSelf.decision) || (has(self.decision) && self.decision == oldSelf.decision)",
+                    "decision can be set only once",
+                    field_path=".decision",
+                ),
+                cel(
+                    "!has(oldSelf.decision) || (has(self.reason) == has(oldSelf.reason)"
+                    " && (!has(self.reason) || self.reason == oldSelf.reason))",
+                    "reason cannot change after the decision was made",
+                    field_path=".reason",
+                ),
+                cel(
+                    "!has(self.decision) || self.decision != 'Denied' || (has(self.reason) && size(self.reason) > 0)",
+                    "a Denied decision needs a reason",
+                    field_path=".reason",
+                ),
+            ]
+        }
+    )
+
+    session_ref: str = Field(
+        max_length=253, pattern=DNS1123_SUBDOMAIN, description="Name of the CodexSession awaiting approval."
+    )
+    tool_name: str = Field(
+        max_length=64, pattern=r"^[a-z][a-z0-9-]*$", description="MCP tool that asked for the session."
+    )
+    operation: str = Field(
+        max_length=256, description="What will run, e.g. 'codex exec (sandbox=full-access)'."
+    )
+    arguments: dict[str, str] | None = Field(
+        default=None,
+        max_length=32,
+        description="Tool arguments, with secrets redacted and long values shortened.",
+        json_schema_extra={
+            "maxProperties": 32,
+            "additionalProperties": {"type": "string", "maxLength": 4096},
+        },
+    )
+    risk_level: RiskLevel = Field(description="Risk level from the risk matrix.")
+    requested_by: str = Field(max_length=256, description="The user who asked for the session.")
+    business_justification: str | None = Field(
+        default=None, max_length=2048, description="Why the requester needs it."
+    )
+    expires_at: datetime = Field(description="After this time the request is Expired and counts as denied.")
+    decision: Decision | None = Field(
+        default=None, description="The approver's decision, set once with kubectl patch: Approved or Denied."
+    )
+    reason: str | None = Field(default=None, max_length=1024, description="Why; required when Denied.")
+
+
+class ApprovalRequestStatus(KubeModel):
+    """Observed state of an ApprovalRequest, written only by the operator."""
+
+    phase: ApprovalPhase | None = Field(default=None, description="Pending, Approved, Denied or Expired.")
+    decided_by: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Authenticated user of the API request that made the decision (never a typed value).",
+    )
+    decided_at: datetime | None = Field(default=None, description="When the decision was recorded.")
+    message: str | None = Field(default=None, max_length=1024, description="Human-readable details.")
+    observed_generation: int | None = Field(default=None, ge=0, description="Last generation processed.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Conditions of the request.",
+        json_schema_extra=CONDITIONS_FIELD_EXTRA,
+    )
+
+
+ROOT_VALIDATIONS: list[dict[str, Any]] = []
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Pending/Approved/..."},
+    {
+        "name": "Session",
+        "type": "string",
+        "jsonPath": ".spec.sessionRef",
+        "description": "Session to approve.",
+    },
+    {"name": "Risk", "type": "string", "jsonPath": ".spec.riskLevel", "description": "Risk level."},
+    {"name": "Requester", "type": "string", "jsonPath": ".spec.requestedBy", "description": "Who asked."},
+    {"name": "Decided-By", "type": "string", "jsonPath": ".status.decidedBy", "description": "Who decided."},
+    {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

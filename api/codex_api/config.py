@@ -1,0 +1,983 @@
+"""The TOML configuration file, as pydantic models.
+
+This module is the single source of truth for configuration: the operator, the
+gateway and the chart all read the same file through :func:`load_config`, and
+the configuration reference docs are generated from the field descriptions.
+
+The seed's ``config/codex-mcp.toml`` loads unchanged; cluster settings live in
+the additional ``[kubernetes]`` table. Every field has a default, so an empty
+file is a valid configuration. Unknown keys are errors: a misspelt key that is
+silently ignored would leave a security setting at its default.
+
+Secrets never belong in this file (API keys come from Kubernetes Secrets named
+here), so :func:`redacted_dict` currently has nothing to hide; it exists so that
+every place that shows the configuration goes through one function.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
+
+from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, RiskLevel, SandboxLevel
+
+__all__ = [
+    "ApprovalPolicy",
+    "ApprovalWorkflowsConfig",
+    "CodexConfig",
+    "CodexMCPConfig",
+    "ConfigError",
+    "ConfigIssue",
+    "KubernetesConfig",
+    "LogLevel",
+    "LoggingConfig",
+    "MCPConfig",
+    "ModelEndpointConfig",
+    "PullPolicy",
+    "RiskLevel",
+    "RiskLevelsConfig",
+    "RunnerResourcesConfig",
+    "SandboxLevel",
+    "SecurityConfig",
+    "ServerConfig",
+    "format_key_path",
+    "load_config",
+    "parse_config",
+    "redacted_dict",
+]
+
+ApprovalPolicy = Literal["risk-based", "always-manual", "auto-approve"]
+LogLevel = Literal["trace", "debug", "info", "warn", "error"]
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+WireApi = Literal["responses"]
+
+_SEED_BASE_INSTRUCTIONS = (
+    "You are a helpful coding assistant powered by OpenAI Codex.\n"
+    "Focus on providing clear, well-documented, and secure code solutions.\n"
+)
+
+_DNS1123_LABEL = re.compile(DNS1123_LABEL)
+_DNS1123_SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN)
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_KEY = re.compile(r"^[-._A-Za-z0-9]+$")
+# Kubernetes resource.Quantity without a sign: resources are never negative.
+# The exponent alternative comes first so that "1E3" is 1000, while "1E" is exa.
+_QUANTITY = re.compile(
+    r"^(?P<number>\d+(?:\.\d*)?|\.\d+)(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
+)
+_QUANTITY_SUFFIXES: dict[str, Decimal] = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+_QUANTITY_HINT = "must be a Kubernetes quantity such as 250m, 2, 512Mi or 1Gi"
+
+
+def _parse_quantity(value: str) -> Decimal:
+    match = _QUANTITY.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{_QUANTITY_HINT}, got {value!r}")
+    suffix = match.group("suffix") or ""
+    number = Decimal(match.group("number"))
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number.scaleb(int(suffix[1:]))
+    return number * _QUANTITY_SUFFIXES[suffix]
+
+
+def _check_dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
+        raise ValueError(
+            f"must be a DNS-1123 label (at most 63 lowercase letters, digits or '-', "
+            f"starting and ending with a letter or digit), got {value!r}"
+        )
+    return value
+
+
+def _check_dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
+        raise ValueError(
+            f"must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+            f"starting and ending with a letter or digit), got {value!r}"
+        )
+    return value
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if prefix:
+            try:
+                _check_dns_subdomain(prefix)
+            except ValueError:
+                raise ValueError(f"label key {key!r} has an invalid prefix {prefix!r}") from None
+        if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+            raise ValueError(
+                f"label key {key!r} is not a valid Kubernetes label name "
+                "(at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
+            )
+        if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+            raise ValueError(
+                f"label value {value!r} of {key!r} is not a valid Kubernetes label value "
+                "(empty, or at most 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)"
+            )
+    return labels
+
+
+class _Section(BaseModel):
+    # strict: TOML is typed, so "10" for an integer or 1 for a boolean is a
+    # mistake to report, not something to coerce. frozen: a loaded config is a
+    # snapshot; a reload builds a new object.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class ServerConfig(_Section):
+    """``[server]``: identity announced to MCP clients."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "codex-mcp-server",
+        min_length=1,
+        max_length=128,
+        description="Server name reported to MCP clients in the initialize handshake.",
+    )
+    version: str = Field(
+        "1.0.0",
+        min_length=1,
+        max_length=64,
+        description="Server version reported to MCP clients in the initialize handshake.",
+    )
+    description: str = Field(
+        "OpenAI Codex integration via Model Context Protocol",
+        max_length=1024,
+        description="Human-readable description of the server, shown by MCP clients.",
+    )
+
+
+class CodexConfig(_Section):
+    """``[codex]``: defaults for Codex sessions that do not set them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "gpt-5-codex",
+        min_length=1,
+        max_length=128,
+        description="Default model for sessions whose CodexSession spec does not name one.",
+    )
+    sandbox: SandboxLevel = Field(
+        "read-only",
+        description=(
+            "Default sandbox level: read-only (restricted pod, read-only workspace), isolated "
+            "(restricted pod, writable workspace) or full-access (wider egress, never more privileges)."
+        ),
+    )
+    base_instructions: str = Field(
+        _SEED_BASE_INSTRUCTIONS,
+        max_length=65536,
+        description="Default base instructions given to Codex when a session does not provide its own.",
+    )
+    working_directory: str = Field(
+        ".",
+        validate_default=True,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "Working directory for Codex, relative to the session workspace unless absolute; "
+            "a leading ~ is expanded to the home directory of the process reading the file."
+        ),
+    )
+
+    @field_validator("working_directory")
+    @classmethod
+    def _expand_home(cls, value: str) -> str:
+        return os.path.expanduser(value)
+
+
+class MCPConfig(_Section):
+    """``[mcp]``: gateway behaviour and session limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approval_policy: ApprovalPolicy = Field(
+        "risk-based",
+        description=(
+            "How sessions are approved: risk-based (follow [security.approval_workflows] per risk "
+            "level), always-manual (every session waits for a human decision) or auto-approve "
+            "(no approvals; for trusted single-user clusters only)."
+        ),
+    )
+    max_concurrent_sessions: int = Field(
+        10,
+        ge=1,
+        le=10000,
+        description="Maximum number of runner pods running at once; further approved sessions are Queued.",
+    )
+    session_timeout_ms: int = Field(
+        300000,
+        ge=1000,
+        le=86400000,
+        description=(
+            "Default session timeout in milliseconds, used when a CodexSession does not set "
+            "timeoutSeconds; a session running longer ends as TimedOut."
+        ),
+    )
+    enable_wall_bounce: bool = Field(
+        True,
+        description="Allow wall-bounce sessions that consult several providers and compare their answers.",
+    )
+    min_providers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Default minimum number of providers a wall-bounce session consults.",
+    )
+    quality_threshold: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="Default consensus score (0 to 1) a wall-bounce session must reach to succeed.",
+    )
+
+
+class LoggingConfig(_Section):
+    """``[logging]``: log verbosity and location for Codex and the components."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rust_log_level: LogLevel = Field(
+        "info",
+        description="Log level passed to the Codex CLI as RUST_LOG, and the level of the Python components.",
+    )
+    enable_tracing: bool = Field(
+        True,
+        description="Log each tool call and reconciliation step with its timing.",
+    )
+    log_directory: str = Field(
+        "~/.codex/log",
+        # validate_default: the default itself starts with ~ and must be expanded.
+        validate_default=True,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "Directory for Codex log files; a leading ~ is expanded to the home directory "
+            "of the process reading the file."
+        ),
+    )
+
+    @field_validator("log_directory")
+    @classmethod
+    def _expand_home(cls, value: str) -> str:
+        return os.path.expanduser(value)
+
+
+class RiskLevelsConfig(_Section):
+    """``[security.risk_levels]``: the base risk level of each sandbox level."""
+
+    # Keys are the sandbox names themselves ("read-only", ...); the snake_case
+    # attribute names are not accepted in the file so that only one spelling exists.
+    model_config = ConfigDict(extra="forbid")
+
+    read_only: RiskLevel = Field(
+        "low",
+        alias="read-only",
+        description="Risk level of a read-only session before mode and fullAuto raise it.",
+    )
+    isolated: RiskLevel = Field(
+        "medium",
+        alias="isolated",
+        description="Risk level of an isolated session before mode and fullAuto raise it.",
+    )
+    full_access: RiskLevel = Field(
+        "high",
+        alias="full-access",
+        description="Risk level of a full-access session before mode and fullAuto raise it.",
+    )
+
+    def for_sandbox(self, sandbox: SandboxLevel) -> RiskLevel:
+        """The configured risk level of ``sandbox``."""
+        levels: dict[str, RiskLevel] = {
+            "read-only": self.read_only,
+            "isolated": self.isolated,
+            "full-access": self.full_access,
+        }
+        return levels[sandbox]
+
+
+class ApprovalWorkflowsConfig(_Section):
+    """``[security.approval_workflows]``: which sessions need a human decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auto_approve_read_only: bool = Field(
+        True,
+        description="Start read-only sessions without an ApprovalRequest (unless ci mode requires one).",
+    )
+    auto_approve_isolated: bool = Field(
+        False,
+        description="Start isolated sessions without an ApprovalRequest (unless ci mode requires one).",
+    )
+    auto_approve_full_access: bool = Field(
+        False,
+        description="Start full-access sessions without an ApprovalRequest (unless ci mode requires one).",
+    )
+    require_manual_approval_for_ci: bool = Field(
+        True,
+        description="Sessions in ci mode always wait for a human decision, whatever their sandbox level.",
+    )
+
+
+class SecurityConfig(_Section):
+    """``[security]``: risk assessment, auditing and approval policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    risk_assessment: bool = Field(
+        True,
+        description="Compute a risk level for every session and record it in CodexSession status.",
+    )
+    audit_logging: bool = Field(
+        True,
+        description="Write an audit log entry for every session, approval decision and tool call.",
+    )
+    sensitive_data_detection: bool = Field(
+        True,
+        description="Redact likely secrets (API keys, tokens, private keys) from prompts, logs and status.",
+    )
+    risk_levels: RiskLevelsConfig = Field(
+        default_factory=RiskLevelsConfig,
+        description="Base risk level per sandbox level; keys are the sandbox names.",
+    )
+    approval_workflows: ApprovalWorkflowsConfig = Field(
+        default_factory=ApprovalWorkflowsConfig,
+        description="Which sessions are approved automatically and which wait for a human decision.",
+    )
+
+
+class RunnerResourcesConfig(_Section):
+    """``[kubernetes.runner_resources]``: resources of each runner pod and its workspace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu_request: str = Field(
+        "250m", min_length=1, max_length=64, description="CPU request of the runner container."
+    )
+    memory_request: str = Field(
+        "256Mi", min_length=1, max_length=64, description="Memory request of the runner container."
+    )
+    cpu_limit: str = Field(
+        "2",
+        validate_default=True,
+        min_length=1,
+        max_length=64,
+        description="CPU limit of the runner container; must not be below cpu_request.",
+    )
+    memory_limit: str = Field(
+        "2Gi",
+        validate_default=True,
+        min_length=1,
+        max_length=64,
+        description="Memory limit of the runner container; must not be below memory_request.",
+    )
+    ephemeral_storage_limit: str = Field(
+        "1Gi",
+        min_length=1,
+        max_length=64,
+        description="Ephemeral storage limit of the runner pod (scratch space, /tmp).",
+    )
+    workspace_size: str = Field(
+        "1Gi",
+        min_length=1,
+        max_length=64,
+        description="Size of the workspace volume (holds CODEX_HOME and the working tree of a conversation).",
+    )
+    storage_class_name: str = Field(
+        "",
+        max_length=253,
+        description="StorageClass of persistent workspace volumes; empty means the cluster's default class.",
+    )
+
+    @field_validator("cpu_request", "memory_request")
+    @classmethod
+    def _check_request(cls, value: str) -> str:
+        _parse_quantity(value)
+        return value
+
+    @field_validator("ephemeral_storage_limit", "workspace_size")
+    @classmethod
+    def _check_size(cls, value: str) -> str:
+        if _parse_quantity(value) <= 0:
+            raise ValueError(f"must be greater than zero, got {value!r}")
+        return value
+
+    # Kubernetes rejects a pod whose request exceeds its limit; catching it here
+    # names the config key instead of failing every pod creation later. The
+    # limits use validate_default so a raised request is checked against the
+    # default limit too.
+    @field_validator("cpu_limit", "memory_limit")
+    @classmethod
+    def _check_limit(cls, value: str, info: ValidationInfo) -> str:
+        limit = _parse_quantity(value)
+        if limit <= 0:
+            raise ValueError(f"must be greater than zero, got {value!r}")
+        request_key = "cpu_request" if info.field_name == "cpu_limit" else "memory_request"
+        request = info.data.get(request_key)
+        if isinstance(request, str) and _parse_quantity(request) > limit:
+            raise ValueError(f"must not be below {request_key} ({request!r}), got {value!r}")
+        return value
+
+    @field_validator("storage_class_name")
+    @classmethod
+    def _check_storage_class(cls, value: str) -> str:
+        return _check_dns_subdomain(value) if value else value
+
+
+class ModelEndpointConfig(_Section):
+    """``[kubernetes.model_endpoint]``: the model API the runners talk to, and their egress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider_id: str = Field(
+        "openai",
+        min_length=1,
+        max_length=63,
+        description="Codex model provider id written into the runner's Codex config (model_providers.<id>).",
+    )
+    base_url: str = Field(
+        "https://api.openai.com/v1",
+        min_length=1,
+        max_length=2048,
+        description="Base URL of the model API (http or https), passed to Codex as the provider's base_url.",
+    )
+    wire_api: WireApi = Field(
+        "responses",
+        description="Wire protocol Codex uses with the provider; only the Responses API is supported.",
+    )
+    api_key_env: str = Field(
+        "CODEX_MODEL_API_KEY",
+        min_length=1,
+        max_length=128,
+        description="Environment variable in the runner that holds the API key (the provider's env_key).",
+    )
+    api_key_secret_name: str = Field(
+        "codex-model-api-key",
+        min_length=1,
+        max_length=253,
+        description=(
+            "Secret in the sessions namespace holding the API key; the key itself is never in this file."
+        ),
+    )
+    api_key_secret_key: str = Field(
+        "api-key",
+        min_length=1,
+        max_length=253,
+        description="Key inside that Secret whose value is the API key.",
+    )
+    egress_cidrs: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "IP ranges (CIDR) runner pods may reach besides DNS, i.e. where the model endpoint lives; "
+            "empty allows no external range."
+        ),
+    )
+    egress_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=lambda: [443],
+        min_length=1,
+        max_length=32,
+        description="TCP ports runner pods may reach in egress_cidrs and on the in-cluster endpoint.",
+    )
+    in_cluster_namespace_labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description=(
+            "For a model endpoint inside the cluster: labels selecting its namespace "
+            "in the runners' egress NetworkPolicy. Empty means no in-cluster endpoint."
+        ),
+    )
+    in_cluster_pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="For a model endpoint inside the cluster: labels selecting its pods.",
+    )
+
+    @field_validator("provider_id")
+    @classmethod
+    def _check_provider_id(cls, value: str) -> str:
+        if not _IDENTIFIER.fullmatch(value):
+            raise ValueError(
+                f"must start with a letter and contain only letters, digits, '_' or '-', got {value!r}"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"must be an http or https URL, got {value!r} ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+            raise ValueError(f"must be an http or https URL with a host, got {value!r}")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env(cls, value: str) -> str:
+        if not _ENV_VAR.fullmatch(value):
+            raise ValueError(
+                "must be an environment variable name (letters, digits and '_', "
+                f"not starting with a digit), got {value!r}"
+            )
+        return value
+
+    @field_validator("api_key_secret_name")
+    @classmethod
+    def _check_secret_name(cls, value: str) -> str:
+        return _check_dns_subdomain(value)
+
+    @field_validator("api_key_secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: str) -> str:
+        if not _SECRET_KEY.fullmatch(value):
+            raise ValueError(f"must contain only letters, digits, '-', '_' or '.', got {value!r}")
+        return value
+
+    @field_validator("egress_cidrs")
+    @classmethod
+    def _check_cidrs(cls, values: list[str]) -> list[str]:
+        normalized = []
+        for value in values:
+            try:
+                network = ipaddress.ip_network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a CIDR range: {exc}") from None
+            # NetworkPolicy ipBlock.cidr needs the prefix length spelled out.
+            normalized.append(str(network))
+        return normalized
+
+    @field_validator("in_cluster_namespace_labels", "in_cluster_pod_labels")
+    @classmethod
+    def _check_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_labels(value)
+
+
+class KubernetesConfig(_Section):
+    """``[kubernetes]``: cluster settings of the operator and the runner pods."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sessions_namespace: str = Field(
+        "codex-sessions",
+        min_length=1,
+        max_length=63,
+        description="Namespace where CodexSession, ApprovalRequest and runner pods live.",
+    )
+    operator_namespace: str = Field(
+        "codex-system",
+        min_length=1,
+        max_length=63,
+        description="Namespace of the operator and gateway deployments.",
+    )
+    runner_image: str = Field(
+        "localhost/codex-runner:0.1.0",
+        min_length=1,
+        max_length=512,
+        description="Container image of the runner pods (the Codex CLI and the runner wrapper).",
+    )
+    runner_image_pull_policy: PullPolicy = Field(
+        "IfNotPresent",
+        description="imagePullPolicy of the runner container: Always, IfNotPresent or Never.",
+    )
+    approver_groups: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=lambda: ["codex-approvers"],
+        max_length=32,
+        description="Kubernetes groups whose members may approve or deny ApprovalRequests.",
+    )
+    admin_groups: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=lambda: ["codex-admins"],
+        max_length=32,
+        description="Kubernetes groups whose members administer sessions (cancel, delete, approve any).",
+    )
+    cleanup_interval_seconds: int = Field(
+        60,
+        ge=5,
+        le=86400,
+        description="How often the operator looks for expired approvals and finished sessions to clean up.",
+    )
+    default_ttl_seconds_after_finished: int = Field(
+        86400,
+        ge=0,
+        le=2592000,
+        description=(
+            "How long a finished CodexSession is kept before deletion, when its spec sets no "
+            "ttlSecondsAfterFinished; 0 deletes it as soon as it finishes."
+        ),
+    )
+    runner_resources: RunnerResourcesConfig = Field(
+        default_factory=RunnerResourcesConfig,
+        description="CPU, memory and storage of each runner pod.",
+    )
+    model_endpoint: ModelEndpointConfig = Field(
+        default_factory=ModelEndpointConfig,
+        description="The model API runners call, its API key Secret, and the egress it needs.",
+    )
+
+    @field_validator("sessions_namespace", "operator_namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        return _check_dns_label(value)
+
+    @field_validator("runner_image")
+    @classmethod
+    def _check_image(cls, value: str) -> str:
+        if any(c.isspace() for c in value):
+            raise ValueError(f"must be an image reference without whitespace, got {value!r}")
+        return value
+
+
+class CodexMCPConfig(_Section):
+    """The whole configuration file (``config/codex-mcp.toml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server: ServerConfig = Field(
+        default_factory=ServerConfig, description="Identity announced to MCP clients."
+    )
+    codex: CodexConfig = Field(
+        default_factory=CodexConfig, description="Defaults for Codex sessions that do not set them."
+    )
+    mcp: MCPConfig = Field(default_factory=MCPConfig, description="Gateway behaviour and session limits.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log verbosity and location.")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="Risk assessment, auditing and approval policy."
+    )
+    kubernetes: KubernetesConfig = Field(
+        default_factory=KubernetesConfig, description="Cluster settings of the operator and runner pods."
+    )
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a configuration file.
+
+    ``path`` is the TOML key path (``mcp.max_concurrent_sessions``,
+    ``kubernetes.model_endpoint.egress_ports[0]``); it is empty for problems with
+    the file as a whole (unreadable, invalid TOML).
+    """
+
+    path: str
+    reason: str
+    line: int | None = None
+    column: int | None = None
+
+    def render(self, source: str) -> str:
+        where = ""
+        if self.line is not None and self.column is not None:
+            where = f" (line {self.line}, column {self.column})"
+        elif self.line is not None:
+            where = f" (line {self.line})"
+        if self.path:
+            return f"{source}: {self.path}: {self.reason}{where}"
+        return f"{source}: {self.reason}{where}"
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; ``str()`` gives one line per issue."""
+
+    def __init__(self, errors: list[ConfigIssue], source: str = "<string>") -> None:
+        self.errors = list(errors)
+        self.source = source
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        return "\n".join(issue.render(self.source) for issue in self.errors)
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def format_key_path(loc: tuple[str | int, ...]) -> str:
+    """Render a pydantic ``loc`` as a TOML dotted key, quoting keys that need it."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            segment = part if _BARE_KEY.fullmatch(part) else json.dumps(part)
+            out += f".{segment}" if out else segment
+    return out
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int):
+        return f"{value} (an integer)"
+    if isinstance(value, float):
+        return f"{value!r} (a float)"
+    if isinstance(value, str):
+        text = repr(value)
+        return (text if len(text) <= 60 else text[:57] + "...'") + " (a string)"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, _dt.date | _dt.time):
+        return f"{value.isoformat()} (a date/time)"
+    return type(value).__name__
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "a boolean (true or false)",
+    "bool_parsing": "a boolean (true or false)",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a string",
+    "list_type": "an array",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model class that validates the table at ``loc``, to list its allowed keys."""
+    model: type[BaseModel] = CodexMCPConfig
+    for part in loc:
+        if not isinstance(part, str):
+            return None
+        by_key = {(info.alias or name): info for name, info in model.model_fields.items()}
+        info = by_key.get(part)
+        annotation = info.annotation if info is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _reason(error: ErrorDetails) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(tuple(error["loc"][:-1]))
+        if model is None:
+            return "unknown key"
+        allowed = ", ".join(info.alias or name for name, info in model.model_fields.items())
+        return f"unknown key; allowed keys here: {allowed}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_describe(value)}"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"must be one of: {', '.join(choices)}; got {_describe(value)}"
+    if kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        return f"must be {op} {ctx.get(key)}, got {_describe(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {_describe(value)}"
+    if kind == "string_too_short":
+        minimum = ctx.get("min_length", 1)
+        return "must not be empty" if minimum == 1 else f"must be at least {minimum} characters long"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters long"
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
+    if kind == "missing":
+        return "required key is missing"
+    message = error["msg"]
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
+# --------------------------------------------------------------------------- line numbers
+
+
+def _read_key(line: str, pos: int) -> tuple[tuple[str, ...], int] | None:
+    """Parse a (dotted) TOML key at ``pos``; return its parts and the position after it."""
+    parts: list[str] = []
+    size = len(line)
+    while True:
+        while pos < size and line[pos] in " \t":
+            pos += 1
+        if pos >= size:
+            return None
+        if line[pos] == '"':
+            end = pos + 1
+            while end < size and line[end] != '"':
+                end += 2 if line[end] == "\\" else 1
+            if end >= size:
+                return None
+            raw = line[pos : end + 1]
+            try:
+                parts.append(json.loads(raw))
+            except ValueError:
+                parts.append(raw[1:-1])
+            pos = end + 1
+        elif line[pos] == "'":
+            end = line.find("'", pos + 1)
+            if end < 0:
+                return None
+            parts.append(line[pos + 1 : end])
+            pos = end + 1
+        else:
+            match = _BARE_KEY.match(line, pos)
+            if match is None:
+                return None
+            parts.append(match.group())
+            pos = match.end()
+        while pos < size and line[pos] in " \t":
+            pos += 1
+        if pos < size and line[pos] == ".":
+            pos += 1
+            continue
+        return tuple(parts), pos
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Best-effort map of key paths and table headers to their line numbers.
+
+    Only used to point at a line in error messages, after tomllib has accepted
+    the text; anything this scanner does not understand just gets no line.
+    """
+    found: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    closing: str | None = None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if closing is not None:
+            if closing in line:
+                closing = None
+            continue
+        stripped = line.lstrip()
+        if stripped.startswith("["):
+            start = 2 if stripped.startswith("[[") else 1
+            parsed = _read_key(stripped, start)
+            if parsed is not None and stripped[parsed[1] : parsed[1] + 1] == "]":
+                table = parsed[0]
+                found.setdefault(table, lineno)
+            continue
+        parsed = _read_key(line, 0)
+        if parsed is None or line[parsed[1] : parsed[1] + 1] != "=":
+            continue
+        key, pos = parsed
+        for size in range(1, len(key) + 1):
+            found.setdefault(table + key[:size], lineno)
+        value = line[pos + 1 :].lstrip()
+        for delimiter in ('"""', "'''"):
+            if value.startswith(delimiter) and delimiter not in value[3:]:
+                closing = delimiter
+    return found
+
+
+def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    keys: list[str] = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        keys.append(part)
+    for size in range(len(keys), 0, -1):
+        line = lines.get(tuple(keys[:size]))
+        if line is not None:
+            return line
+    return None
+
+
+# --------------------------------------------------------------------------- loading
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+
+
+def parse_config(text: str, source: str = "<string>") -> CodexMCPConfig:
+    """Parse and validate configuration text; raise :class:`ConfigError` listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_POSITION.search(message)
+        line = column = None
+        if match is not None:
+            line, column = int(match.group(1)), int(match.group(2))
+            message = message[: match.start()]
+        raise ConfigError([ConfigIssue("", f"invalid TOML: {message}", line, column)], source) from None
+    try:
+        return CodexMCPConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = _key_lines(text)
+        issues = [
+            ConfigIssue(format_key_path(tuple(err["loc"])), _reason(err), _line_of(tuple(err["loc"]), lines))
+            for err in exc.errors(include_url=False)
+        ]
+        # File order reads better than model field order; issues without a line last.
+        issues.sort(key=lambda issue: (issue.line is None, issue.line or 0))
+        raise ConfigError(issues, source) from None
+
+
+def load_config(path: str | Path) -> CodexMCPConfig:
+    """Read, parse and validate a configuration file; raise :class:`ConfigError` on any problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read file: {exc.strerror or exc}")], source) from None
+    try:
+        # utf-8-sig: a byte-order mark from a Windows editor is not a TOML error.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigIssue("", f"file is not valid UTF-8 (byte offset {exc.start})")], source
+        ) from None
+    return parse_config(text, source)
+
+
+def redacted_dict(cfg: CodexMCPConfig) -> dict[str, Any]:
+    """The effective configuration as JSON-ready data, with TOML key spellings.
+
+    The file holds no secrets by design (they live in Kubernetes Secrets that it
+    only names); anything that shows the configuration still goes through here
+    so that a future secret-bearing field has one place to be masked.
+    """
+    return cfg.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real control plane and a real Redis, started once per
+test session, and a fresh namespace per test. Unit tests never touch them
+(the fixtures are lazy), so `make test-unit` needs no binaries."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from codex_devenv.controlplane import ControlPlane
+    from codex_devenv.redis_server import RedisServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    from codex_devenv.assets import ensure_binaries
+    from codex_devenv.controlplane import ControlPlane
+
+    cp = ControlPlane(tmp_path_factory.mktemp("control-plane"), ensure_binaries())
+    try:
+        cp.start()
+        cp.install_crds(REPO_ROOT / "crds")
+        yield cp
+    finally:
+        pids = cp.pids()
+        cp.stop()
+        print(f"\n[harness] stopped control plane processes {pids}")
+
+
+@pytest.fixture(scope="session")
+def kube_client(control_plane: ControlPlane) -> Any:
+    """An admin ApiClient of the official kubernetes client."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(control_plane.kubeconfig("admin")))
+
+
+@pytest.fixture(scope="session")
+def client_for(control_plane: ControlPlane) -> Any:
+    """client_for("alice") -> an ApiClient authenticated as that static-token user."""
+    from kubernetes import config
+
+    cache: dict[str, Any] = {}
+
+    def make(user: str) -> Any:
+        if user not in cache:
+            cache[user] = config.new_client_from_config(config_file=str(control_plane.kubeconfig(user)))
+        return cache[user]
+
+    return make
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube_client: Any) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards."""
+    from kubernetes import client
+
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{base}-{secrets.token_hex(3)}"
+    core = client.CoreV1Api(kube_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    from codex_devenv.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

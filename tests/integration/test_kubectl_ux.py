@@ -1,0 +1,59 @@
+"""What a platform engineer sees with kubectl: printer columns, short names,
+the codex category, and field descriptions in kubectl explain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from codex_api.common import GROUP, VERSION
+
+
+def _create_session(kube_client: Any, namespace: str, name: str, **spec: Any) -> None:
+    client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "codexsessions",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "CodexSession",
+            "metadata": {"name": name},
+            "spec": {"prompt": "hello", **spec},
+        },
+    )
+
+
+def test_get_cxs_prints_the_columns(control_plane: Any, kube_client: Any, namespace: str) -> None:
+    _create_session(kube_client, namespace, "demo", sandbox="isolated")
+    client.CustomObjectsApi(kube_client).patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        "codexsessions",
+        "demo",
+        {"status": {"phase": "Running", "riskLevel": "medium", "model": "gpt-5-codex"}},
+    )
+    lines = control_plane.kubectl("get", "cxs", "-n", namespace).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "PHASE", "SANDBOX", "RISK", "MODEL", "AGE"]
+    assert lines[1].split()[:5] == ["demo", "Running", "isolated", "medium", "gpt-5-codex"]
+    wide = control_plane.kubectl("get", "codexsessions", "-n", namespace, "-o", "wide").stdout
+    assert "REQUESTER" in wide.splitlines()[0]
+
+
+def test_codex_category_lists_both_kinds(control_plane: Any, kube_client: Any, namespace: str) -> None:
+    _create_session(kube_client, namespace, "demo")
+    out = control_plane.kubectl("get", "codex", "-n", namespace, "-o", "name").stdout
+    assert "codexsession.codex.techsapo.io/demo" in out
+    header = control_plane.kubectl("get", "cxar", "-n", namespace, check=False)
+    assert header.returncode == 0  # the short name resolves even with no objects
+
+
+def test_explain_shows_field_descriptions(control_plane: Any) -> None:
+    prompt = control_plane.kubectl("explain", "cxs.spec.prompt").stdout
+    assert "The coding task or question for Codex" in prompt
+    decision = control_plane.kubectl("explain", "cxar.spec.decision").stdout
+    assert "Approved" in decision and "set once with kubectl patch" in decision
+    status = control_plane.kubectl("explain", "cxs.status.usage").stdout
+    assert "Token usage of this turn" in status
