@@ -38,14 +38,16 @@ test-unit: venv ## unit tests only: seconds, no control plane
 test-integration: deps ## integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-crds: venv ## regenerate the CRD YAML from the pydantic models
+crds: venv ## regenerate the CRDs and admission policies from the Python models
 	$(PY) -m codex_api.crdgen
+	$(PY) -m codex_api.admission manifests/base/admission.yaml
 
 lint: venv ## ruff, formatting, mypy, and stale generated files
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api operator/codex_operator runner gateway devenv
 	$(PY) -m codex_api.crdgen --check
+	$(PY) -m codex_api.admission --check manifests/base/admission.yaml
 
 dev: deps ## run the system locally until Ctrl-C
 	$(VENV)/bin/codex-devenv up $(DEVENV_ARGS)

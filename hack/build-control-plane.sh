@@ -50,7 +50,7 @@ wrapper() { # dir module version staged_version
 }
 
 if [[ ${#missing_k8s[@]} -gt 0 ]]; then
-  log "building ${missing_k8s[*]} $KUBERNETES_VERSION (cold build: tens of minutes on 2 cores)"
+  log "building ${missing_k8s[*]} $KUBERNETES_VERSION (cold: about 6 minutes on 2 cores)"
   wrapper "$work/k8s" k8s.io/kubernetes "$KUBERNETES_VERSION" "v0.${KUBERNETES_VERSION#v1.}"
   minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
   ldflags="-s -w"

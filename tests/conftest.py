@@ -87,3 +87,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig holding a token for the operator's own ServiceAccount (manifests/base RBAC)."""
+    from codex_devenv.operator_process import operator_kubeconfig as make
+
+    return make(control_plane, tmp_path_factory.mktemp("operator"))
+
+
+@pytest.fixture
+def run_operator(
+    control_plane: ControlPlane, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[Any]:
+    """run_operator(limit=10, ...) starts the real operator for the test's namespace."""
+    from codex_devenv.operator_process import bind_operator, start_operator
+
+    bind_operator(control_plane, namespace)
+    started: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        op = start_operator(control_plane, operator_kubeconfig, namespace, tmp_path, **kwargs)
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()

@@ -62,6 +62,19 @@ class ApprovalRequestSpec(KubeModel):
                     "reason cannot change after the decision was made",
                     field_path=".reason",
                 ),
+                # The decider is recorded in the same write as the decision, so
+                # no one can attach their name to someone else's decision later.
+                cel(
+                    "!has(self.decidedBy) || has(self.decision)",
+                    "decidedBy can be set only together with the decision",
+                    field_path=".decidedBy",
+                ),
+                cel(
+                    "!has(oldSelf.decision) || (has(self.decidedBy) == has(oldSelf.decidedBy)"
+                    " && (!has(self.decidedBy) || self.decidedBy == oldSelf.decidedBy))",
+                    "decidedBy cannot change after the decision was made",
+                    field_path=".decidedBy",
+                ),
                 cel(
                     "!has(self.decision) || self.decision != 'Denied' || (has(self.reason) && size(self.reason) > 0)",
                     "a Denied decision needs a reason",
@@ -99,6 +112,15 @@ class ApprovalRequestSpec(KubeModel):
         default=None, description="The approver's decision, set once with kubectl patch: Approved or Denied."
     )
     reason: str | None = Field(default=None, max_length=1024, description="Why; required when Denied.")
+    decided_by: str | None = Field(
+        default=None,
+        max_length=256,
+        description=(
+            "Who decided: stamped from the authenticated user of the API request by admission "
+            "(the operator's webhook) and verified by the ValidatingAdmissionPolicy, so typing "
+            "someone else's name is rejected. Set only together with the decision; never changes."
+        ),
+    )
 
 
 class ApprovalRequestStatus(KubeModel):

@@ -40,11 +40,13 @@ __all__ = [
     "CodexMCPConfig",
     "ConfigError",
     "ConfigIssue",
+    "CostConfig",
     "KubernetesConfig",
     "LogLevel",
     "LoggingConfig",
     "MCPConfig",
     "ModelEndpointConfig",
+    "ModelPrice",
     "PullPolicy",
     "RiskLevel",
     "RiskLevelsConfig",
@@ -642,6 +644,33 @@ class KubernetesConfig(_Section):
             "ttlSecondsAfterFinished; 0 deletes it as soon as it finishes."
         ),
     )
+    max_pod_attempts: int = Field(
+        2,
+        ge=1,
+        le=5,
+        description=(
+            "Runner pods started for one turn at most. A pod that is evicted or deleted before it "
+            "finished is replaced while attempts remain; then the session fails with the reason."
+        ),
+    )
+    approval_timeout_seconds: int = Field(
+        3600,
+        ge=10,
+        le=604800,
+        description="How long an ApprovalRequest waits for a decision before it expires (counts as denied).",
+    )
+    runner_uid: int = Field(
+        10001,
+        ge=1,
+        le=2147483647,
+        description="Non-root user and group id the runner container runs as.",
+    )
+    runner_service_account: str = Field(
+        "codex-runner",
+        min_length=1,
+        max_length=253,
+        description="ServiceAccount of runner pods; it needs no RBAC and its token is never mounted.",
+    )
     runner_resources: RunnerResourcesConfig = Field(
         default_factory=RunnerResourcesConfig,
         description="CPU, memory and storage of each runner pod.",
@@ -664,6 +693,62 @@ class KubernetesConfig(_Section):
         return value
 
 
+class ModelPrice(_Section):
+    """Price of one model, in USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(
+        "openai", min_length=1, max_length=64, description="Provider that bills for this model."
+    )
+    input_usd_per_mtok: float = Field(ge=0, le=10000, description="USD per million input tokens.")
+    cached_input_usd_per_mtok: float = Field(
+        ge=0, le=10000, description="USD per million input tokens served from the prompt cache."
+    )
+    output_usd_per_mtok: float = Field(
+        ge=0, le=10000, description="USD per million output tokens (reasoning tokens included)."
+    )
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    gpt5 = ModelPrice(input_usd_per_mtok=1.25, cached_input_usd_per_mtok=0.125, output_usd_per_mtok=10.0)
+    return {
+        "gpt-5": gpt5,
+        "gpt-5-codex": gpt5,
+        "o1": ModelPrice(input_usd_per_mtok=15.0, cached_input_usd_per_mtok=7.5, output_usd_per_mtok=60.0),
+        "o1-mini": ModelPrice(
+            input_usd_per_mtok=1.1, cached_input_usd_per_mtok=0.55, output_usd_per_mtok=4.4
+        ),
+    }
+
+
+class CostConfig(_Section):
+    """``[cost]``: the price table behind estimated and actual session cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[Annotated[str, Field(min_length=1, max_length=128)], ModelPrice] = Field(
+        default_factory=_default_prices,
+        max_length=256,
+        description='Prices per model slug (``[cost.models."gpt-5-codex"]``).',
+    )
+    default: ModelPrice = Field(
+        default_factory=lambda: ModelPrice(
+            input_usd_per_mtok=1.25, cached_input_usd_per_mtok=0.125, output_usd_per_mtok=10.0
+        ),
+        description="Price used for a model missing from ``models``.",
+    )
+    chars_per_token: float = Field(
+        4.0, gt=0, le=100, description="Characters per token when estimating a prompt's size before a run."
+    )
+    estimated_output_tokens: int = Field(
+        2000, ge=0, le=10_000_000, description="Output tokens assumed for a turn's estimate."
+    )
+
+    def price(self, model: str) -> ModelPrice:
+        return self.models.get(model, self.default)
+
+
 class CodexMCPConfig(_Section):
     """The whole configuration file (``config/codex-mcp.toml``)."""
 
@@ -683,6 +768,7 @@ class CodexMCPConfig(_Section):
     kubernetes: KubernetesConfig = Field(
         default_factory=KubernetesConfig, description="Cluster settings of the operator and runner pods."
     )
+    cost: CostConfig = Field(default_factory=CostConfig, description="Price table for cost tracking.")
 
 
 # --------------------------------------------------------------------------- errors

@@ -19,6 +19,8 @@ from importlib import metadata
 
 from codex_api.config import ConfigError, load_config, redacted_dict
 
+from .run import add_run_command
+
 Handler = Callable[[argparse.Namespace], int]
 
 EXIT_OK = 0
@@ -79,6 +81,7 @@ def _add_config_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_config_commands,
+    add_run_command,
 ]
 
 

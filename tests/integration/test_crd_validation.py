@@ -224,7 +224,13 @@ BAD_CREATES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         approval(arguments={f"k{i}": "v" for i in range(33)}),
         ["spec.arguments: Too many"],
     ),
-    ("approval-unknown-field", APPROVALS, approval(decidedBy="alice"), ['unknown field "spec.decidedBy"']),
+    (
+        "approval-decider-without-decision",
+        APPROVALS,
+        approval(decidedBy="alice"),
+        ["spec.decidedBy", "decidedBy can be set only together with the decision"],
+    ),
+    ("approval-unknown-field", APPROVALS, approval(approvedBy="alice"), ['unknown field "spec.approvedBy"']),
 ]
 
 
@@ -289,6 +295,34 @@ BAD_UPDATES: list[tuple[str, str, dict[str, Any], list[dict[str, Any]], list[str
         approval(),
         [{"spec": {"decision": "Denied", "reason": "too risky"}}, {"spec": {"reason": "fine actually"}}],
         ["spec.reason", "reason cannot change after the decision was made"],
+    ),
+    (
+        "approval-decider-changed",
+        APPROVALS,
+        approval(),
+        [{"spec": {"decision": "Approved", "decidedBy": "bob"}}, {"spec": {"decidedBy": "alice"}}],
+        ["spec.decidedBy", "decidedBy cannot change after the decision was made"],
+    ),
+    (
+        "approval-decider-removed",
+        APPROVALS,
+        approval(),
+        [{"spec": {"decision": "Approved", "decidedBy": "bob"}}, {"spec": {"decidedBy": None}}],
+        ["spec.decidedBy", "decidedBy cannot change after the decision was made"],
+    ),
+    (
+        "approval-decider-added-later",
+        APPROVALS,
+        approval(),
+        [{"spec": {"decision": "Approved"}}, {"spec": {"decidedBy": "alice"}}],
+        ["spec.decidedBy", "decidedBy cannot change after the decision was made"],
+    ),
+    (
+        "approval-decider-before-decision",
+        APPROVALS,
+        approval(),
+        [{"spec": {"decidedBy": "alice"}}],
+        ["spec.decidedBy", "decidedBy can be set only together with the decision"],
     ),
     (
         "approval-deny-without-reason",

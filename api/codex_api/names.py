@@ -1,0 +1,59 @@
+"""Deterministic names, labels and annotations of everything the operator
+creates. A handler that runs twice computes the same names, so the second
+create gets a 409 instead of a duplicate."""
+
+from __future__ import annotations
+
+from .common import GROUP
+
+PREFIX = f"{GROUP}/"
+FINALIZER = f"{GROUP}/finalizer"
+
+LABEL_SESSION = f"{GROUP}/session"
+LABEL_CONVERSATION = f"{GROUP}/conversation"
+LABEL_REQUESTER = f"{GROUP}/requester"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+MANAGED_BY = "codex-operator"
+PART_OF = "codex-k8s-operator"
+COMPONENT_RUNNER = "runner"
+
+ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
+
+
+def runner_pod(session: str, attempt: int) -> str:
+    return f"{session}-runner-{attempt}"
+
+
+def network_policy(session: str) -> str:
+    return f"{session}-egress"
+
+
+def approval_request(session: str) -> str:
+    return f"{session}-approval"
+
+
+def workspace_claim(conversation: str) -> str:
+    return f"{conversation}-workspace"
+
+
+def common_labels(session: str, conversation: str) -> dict[str, str]:
+    return {
+        LABEL_SESSION: session,
+        LABEL_CONVERSATION: conversation,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_PART_OF: PART_OF,
+    }
+
+
+def owner_reference(kind: str, name: str, uid: str, *, controller: bool = True) -> dict[str, object]:
+    """An owner reference to a CodexSession (or ApprovalRequest), as kopf.adopt would set it."""
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }

@@ -1,0 +1,137 @@
+"""Run the real operator process against a control plane, as its own
+ServiceAccount (with a token minted for it), the way `make dev` and the
+integration tests do."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .assets import REPO_ROOT as REPO
+from .process import ManagedProcess, free_port, wait_for
+
+OPERATOR_RBAC = REPO / "manifests" / "base" / "rbac-operator.yaml"
+OPERATOR_BINDING = REPO / "manifests" / "base" / "rolebinding-operator.yaml"
+RUNNER_ACCOUNT = REPO / "manifests" / "base" / "serviceaccount-runner.yaml"
+
+BASE_CONFIG = """
+[mcp]
+max_concurrent_sessions = {limit}
+session_timeout_ms = {timeout_ms}
+
+[kubernetes]
+cleanup_interval_seconds = {cleanup}
+default_ttl_seconds_after_finished = {ttl}
+approval_timeout_seconds = {approval_timeout}
+max_pod_attempts = {attempts}
+"""
+
+
+class OperatorProcess:
+    def __init__(self, proc: ManagedProcess, metrics_port: int) -> None:
+        self.proc = proc
+        self.metrics_port = metrics_port
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+
+    def metric(self, name: str, labels: str = "") -> float | None:
+        prefix = f"{name}{{{labels}}}" if labels else name
+        for line in self.metrics().splitlines():
+            if line.startswith(prefix + " "):
+                return float(line.split()[-1])
+        return None
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def ready() -> bool:
+            self.proc.check_alive()
+            return self.metric("codex_operator_ready") == 1.0
+
+        try:
+            wait_for(ready, timeout=timeout, what="the operator to become ready", interval=0.1)
+        except (TimeoutError, RuntimeError) as err:
+            raise RuntimeError(f"{err}\n--- operator log ---\n{self.proc.tail(40)}") from err
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def log(self) -> str:
+        return self.proc.log_path.read_text(errors="replace")
+
+
+def operator_kubeconfig(control_plane: Any, work: Path) -> Path:
+    """Install the operator's RBAC and write a kubeconfig with a token for its ServiceAccount."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(OPERATOR_RBAC))
+    token = control_plane.kubectl(
+        "create", "token", "codex-operator", "-n", "codex-system", "--duration=6h"
+    ).stdout.strip()
+    path = work / "operator.kubeconfig"
+    path.write_text(control_plane.kubeconfig_text(user="codex-operator", token=token))
+    return path
+
+
+def bind_operator(control_plane: Any, namespace: str) -> None:
+    """What an install puts into a sessions namespace: the operator's RoleBinding, the runner's account."""
+    docs = []
+    for path in (OPERATOR_BINDING, RUNNER_ACCOUNT):
+        doc = yaml.safe_load(path.read_text())
+        doc["metadata"]["namespace"] = namespace
+        docs.append(doc)
+    control_plane.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def start_operator(
+    control_plane: Any,
+    kubeconfig: Path,
+    namespace: str,
+    work: Path,
+    *,
+    limit: int = 10,
+    timeout_ms: int = 300_000,
+    cleanup: int = 60,
+    ttl: int = 86400,
+    approval_timeout: int = 3600,
+    attempts: int = 2,
+    extra_config: str = "",
+) -> OperatorProcess:
+    config = work / f"operator-{namespace}.toml"
+    config.write_text(
+        BASE_CONFIG.format(
+            limit=limit,
+            timeout_ms=timeout_ms,
+            cleanup=cleanup,
+            ttl=ttl,
+            approval_timeout=approval_timeout,
+            attempts=attempts,
+        )
+        + extra_config
+    )
+    metrics_port = free_port()
+    proc = ManagedProcess(
+        "codex-operator",
+        [
+            str(REPO / ".venv" / "bin" / "codex-operator"),
+            "run",
+            "--config",
+            str(config),
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--metrics-port",
+            str(metrics_port),
+            "--health-port",
+            str(free_port()),
+        ],
+        work / f"operator-{namespace}.log",
+    ).start()
+    op = OperatorProcess(proc, metrics_port)
+    op.wait_ready()
+    return op

@@ -1,0 +1,138 @@
+"""Test helpers that play the node for runner pods and create, read and wait
+for CodexSessions through the real API server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from kubernetes import client
+
+from codex_api.common import GROUP, VERSION
+from codex_api.result import RunnerResult
+
+from .process import wait_for
+
+
+def set_pod_running(kube_client: Any, namespace: str, pod: str) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    client.CoreV1Api(kube_client).patch_namespaced_pod_status(
+        pod,
+        namespace,
+        {
+            "status": {
+                "phase": "Running",
+                "startTime": now,
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "image": "runner",
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": now}},
+                    }
+                ],
+            }
+        },
+    )
+
+
+def finish_pod(
+    kube_client: Any,
+    namespace: str,
+    pod: str,
+    result: RunnerResult | None,
+    *,
+    exit_code: int = 0,
+    phase: str | None = None,
+    reason: str | None = None,
+    termination_message: str | None = None,
+) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    message = (
+        termination_message if termination_message is not None else (result.bounded_frame() if result else "")
+    )
+    status: dict[str, Any] = {
+        "phase": phase or ("Succeeded" if exit_code == 0 else "Failed"),
+        "containerStatuses": [
+            {
+                "name": "runner",
+                "image": "runner",
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": "Completed" if exit_code == 0 else "Error",
+                        "message": message,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+        ],
+    }
+    if reason:
+        status["reason"] = reason
+    client.CoreV1Api(kube_client).patch_namespaced_pod_status(pod, namespace, {"status": status})
+
+
+# --------------------------------------------------------------------------- sessions
+def session_body(name: str, **spec: Any) -> dict[str, Any]:
+    spec.setdefault("prompt", "Write a factorial function")
+    spec.setdefault("requestedBy", "carol")
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def create_session(kube_client: Any, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "codexsessions", session_body(name, **spec)
+        ),
+    )
+
+
+def get_session(kube_client: Any, namespace: str, name: str) -> dict[str, Any]:
+    return cast(
+        dict[str, Any],
+        client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "codexsessions", name
+        ),
+    )
+
+
+def wait_session(
+    kube_client: Any,
+    namespace: str,
+    name: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 30,
+    what: str = "",
+) -> dict[str, Any]:
+    box: dict[str, Any] = {}
+
+    def check() -> bool:
+        box["s"] = get_session(kube_client, namespace, name)
+        return predicate(box["s"])
+
+    try:
+        wait_for(check, timeout=timeout, what=what or f"session {name}", interval=0.05)
+    except TimeoutError as err:
+        raise AssertionError(
+            f"{err}; last status: {json.dumps(box.get('s', {}).get('status'), indent=1)}"
+        ) from err
+    return box["s"]
+
+
+def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda s: (s.get("status") or {}).get("phase") in phases

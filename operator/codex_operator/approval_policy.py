@@ -1,0 +1,58 @@
+"""Whether a session runs at once or waits for a human.
+
+From ``[mcp] approval_policy`` and ``[security.approval_workflows]``:
+
+- ``auto-approve``: everything runs, except critical risk, which always
+  needs a human (one config key must not be able to waive that).
+- ``always-manual``: everything waits for a human.
+- ``risk-based`` (the seed): the sandbox's ``auto_approve_*`` flag decides;
+  ci mode needs a human when ``require_manual_approval_for_ci``; critical
+  risk always needs a human.
+
+High and critical risks may be decided only by members of the configured
+approver groups; lower risks by any authenticated user but the requester.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codex_api.common import RiskLevel
+from codex_api.config import CodexMCPConfig
+from codex_api.session import CodexSessionSpec
+
+from .risk import at_least
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    auto_approved: bool
+    reason: str
+    approver_groups: tuple[str, ...] = ()  # empty: any user but the requester may decide
+
+    @property
+    def needs_human(self) -> bool:
+        return not self.auto_approved
+
+
+def decide(spec: CodexSessionSpec, risk: RiskLevel, config: CodexMCPConfig) -> ApprovalDecision:
+    groups = tuple(config.kubernetes.approver_groups) if at_least(risk, "high") else ()
+    policy = config.mcp.approval_policy
+    flows = config.security.approval_workflows
+    if risk == "critical":
+        return ApprovalDecision(False, "critical risk always needs a human approver", groups)
+    if policy == "always-manual":
+        return ApprovalDecision(False, "approval_policy is always-manual", groups)
+    if policy == "auto-approve":
+        return ApprovalDecision(True, "approval_policy is auto-approve")
+    if spec.mode == "ci" and flows.require_manual_approval_for_ci:
+        return ApprovalDecision(False, "ci mode requires manual approval", groups)
+    auto = {
+        "read-only": flows.auto_approve_read_only,
+        "isolated": flows.auto_approve_isolated,
+        "full-access": flows.auto_approve_full_access,
+    }[spec.sandbox]
+    flag = f"auto_approve_{spec.sandbox.replace('-', '_')}"
+    if auto:
+        return ApprovalDecision(True, f"{flag} is true")
+    return ApprovalDecision(False, f"{flag} is false", groups)

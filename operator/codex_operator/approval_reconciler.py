@@ -1,0 +1,96 @@
+"""ApprovalRequest status: Pending until a verified human decision or expiry.
+
+The decision and its decider come from the spec, which admission guarantees:
+the ValidatingAdmissionPolicy checked `decidedBy` against the authenticated
+user of the request that set the decision. The operator adds two guards of
+its own: a decision without a decider, or by the requester, is never honoured
+(an unanswered request never counts as approval), and a decision the API
+server recorded after `expiresAt` is too late.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .admission import decision_time
+from .conditions import now, parse_time, rfc3339, set_condition
+from .context import Context, session_key
+from .kube import APPROVALS
+
+TERMINAL = ("Approved", "Denied", "Expired")
+
+
+async def _write(
+    ctx: Context, body: dict[str, Any], fields: dict[str, Any], event: tuple[str, str, bool]
+) -> None:
+    meta = body["metadata"]
+    at = now()
+    conds = set_condition(
+        (body.get("status") or {}).get("conditions"),
+        "Decided",
+        "True" if fields.get("phase") in TERMINAL else "False",
+        fields.get("phase", "Pending"),
+        fields.get("message", ""),
+        meta.get("generation"),
+        at,
+    )
+    fields = {"observedGeneration": meta.get("generation", 1), "conditions": conds, **fields}
+    updated = await ctx.api.patch_status(
+        APPROVALS, meta["namespace"], meta["name"], fields, meta["resourceVersion"]
+    )
+    ctx.store.upsert(ctx.store.approvals, updated)
+    if fields.get("phase") != (body.get("status") or {}).get("phase"):
+        await ctx.events.record(updated, *event)
+
+
+async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
+    body = ctx.store.approvals.get((namespace, name))
+    if body is None:
+        return None
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    session = session_key(namespace, spec.get("sessionRef", ""))
+    if status.get("phase") in TERMINAL:
+        ctx.queue.add(session)
+        return None
+    expires = parse_time(spec.get("expiresAt"))
+    decision = spec.get("decision")
+    current = now()
+    if decision:
+        decider = spec.get("decidedBy")
+        if not decider or decider == spec.get("requestedBy"):
+            message = (
+                "decision ignored: no verified decider (is the admission policy installed?)"
+                if not decider
+                else "decision ignored: the requester cannot decide their own request"
+            )
+            if status.get("message") != message:
+                await _write(
+                    ctx, body, {"phase": "Pending", "message": message}, ("DecisionIgnored", message, True)
+                )
+            return None
+        decided_at = decision_time(body) or current
+        if expires and decided_at > expires:
+            message = f"the decision by {decider} came after expiresAt"
+            await _write(ctx, body, {"phase": "Expired", "message": message}, ("Expired", message, True))
+        else:
+            message = f"{decision} by {decider}" + (f": {spec['reason']}" if spec.get("reason") else "")
+            fields = {
+                "phase": decision,
+                "decidedBy": decider,
+                "decidedAt": rfc3339(decided_at),
+                "message": message,
+            }
+            await _write(ctx, body, fields, (decision, message, decision == "Denied"))
+            ctx.metrics.approvals_decided.labels(decision).inc()
+        ctx.queue.add(session)
+        return None
+    if expires and current >= expires:
+        message = "no decision before expiresAt; counts as denied"
+        await _write(ctx, body, {"phase": "Expired", "message": message}, ("Expired", message, True))
+        ctx.queue.add(session)
+        return None
+    if not status.get("phase"):
+        message = f"waiting for a decision until {spec.get('expiresAt')}"
+        await _write(ctx, body, {"phase": "Pending", "message": message}, ("Pending", message, False))
+    return (expires - current).total_seconds() + 0.05 if expires else None

@@ -1,0 +1,42 @@
+"""What the reconcilers share: the API, the store, the gate, the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from codex_api.config import CodexMCPConfig
+
+from .events import EventRecorder
+from .gate import ConcurrencyGate
+from .kube import KubeApi
+from .metrics import OperatorMetrics
+from .store import Store
+from .workqueue import WorkQueue
+
+SESSION = "session"
+APPROVAL = "approval"
+
+
+def session_key(namespace: str, name: str) -> Hashable:
+    return (SESSION, namespace, name)
+
+
+def approval_key(namespace: str, name: str) -> Hashable:
+    return (APPROVAL, namespace, name)
+
+
+@dataclass
+class Context:
+    api: KubeApi
+    store: Store
+    config: CodexMCPConfig
+    gate: ConcurrencyGate
+    queue: WorkQueue
+    events: EventRecorder
+    metrics: OperatorMetrics
+
+    def release_slot(self, namespace: str, name: str) -> None:
+        """Free a session's slot and wake whoever may take it."""
+        for waiter in self.gate.release(session_key(namespace, name)):
+            self.queue.add(waiter)

@@ -1,0 +1,239 @@
+"""Kubernetes API calls of the operator (kubernetes_asyncio), on raw dicts.
+
+Creates are idempotent (a 409 returns the existing object), status writes
+carry the resourceVersion they were computed from (a stale view gets a 409
+and is retried with fresh data instead of overwriting newer state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from codex_api.common import GROUP, VERSION
+
+log = logging.getLogger("codex_operator.kube")
+
+T = TypeVar("T")
+RETRY_429_SECONDS = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+SESSIONS = "codexsessions"
+APPROVALS = "approvalrequests"
+
+
+class Conflict(Exception):
+    """The object changed since it was read; look again."""
+
+
+async def load_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    if kubeconfig:
+        await k8s_config.load_kube_config(config_file=kubeconfig)
+    else:
+        try:
+            k8s_config.load_incluster_config()
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config()
+    return k8s.ApiClient()
+
+
+async def _call(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Call the API, honouring 429 Retry-After the way client-go does (bounded)."""
+    deadline = time.monotonic() + RETRY_429_SECONDS
+    while True:
+        try:
+            return await fn(*args, **kwargs)
+        except ApiException as err:
+            if err.status != 429 or time.monotonic() >= deadline:
+                raise
+            headers: Any = err.headers or {}
+            retry_after = str(headers.get("Retry-After", "1"))
+            await asyncio.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 5.0))
+
+
+async def _json(resp: Any) -> dict[str, Any]:
+    """The body of a raw (_preload_content=False) response; errors raise as the client would."""
+    data = await resp.read()
+    if resp.status >= 400:
+        err = ApiException(status=resp.status, reason=resp.reason)
+        err.body = data.decode(errors="replace")
+        err.headers = resp.headers
+        resp.release()
+        raise err
+    return dict(json.loads(data))
+
+
+class KubeApi:
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.client = api_client
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.net = k8s.NetworkingV1Api(api_client)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # -- custom resources ----------------------------------------------------------
+    async def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        out = await _call(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural)
+        return list(out["items"])
+
+    async def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return dict(
+                await _call(
+                    self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body
+                )
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            name = body["metadata"]["name"]
+            return dict(
+                await _call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name)
+            )
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            return dict(
+                await _call(
+                    self.custom.patch_namespaced_custom_object_status,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                )
+            )
+        except ApiException as err:
+            if err.status in (404, 409):
+                raise Conflict(f"{plural}/{name}: {err.reason}") from err
+            raise
+
+    async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
+        try:
+            await _call(
+                self.custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                propagation_policy="Background",
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    # -- core objects ----------------------------------------------------------------
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        resp = await _call(
+            self.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False
+        )
+        return list((await _json(resp))["items"])
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await _json(
+                await _call(self.core.create_namespaced_pod, namespace, body, _preload_content=False)
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            name = body["metadata"]["name"]
+            return await _json(
+                await _call(self.core.read_namespaced_pod, name, namespace, _preload_content=False)
+            )
+
+    async def delete_pod(self, namespace: str, name: str, grace_seconds: int = 5) -> None:
+        try:
+            await _call(self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=grace_seconds)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    async def pod_log_tail(self, namespace: str, name: str, container: str, lines: int = 20) -> str | None:
+        """The end of a container's log, or None when the node cannot serve it."""
+        try:
+            return str(
+                await _call(
+                    self.core.read_namespaced_pod_log,
+                    name,
+                    namespace,
+                    container=container,
+                    tail_lines=lines,
+                    _request_timeout=5,
+                )
+            )
+        except (ApiException, OSError, TimeoutError) as err:
+            log.debug("no log for pod %s/%s: %s", namespace, name, err)
+            return None
+
+    async def ensure_network_policy(self, namespace: str, body: dict[str, Any]) -> None:
+        try:
+            await _json(
+                await _call(
+                    self.net.create_namespaced_network_policy, namespace, body, _preload_content=False
+                )
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+
+    async def ensure_claim(self, namespace: str, body: dict[str, Any], owner: dict[str, Any]) -> None:
+        """Create the conversation's volume claim, or add this turn as one more owner of it."""
+        try:
+            await _json(
+                await _call(
+                    self.core.create_namespaced_persistent_volume_claim,
+                    namespace,
+                    body,
+                    _preload_content=False,
+                )
+            )
+            return
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        name = body["metadata"]["name"]
+        existing = await _json(
+            await _call(
+                self.core.read_namespaced_persistent_volume_claim, name, namespace, _preload_content=False
+            )
+        )
+        owners = existing["metadata"].get("ownerReferences") or []
+        if any(o.get("uid") == owner["uid"] for o in owners):
+            return
+        patch = {
+            "metadata": {
+                "ownerReferences": [*owners, owner],
+                "resourceVersion": existing["metadata"]["resourceVersion"],
+            }
+        }
+        await _call(
+            self.core.patch_namespaced_persistent_volume_claim,
+            name,
+            namespace,
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
+        try:
+            await _json(
+                await _call(self.core.create_namespaced_event, namespace, body, _preload_content=False)
+            )
+        except ApiException as err:
+            log.warning("could not record event in %s: %s", namespace, err.reason)

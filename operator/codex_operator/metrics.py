@@ -1,0 +1,88 @@
+"""Prometheus metrics of the operator, on its own registry and port.
+
+The seed's codex_mcp_* names that describe sessions belong here (the operator
+sees every session finish, whoever created it); the gateway exports the ones
+about MCP calls.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PHASES = (
+    "Pending",
+    "AwaitingApproval",
+    "Queued",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Denied",
+    "TimedOut",
+    "Cancelled",
+)
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.sessions = Gauge("codex_operator_sessions", "CodexSessions by phase.", ["phase"], registry=r)
+        self.reconcile_seconds = Histogram(
+            "codex_operator_reconcile_duration_seconds",
+            "Time of one reconcile.",
+            ["kind", "result"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "codex_operator_workqueue_depth", "Keys waiting to be reconciled.", registry=r
+        )
+        self.approvals_pending = Gauge(
+            "codex_operator_approvals_pending", "ApprovalRequests waiting for a decision.", registry=r
+        )
+        self.approvals_decided = Counter(
+            "codex_operator_approvals_decided_total", "ApprovalRequests decided.", ["decision"], registry=r
+        )
+        self.pods_started = Counter(
+            "codex_operator_runner_pods_started_total", "Runner pods created.", registry=r
+        )
+        self.ready = Gauge("codex_operator_ready", "1 once the operator has synced and serves.", registry=r)
+        # The seed's metric names.
+        self.active_sessions = Gauge(
+            "codex_mcp_active_sessions_total",
+            "Sessions running now (holding a concurrency slot).",
+            registry=r,
+        )
+        self.session_duration = Histogram(
+            "codex_mcp_session_duration_seconds",
+            "Run time of finished turns.",
+            ["phase"],
+            buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        )
+        self.success_rate = Gauge(
+            "codex_mcp_session_success_rate",
+            "Succeeded / finished turns since the operator started.",
+            registry=r,
+        )
+        self.cost = Counter(
+            "codex_mcp_cost_usd_total", "Actual cost of finished turns, USD.", ["provider"], registry=r
+        )
+        self.tokens = Counter(
+            "codex_mcp_tokens_consumed_total", "Tokens used by finished turns.", ["type"], registry=r
+        )
+        self._finished = 0
+        self._succeeded = 0
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def turn_finished(self, phase: str, duration: float | None) -> None:
+        self._finished += 1
+        self._succeeded += phase == "Succeeded"
+        self.success_rate.set(self._succeeded / self._finished)
+        if duration is not None:
+            self.session_duration.labels(phase).observe(duration)
+
+    def set_phases(self, counts: dict[str, int]) -> None:
+        for phase in PHASES:
+            self.sessions.labels(phase).set(counts.get(phase, 0))

@@ -1,0 +1,119 @@
+"""What a runner pod's status says about the turn, and how a finished turn
+becomes CodexSession status. Pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from codex_api.config import CostConfig
+from codex_api.result import (
+    EXIT_CODEX_MISSING,
+    EXIT_CONFIG_ERROR,
+    RunnerResult,
+    clip_response,
+    parse_frame,
+)
+from codex_api.session import Cost
+
+from . import cost
+
+RUNNER_CONTAINER = "runner"
+
+PodState = Literal["pending", "running", "succeeded", "failed", "evicted", "deadline", "deleting"]
+
+
+@dataclass(frozen=True)
+class PodOutcome:
+    state: PodState
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""  # the termination message, when the container wrote one
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "failed", "deadline")
+
+    @property
+    def lost(self) -> bool:
+        """The pod went away for reasons outside the turn: worth another attempt."""
+        return self.state in ("evicted", "deleting")
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == RUNNER_CONTAINER:
+            state = status.get("state", {}).get("terminated") or status.get("lastState", {}).get("terminated")
+            return dict(state or {})
+    return {}
+
+
+def pod_outcome(pod: dict[str, Any]) -> PodOutcome:
+    status = pod.get("status") or {}
+    phase = status.get("phase", "Pending")
+    term = _terminated(pod)
+    exit_code = term.get("exitCode")
+    message = term.get("message") or ""
+    if phase == "Succeeded":
+        return PodOutcome(
+            "succeeded", exit_code if exit_code is not None else 0, term.get("reason", ""), message
+        )
+    if phase == "Failed":
+        reason = status.get("reason", "")
+        if reason == "Evicted":
+            return PodOutcome("evicted", exit_code, reason, status.get("message", ""))
+        if reason == "DeadlineExceeded":
+            return PodOutcome("deadline", exit_code, reason, status.get("message", ""))
+        return PodOutcome("failed", exit_code, term.get("reason") or reason, message)
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return PodOutcome("deleting", reason="Deleted", message="the runner pod is being deleted")
+    return PodOutcome("running" if phase == "Running" else "pending")
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    phase: Literal["Succeeded", "Failed"]
+    reason: str
+    message: str
+    status: dict[str, Any]  # fields to merge into CodexSession status
+
+
+_FAILURE_REASONS = {
+    "turn_failed": "TurnFailed",
+    "config_error": "RunnerConfigError",
+    "codex_missing": "CodexMissing",
+    "internal_error": "RunnerError",
+}
+
+
+def turn_result(
+    outcome: PodOutcome, log_tail: str | None, model: str, prices: CostConfig, estimate: Cost | None
+) -> TurnResult:
+    """Status of a finished turn from the runner's frame (log first, then termination message)."""
+    result = parse_frame(log_tail or "") or parse_frame(outcome.message)
+    if result is None:
+        detail = f"exit code {outcome.exit_code}" + (f", {outcome.reason}" if outcome.reason else "")
+        reason = "OOMKilled" if outcome.reason == "OOMKilled" else "NoResult"
+        return TurnResult("Failed", reason, f"the runner ended without a result ({detail})", {})
+    return _from_result(result, model, prices, estimate)
+
+
+def _from_result(result: RunnerResult, model: str, prices: CostConfig, estimate: Cost | None) -> TurnResult:
+    response, truncated = clip_response(result.final_message)
+    fields: dict[str, Any] = {
+        "usage": result.usage.to_k8s(),
+        "cost": cost.actual(result.usage, model, prices, estimate_=estimate).to_k8s(),
+        "progress": {"commands": result.commands, "fileChanges": result.file_changes},
+    }
+    if result.thread_id:
+        fields["threadId"] = result.thread_id
+    if response is not None:
+        fields["response"] = response
+        fields["responseTruncated"] = truncated or result.truncated
+    if result.outcome == "completed":
+        return TurnResult("Succeeded", "Completed", "the turn completed", fields)
+    reason = _FAILURE_REASONS.get(result.outcome, "RunnerError")
+    errors = "; ".join(result.errors)[:900] or f"runner exit code {result.exit_code}"
+    if result.exit_code in (EXIT_CONFIG_ERROR, EXIT_CODEX_MISSING) and not result.errors:
+        errors = f"runner exit code {result.exit_code}"
+    return TurnResult("Failed", reason, errors, fields)

@@ -1,0 +1,168 @@
+"""The operator process: kopf watches, the store and work queue, the
+reconcilers, metrics. kopf handlers only feed the store and the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Hashable
+from typing import Any, cast
+
+from codex_api import names
+from codex_api.config import CodexMCPConfig
+from codex_api.session import TERMINAL_PHASES
+
+from . import approval_reconciler, session_reconciler
+from .context import APPROVAL, SESSION, Context, approval_key, session_key
+from .events import EventRecorder
+from .gate import ConcurrencyGate
+from .kube import APPROVALS, SESSIONS, Conflict, KubeApi, load_client
+from .metrics import OperatorMetrics
+from .pod_outcome import pod_outcome
+from .store import Store, key_of
+from .workqueue import WorkQueue
+
+log = logging.getLogger("codex_operator.runtime")
+
+RUNNER_SELECTOR = (
+    f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY},{names.LABEL_COMPONENT}={names.COMPONENT_RUNNER}"
+)
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: CodexMCPConfig,
+        namespaces: list[str],
+        *,
+        kubeconfig: str | None = None,
+        workers: int = 16,
+    ) -> None:
+        self.config = config
+        self.namespaces = namespaces
+        self.kubeconfig = kubeconfig
+        self.workers = workers
+        self.metrics = OperatorMetrics()
+        self.store = Store()
+        self.ctx: Context | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        api = KubeApi(await load_client(self.kubeconfig))
+        gate = ConcurrencyGate(self.config.mcp.max_concurrent_sessions)
+        queue = WorkQueue(self._reconcile, workers=self.workers)
+        queue.on_processed = self._observe
+        self.ctx = ctx = Context(api, self.store, self.config, gate, queue, EventRecorder(api), self.metrics)
+        await self._sync()
+        queue.start()
+        for key in list(self.store.sessions):
+            queue.add(session_key(*key))
+        for key in list(self.store.approvals):
+            queue.add(approval_key(*key))
+        self._tasks = [
+            asyncio.create_task(self._sweep(), name="sweep"),
+            asyncio.create_task(self._gauges(), name="gauges"),
+        ]
+        self.metrics.ready.set(1)
+        log.info("operator ready", extra={"namespaces": self.namespaces, "gate": ctx.gate.snapshot()})
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.ctx:
+            await self.ctx.queue.stop()
+            await self.ctx.api.close()
+
+    async def _sync(self) -> None:
+        """List everything once before the first reconcile, so the gate starts exact."""
+        assert self.ctx is not None
+        api = self.ctx.api
+        for ns in self.namespaces:
+            for obj in await api.list_custom(SESSIONS, ns):
+                self.store.upsert(self.store.sessions, obj)
+            for obj in await api.list_custom(APPROVALS, ns):
+                self.store.upsert(self.store.approvals, obj)
+            for obj in await api.list_pods(ns, RUNNER_SELECTOR):
+                self.store.upsert(self.store.pods, obj)
+        holders: set[Hashable] = set()
+        for key, body in self.store.sessions.items():
+            phase = (body.get("status") or {}).get("phase")
+            if phase in TERMINAL_PHASES:
+                continue
+            has_live_pod = any(not pod_outcome(p).finished for p in self.store.pods_of(*key))
+            if phase == "Running" or has_live_pod:
+                holders.add(session_key(*key))
+        self.ctx.gate.seed(holders)
+
+    # -- events from kopf --------------------------------------------------------------
+    def session_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        self._apply(self.store.sessions, event_type, obj)
+        if self.ctx:
+            self.ctx.queue.add(session_key(*key_of(obj)))
+
+    def approval_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        self._apply(self.store.approvals, event_type, obj)
+        if self.ctx:
+            self.ctx.queue.add(approval_key(*key_of(obj)))
+
+    def pod_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
+        self._apply(self.store.pods, event_type, obj)
+        session = (obj["metadata"].get("labels") or {}).get(names.LABEL_SESSION)
+        if self.ctx and session:
+            self.ctx.queue.add(session_key(obj["metadata"]["namespace"], session))
+
+    def _apply(self, table: dict[Any, dict[str, Any]], event_type: str | None, obj: dict[str, Any]) -> None:
+        if event_type == "DELETED":
+            self.store.remove(table, obj)
+        else:
+            self.store.upsert(table, obj)
+
+    # -- reconcile ----------------------------------------------------------------------
+    async def _reconcile(self, key: Hashable) -> float | None:
+        assert self.ctx is not None
+        kind, namespace, name = cast(tuple[str, str, str], key)
+        try:
+            if kind == SESSION:
+                return await session_reconciler.reconcile(self.ctx, namespace, name)
+            if kind == APPROVAL:
+                return await approval_reconciler.reconcile(self.ctx, namespace, name)
+        except Conflict:
+            # Our view was stale; the watch event with the newer version re-queues us too.
+            return 0.05
+        return None
+
+    def _observe(self, key: Hashable, seconds: float, ok: bool) -> None:
+        kind = key[0]  # type: ignore[index]
+        self.metrics.reconcile_seconds.labels(kind, "ok" if ok else "error").observe(seconds)
+
+    async def _sweep(self) -> None:
+        """Periodic cleanup: finished sessions past their TTL, expired approvals."""
+        assert self.ctx is not None
+        while True:
+            await asyncio.sleep(self.config.kubernetes.cleanup_interval_seconds)
+            for key, body in list(self.store.sessions.items()):
+                if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                    self.ctx.queue.add(session_key(*key))
+            for key, body in list(self.store.approvals.items()):
+                if (body.get("status") or {}).get("phase") in (None, "Pending"):
+                    self.ctx.queue.add(approval_key(*key))
+
+    async def _gauges(self) -> None:
+        assert self.ctx is not None
+        while True:
+            phases = Counter(
+                (b.get("status") or {}).get("phase") or "Pending" for b in self.store.sessions.values()
+            )
+            self.metrics.set_phases(dict(phases))
+            self.metrics.active_sessions.set(len(self.ctx.gate.holders))
+            self.metrics.queue_depth.set(len(self.ctx.queue))
+            self.metrics.approvals_pending.set(
+                sum(
+                    (b.get("status") or {}).get("phase") in (None, "Pending")
+                    for b in self.store.approvals.values()
+                )
+            )
+            await asyncio.sleep(2)

@@ -1,0 +1,525 @@
+"""The CodexSession lifecycle, one turn of a conversation:
+
+    (new) -> risk -> approval policy -> AwaitingApproval (ApprovalRequest)
+          -> Queued (concurrency gate) -> NetworkPolicy + runner Pod -> Running
+          -> Succeeded | Failed | TimedOut | Denied
+
+Level-triggered: every call looks at the session as it is now (and at its
+pod, its approval request, its parent) and takes the next step. Names are
+deterministic and creates are idempotent, so a step that ran before a crash
+runs again harmlessly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from codex_api import names
+from codex_api.redaction import redact, shorten
+from codex_api.result import parse_frame
+from codex_api.session import TERMINAL_PHASES, CodexSessionSpec, Cost
+from codex_runner.contract import turn_settings_for
+
+from . import cost
+from .approval_policy import decide
+from .conditions import now, parse_time, rfc3339, set_condition
+from .context import Context, approval_key, session_key
+from .kube import APPROVALS, SESSIONS
+from .netpol_builder import build_network_policy
+from .pod_builder import build_runner_pod, build_workspace_claim
+from .pod_outcome import RUNNER_CONTAINER, pod_outcome, turn_result
+from .risk import assess_risk
+
+log = logging.getLogger("codex_operator.session")
+
+SAFETY_REQUEUE = 30.0  # events normally wake us sooner; this only bounds a missed one
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Parent:
+    conversation: str
+    thread_id: str
+
+
+WAIT_FOR_PARENT = object()
+
+
+# --------------------------------------------------------------------------- entry
+async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
+    body = ctx.store.sessions.get((namespace, name))
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        ctx.release_slot(namespace, name)
+        return None
+    status = body.get("status") or {}
+    phase = status.get("phase")
+    if phase in TERMINAL_PHASES:
+        return await _finished(ctx, body)
+    try:
+        spec = CodexSessionSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        return await _finish(ctx, body, "Failed", "InvalidSpec", shorten(str(err), 900))
+    if phase in (None, "Pending"):
+        return await _admit(ctx, body, spec)
+    if phase == "AwaitingApproval":
+        return await _awaiting_approval(ctx, body, spec)
+    if phase == "Queued":
+        return await _start_or_queue(ctx, body, spec, {})
+    if phase == "Running":
+        return await _running(ctx, body, spec)
+    return None
+
+
+# --------------------------------------------------------------------------- status
+async def _write(
+    ctx: Context,
+    body: dict[str, Any],
+    fields: dict[str, Any],
+    *,
+    event: tuple[str, str, bool] | None = None,
+) -> dict[str, Any]:
+    """Merge `fields` into status (guarded by resourceVersion); record an Event for a new phase."""
+    meta = body["metadata"]
+    old_phase = (body.get("status") or {}).get("phase")
+    fields = {"observedGeneration": meta.get("generation", 1), **fields}
+    updated = await ctx.api.patch_status(
+        SESSIONS, meta["namespace"], meta["name"], fields, meta["resourceVersion"]
+    )
+    ctx.store.upsert(ctx.store.sessions, updated)
+    new_phase = fields.get("phase", old_phase)
+    if event and new_phase != old_phase:
+        await ctx.events.record(updated, *event)
+    return updated
+
+
+def _conditions(body: dict[str, Any], *updates: tuple[str, str, str, str]) -> list[dict[str, Any]]:
+    conds = (body.get("status") or {}).get("conditions") or []
+    at = now()
+    generation = body["metadata"].get("generation", 1)
+    for type_, status, reason, message in updates:
+        conds = set_condition(conds, type_, status, reason, message, generation, at)  # type: ignore[arg-type]
+    return conds
+
+
+def _timings(body: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    timings = dict((body.get("status") or {}).get("timings") or {})
+    timings.update({k: v for k, v in changes.items() if v is not None})
+    return timings
+
+
+def _timeout(ctx: Context, spec: CodexSessionSpec) -> int:
+    return spec.timeout_seconds or max(ctx.config.mcp.session_timeout_ms // 1000, 10)
+
+
+# --------------------------------------------------------------------------- new
+def _parent(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> Parent | Refusal | object | None:
+    """The conversation a reply continues; None for a first turn."""
+    if not spec.resume_from:
+        return None
+    namespace = body["metadata"]["namespace"]
+    parent = ctx.store.sessions.get((namespace, spec.resume_from))
+    if parent is None:
+        return Refusal(
+            "ResumeParentNotFound", f"resumeFrom: CodexSession {spec.resume_from!r} does not exist"
+        )
+    pspec = parent.get("spec") or {}
+    pstatus = parent.get("status") or {}
+    if pspec.get("requestedBy") != spec.requested_by:
+        return Refusal(
+            "ResumeForbidden", f"resumeFrom: CodexSession {spec.resume_from!r} belongs to another requester"
+        )
+    if (
+        (pspec.get("workspace") or {}).get("type") != "persistent"
+        or (spec.workspace is None)
+        or (spec.workspace.type != "persistent")
+    ):
+        return Refusal(
+            "ResumeNeedsPersistentWorkspace",
+            "a reply needs workspace.type=persistent on both turns (a scratch workspace is gone with its pod)",
+        )
+    phase = pstatus.get("phase")
+    if phase not in TERMINAL_PHASES:
+        return WAIT_FOR_PARENT
+    if phase != "Succeeded":
+        return Refusal(
+            "ResumeParentFailed", f"resumeFrom: CodexSession {spec.resume_from!r} ended as {phase}"
+        )
+    if not pstatus.get("threadId"):
+        return Refusal("ResumeParentHasNoThread", f"resumeFrom: {spec.resume_from!r} has no Codex thread id")
+    return Parent(
+        conversation=pstatus.get("conversationId") or spec.resume_from, thread_id=pstatus["threadId"]
+    )
+
+
+async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
+    parent = _parent(ctx, body, spec)
+    if isinstance(parent, Refusal):
+        return await _finish(ctx, body, "Failed", parent.reason, parent.message)
+    if parent is WAIT_FOR_PARENT:
+        message = f"waiting for {spec.resume_from} to finish"
+        if (body.get("status") or {}).get("message") != message:
+            await _write(ctx, body, {"phase": "Pending", "reason": "WaitingForParent", "message": message})
+        return SAFETY_REQUEUE  # the parent's end wakes us sooner
+    name = body["metadata"]["name"]
+    conversation = parent.conversation if isinstance(parent, Parent) else name
+    risk = assess_risk(spec, ctx.config.security.risk_levels)
+    model = spec.model or ctx.config.codex.model
+    estimate = cost.estimate(
+        spec.prompt, model, ctx.config.cost, extra_chars=len(spec.base_instructions or "")
+    )
+    decision = decide(spec, risk, ctx.config)
+    fields: dict[str, Any] = {
+        "riskLevel": risk,
+        "model": model,
+        "conversationId": conversation,
+        "cost": estimate.to_k8s(),
+    }
+    if decision.needs_human:
+        approval = await ctx.api.create_custom(
+            APPROVALS, body["metadata"]["namespace"], _approval_body(ctx, body, spec, risk)
+        )
+        ctx.store.upsert(ctx.store.approvals, approval)
+        approval_name = approval["metadata"]["name"]
+        command = f'kubectl patch cxar {approval_name} -n {body["metadata"]["namespace"]} --type merge -p \'{{"spec":{{"decision":"Approved"}}}}\''
+        fields.update(
+            phase="AwaitingApproval",
+            reason="ApprovalRequired",
+            message=f"{risk} risk: {decision.reason}; approve with: {command}",
+            approvalRef=approval_name,
+            conditions=_conditions(body, ("Approved", "Unknown", "AwaitingDecision", decision.reason)),
+        )
+        await _write(
+            ctx,
+            body,
+            fields,
+            event=("ApprovalRequested", f"{risk} risk, ApprovalRequest {approval_name}", False),
+        )
+        ctx.queue.add(approval_key(body["metadata"]["namespace"], approval_name))
+        return None
+    fields["conditions"] = _conditions(body, ("Approved", "True", "AutoApproved", decision.reason))
+    return await _start_or_queue(ctx, body, spec, fields)
+
+
+def _approval_body(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, risk: str) -> dict[str, Any]:
+    meta = body["metadata"]
+    conversation = (body.get("status") or {}).get("conversationId") or meta["name"]
+    arguments = {
+        "prompt": shorten(redact(spec.prompt), 1024),
+        "sandbox": spec.sandbox,
+        "mode": spec.mode,
+        "fullAuto": str(spec.full_auto).lower(),
+        "model": spec.model or ctx.config.codex.model,
+    }
+    for key, value in (("reasoningEffort", spec.reasoning_effort), ("resumeFrom", spec.resume_from)):
+        if value:
+            arguments[key] = value
+    tool = (meta.get("annotations") or {}).get(f"{names.PREFIX}tool", "codex")
+    spec_out: dict[str, Any] = {
+        "sessionRef": meta["name"],
+        "toolName": tool if tool.replace("-", "").isalnum() else "codex",
+        "operation": f"codex exec --sandbox {spec.sandbox} (mode={spec.mode}, fullAuto={str(spec.full_auto).lower()})",
+        "arguments": arguments,
+        "riskLevel": risk,
+        "requestedBy": spec.requested_by or "unknown",
+        "expiresAt": rfc3339(now() + timedelta(seconds=ctx.config.kubernetes.approval_timeout_seconds)),
+    }
+    if spec.business_justification:
+        spec_out["businessJustification"] = redact(spec.business_justification)
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": "ApprovalRequest",
+        "metadata": {
+            "name": names.approval_request(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": names.common_labels(meta["name"], conversation),
+            "ownerReferences": [names.owner_reference("CodexSession", meta["name"], meta["uid"])],
+        },
+        "spec": spec_out,
+    }
+
+
+# --------------------------------------------------------------------------- approval
+async def _awaiting_approval(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
+    meta = body["metadata"]
+    ref = (body.get("status") or {}).get("approvalRef") or names.approval_request(meta["name"])
+    approval = ctx.store.approvals.get((meta["namespace"], ref))
+    if approval is None:
+        risk = (body.get("status") or {}).get("riskLevel") or assess_risk(
+            spec, ctx.config.security.risk_levels
+        )
+        approval = await ctx.api.create_custom(
+            APPROVALS, meta["namespace"], _approval_body(ctx, body, spec, risk)
+        )
+        ctx.store.upsert(ctx.store.approvals, approval)
+        ctx.queue.add(approval_key(meta["namespace"], ref))
+        return None
+    astatus = approval.get("status") or {}
+    phase = astatus.get("phase")
+    who = astatus.get("decidedBy", "unknown")
+    if phase == "Approved":
+        fields = {"conditions": _conditions(body, ("Approved", "True", "Approved", f"approved by {who}"))}
+        return await _start_or_queue(ctx, body, spec, fields)
+    if phase == "Denied":
+        why = (approval.get("spec") or {}).get("reason", "")
+        return await _finish(ctx, body, "Denied", "Denied", f"denied by {who}: {why}", approved=False)
+    if phase == "Expired":
+        return await _finish(
+            ctx,
+            body,
+            "Denied",
+            "ApprovalExpired",
+            f"ApprovalRequest {ref} expired without a decision",
+            approved=False,
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- run
+async def _start_or_queue(
+    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, fields: dict[str, Any]
+) -> float | None:
+    meta = body["metadata"]
+    key = session_key(meta["namespace"], meta["name"])
+    if not ctx.gate.try_acquire(key, (meta.get("creationTimestamp", ""), meta["name"])):
+        if (body.get("status") or {}).get("phase") != "Queued" or fields:
+            snap = ctx.gate.snapshot()
+            fields.update(
+                phase="Queued",
+                reason="ConcurrencyLimit",
+                message=f"waiting for a slot: {snap['running']}/{snap['limit']} sessions running",
+                timings=_timings(body, queuedAt=rfc3339(now())),
+            )
+            await _write(ctx, body, fields)
+        return SAFETY_REQUEUE
+    merged = {**(body.get("status") or {}), **fields}
+    try:
+        pod = await _ensure_children(ctx, body, spec, merged, attempt=1)
+    except Exception as err:
+        ctx.release_slot(meta["namespace"], meta["name"])
+        status_code = getattr(err, "status", None)
+        if status_code in (400, 403, 422):  # the API server refuses this pod: retrying will not help
+            return await _finish(
+                ctx, body, "Failed", "PodRejected", shorten(getattr(err, "body", str(err)), 900)
+            )
+        raise
+    started = now()
+    fields.update(
+        phase="Running",
+        reason="PodCreated",
+        message=f"runner pod {pod['metadata']['name']} created",
+        podName=pod["metadata"]["name"],
+        attempts=1,
+        timings=_timings(body, startedAt=rfc3339(started)),
+        conditions=_conditions(
+            {**body, "status": merged}, ("Scheduled", "True", "PodCreated", pod["metadata"]["name"])
+        ),
+    )
+    await _write(ctx, body, fields, event=("Started", f"runner pod {pod['metadata']['name']} created", False))
+    return float(_timeout(ctx, spec))
+
+
+async def _ensure_children(
+    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, status: dict[str, Any], *, attempt: int
+) -> dict[str, Any]:
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    conversation = status.get("conversationId") or name
+    parent = _parent(ctx, body, spec)
+    thread = parent.thread_id if isinstance(parent, Parent) else None
+    if isinstance(parent, Refusal):
+        raise RuntimeError(f"{parent.reason}: {parent.message}")
+    k8s_cfg = ctx.config.kubernetes
+    settings = turn_settings_for(
+        spec,
+        model=status.get("model") or ctx.config.codex.model,
+        resume_thread_id=thread,
+        endpoint=k8s_cfg.model_endpoint,
+    )
+    if spec.workspace and spec.workspace.type == "persistent":
+        owner = names.owner_reference("CodexSession", name, uid, controller=False)
+        claim = build_workspace_claim(
+            conversation=conversation,
+            namespace=namespace,
+            owner_refs=[owner],
+            size=spec.workspace.size or k8s_cfg.runner_resources.workspace_size,
+            storage_class=spec.workspace.storage_class_name
+            or k8s_cfg.runner_resources.storage_class_name
+            or None,
+        )
+        await ctx.api.ensure_claim(namespace, claim, owner)
+    await ctx.api.ensure_network_policy(
+        namespace,
+        build_network_policy(
+            session_name=name,
+            namespace=namespace,
+            session_uid=uid,
+            conversation=conversation,
+            sandbox=spec.sandbox,
+            endpoint=k8s_cfg.model_endpoint,
+        ),
+    )
+    pod = await ctx.api.create_pod(
+        namespace,
+        build_runner_pod(
+            session_name=name,
+            session_uid=uid,
+            namespace=namespace,
+            spec=spec,
+            settings=settings,
+            conversation=conversation,
+            attempt=attempt,
+            timeout_seconds=_timeout(ctx, spec),
+            config=ctx.config,
+        ),
+    )
+    ctx.store.upsert(ctx.store.pods, pod)
+    ctx.metrics.pods_started.inc()
+    return pod
+
+
+async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
+    meta = body["metadata"]
+    status = body.get("status") or {}
+    pod = ctx.store.pods.get((meta["namespace"], status.get("podName", "")))
+    if pod is None:
+        return await _lost(ctx, body, spec, "PodDeleted", "the runner pod disappeared")
+    outcome = pod_outcome(pod)
+    if outcome.lost:
+        return await _lost(
+            ctx, body, spec, f"Pod{outcome.reason or 'Lost'}", outcome.message or "the runner pod was lost"
+        )
+    timeout = _timeout(ctx, spec)
+    if outcome.state == "deadline":
+        return await _finish(
+            ctx,
+            body,
+            "TimedOut",
+            "ActiveDeadlineExceeded",
+            f"the runner pod exceeded its deadline ({timeout}s)",
+        )
+    if outcome.finished:
+        frame = parse_frame(outcome.message)
+        log_tail = None
+        if frame is None or frame.truncated:
+            log_tail = await ctx.api.pod_log_tail(
+                meta["namespace"], pod["metadata"]["name"], RUNNER_CONTAINER
+            )
+        estimate = Cost.model_validate(status["cost"]) if status.get("cost") else None
+        model = status.get("model") or ctx.config.codex.model
+        result = turn_result(outcome, log_tail, model, ctx.config.cost, estimate)
+        return await _finish(ctx, body, result.phase, result.reason, result.message, extra=result.status)
+    started = parse_time((status.get("timings") or {}).get("startedAt")) or now()
+    remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
+    if remaining <= 0:
+        await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
+        return await _finish(ctx, body, "TimedOut", "Timeout", f"the turn exceeded timeoutSeconds={timeout}")
+    return min(remaining + 0.05, SAFETY_REQUEUE * 10)
+
+
+async def _lost(
+    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, reason: str, message: str
+) -> float | None:
+    status = body.get("status") or {}
+    attempts = int(status.get("attempts") or 1)
+    limit = ctx.config.kubernetes.max_pod_attempts
+    if attempts >= limit:
+        return await _finish(ctx, body, "Failed", reason, f"{message}; gave up after {attempts} attempt(s)")
+    pod = await _ensure_children(ctx, body, spec, status, attempt=attempts + 1)
+    pod_name = pod["metadata"]["name"]
+    await _write(
+        ctx,
+        body,
+        {
+            "podName": pod_name,
+            "attempts": attempts + 1,
+            "reason": "PodRecreated",
+            "message": f"{message}; started {pod_name} (attempt {attempts + 1} of {limit})",
+        },
+    )
+    await ctx.events.record(body, "PodRecreated", f"{message}; attempt {attempts + 1} of {limit}", True)
+    return SAFETY_REQUEUE
+
+
+# --------------------------------------------------------------------------- end
+async def _finish(
+    ctx: Context,
+    body: dict[str, Any],
+    phase: str,
+    reason: str,
+    message: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    approved: bool | None = None,
+) -> float | None:
+    meta = body["metadata"]
+    status = body.get("status") or {}
+    completed = now()
+    started = parse_time((status.get("timings") or {}).get("startedAt"))
+    duration = round((completed - started).total_seconds(), 3) if started else None
+    updates = [("Completed", "True" if phase == "Succeeded" else "False", reason, message)]
+    if approved is False:
+        updates.append(("Approved", "False", reason, message))
+    fields: dict[str, Any] = {
+        **(extra or {}),
+        "phase": phase,
+        "reason": reason,
+        "message": shorten(message, 1024),
+        "timings": _timings(body, completedAt=rfc3339(completed), durationSeconds=duration),
+        "conditions": _conditions(body, *updates),
+    }
+    updated = await _write(ctx, body, fields, event=(phase, shorten(message, 512), phase != "Succeeded"))
+    ctx.release_slot(meta["namespace"], meta["name"])
+    _count(ctx, phase, duration, extra or {}, status.get("model") or ctx.config.codex.model)
+    for reply in ctx.store.replies_to(meta["namespace"], meta["name"]):
+        ctx.queue.add(session_key(*reply))
+    return _ttl_remaining(ctx, updated)
+
+
+def _count(ctx: Context, phase: str, duration: float | None, fields: dict[str, Any], model: str) -> None:
+    ctx.metrics.turn_finished(phase, duration)
+    usage = fields.get("usage") or {}
+    for kind, key in (
+        ("input", "inputTokens"),
+        ("cached_input", "cachedInputTokens"),
+        ("output", "outputTokens"),
+        ("reasoning", "reasoningTokens"),
+    ):
+        if usage.get(key):
+            ctx.metrics.tokens.labels(kind).inc(usage[key])
+    for provider in (fields.get("cost") or {}).get("providers") or []:
+        if provider.get("actualUsd"):
+            ctx.metrics.cost.labels(provider["provider"]).inc(provider["actualUsd"])
+
+
+def _ttl_remaining(ctx: Context, body: dict[str, Any]) -> float:
+    spec = body.get("spec") or {}
+    ttl = spec.get("ttlSecondsAfterFinished")
+    ttl = ctx.config.kubernetes.default_ttl_seconds_after_finished if ttl is None else ttl
+    completed = parse_time(((body.get("status") or {}).get("timings") or {}).get("completedAt")) or now()
+    return max((completed + timedelta(seconds=ttl) - now()).total_seconds(), 0.0) + 0.05
+
+
+async def _finished(ctx: Context, body: dict[str, Any]) -> float | None:
+    meta = body["metadata"]
+    ctx.release_slot(meta["namespace"], meta["name"])
+    status = body.get("status") or {}
+    if status.get("phase") in ("TimedOut", "Cancelled"):
+        for pod in list(ctx.store.pods_of(meta["namespace"], meta["name"])):
+            if not pod_outcome(pod).finished and not pod["metadata"].get("deletionTimestamp"):
+                await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
+    remaining = _ttl_remaining(ctx, body)
+    if remaining <= 0.05:
+        await ctx.api.delete_custom(SESSIONS, meta["namespace"], meta["name"])
+        log.info("deleted %s/%s: ttlSecondsAfterFinished passed", meta["namespace"], meta["name"])
+        return None
+    return remaining

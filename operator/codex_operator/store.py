@@ -1,0 +1,42 @@
+"""The operator's view of the cluster: the latest version of every session,
+approval request and runner pod, fed by kopf's watch events (and by the
+responses of our own writes, which are newer than any event still in flight)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from codex_api.names import LABEL_SESSION
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return meta["namespace"], meta["name"]
+
+
+class Store:
+    def __init__(self) -> None:
+        self.sessions: dict[Key, dict[str, Any]] = {}
+        self.approvals: dict[Key, dict[str, Any]] = {}
+        self.pods: dict[Key, dict[str, Any]] = {}
+
+    def upsert(self, table: dict[Key, dict[str, Any]], obj: dict[str, Any]) -> None:
+        table[key_of(obj)] = obj
+
+    def remove(self, table: dict[Key, dict[str, Any]], obj: dict[str, Any]) -> None:
+        table.pop(key_of(obj), None)
+
+    def pods_of(self, namespace: str, session: str) -> Iterator[dict[str, Any]]:
+        for (ns, _), pod in self.pods.items():
+            if ns == namespace and pod["metadata"].get("labels", {}).get(LABEL_SESSION) == session:
+                yield pod
+
+    def replies_to(self, namespace: str, session: str) -> list[Key]:
+        return [
+            key
+            for key, body in self.sessions.items()
+            if key[0] == namespace and body.get("spec", {}).get("resumeFrom") == session
+        ]

@@ -1,0 +1,457 @@
+"""The ValidatingAdmissionPolicies of codex_api.admission on the real API
+server, exercised by real, distinct users.
+
+No operator (and so no stamping webhook) runs here: this is the fail-safe
+case where people set decidedBy/requestedBy themselves and the policy checks
+them against request.userInfo. Every rejection asserts the policy's message
+and that nothing was created or changed.
+
+The policies are cluster-scoped, so the module installs renamed copies bound
+only to its own namespace, and removes them afterwards: other tests in the
+same control plane never see them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from codex_api import admission
+from codex_api.common import GROUP, VERSION
+from codex_operator.admission import decision_time
+
+SESSIONS, APPROVALS = "codexsessions", "approvalrequests"
+APPROVER_GROUP = "codex-approvers"
+GATEWAY = "system:serviceaccount:codex-system:codex-gateway"
+USERS = ("alice", "bob", "carol", "dave", "mallory")
+POLICY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    namespace: str
+
+
+def _apply(control_plane: Any, docs: list[dict[str, Any]]) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def _params(namespace: str, trusted: list[str]) -> dict[str, Any]:
+    return admission.params_configmap(namespace, [APPROVER_GROUP], trusted)
+
+
+def _scoped(
+    policy: dict[str, Any], binding: dict[str, Any], suffix: str, namespace: str
+) -> list[dict[str, Any]]:
+    """The policy and binding renamed for this run, matching only `namespace`."""
+    policy, binding = copy.deepcopy(policy), copy.deepcopy(binding)
+    name = f"t{suffix}.{policy['metadata']['name']}"
+    policy["metadata"]["name"] = binding["metadata"]["name"] = binding["spec"]["policyName"] = name
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    return [policy, binding]
+
+
+def _rbac(namespace: str) -> list[dict[str, Any]]:
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "codex-users", "namespace": namespace},
+        "rules": [
+            {"apiGroups": [GROUP], "resources": [APPROVALS], "verbs": ["get", "list", "patch", "update"]},
+            {"apiGroups": [GROUP], "resources": [SESSIONS], "verbs": ["get", "list", "create"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "codex-users", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "codex-users"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS],
+    }
+    return [role, binding]
+
+
+def _message(err: ApiException) -> str:
+    return str(json.loads(err.body or "{}").get("message", err.body))
+
+
+def _wait_until_denied(probe: Callable[[], object], fragment: str, what: str) -> None:
+    """Policies, their params and RBAC reach the API server's caches a moment
+    after they are created: retry a dry-run probe until the policy answers."""
+    deadline = time.monotonic() + POLICY_TIMEOUT
+    last: str | None = "the probe was allowed"
+    while time.monotonic() < deadline:
+        try:
+            probe()
+        except ApiException as err:
+            last = err.body
+            if err.status == 403 and fragment in _message(err):
+                return
+        time.sleep(0.2)
+    pytest.fail(f"the {what} policy did not take effect within {POLICY_TIMEOUT}s; last answer: {last}")
+
+
+def approval(name: str, *, risk: str = "high", requested_by: str = "carol") -> dict[str, Any]:
+    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ApprovalRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "sessionRef": "s1",
+            "toolName": "codex",
+            "operation": "codex exec (sandbox=full-access)",
+            "riskLevel": risk,
+            "requestedBy": requested_by,
+            "expiresAt": expires,
+        },
+    }
+
+
+def session(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": name},
+        "spec": {"prompt": "Write a factorial function", **spec},
+    }
+
+
+@pytest.fixture(scope="module")
+def setup(control_plane: Any, kube_client: Any, client_for: Any) -> Iterator[Setup]:
+    suffix = secrets.token_hex(3)
+    namespace = f"t-approval-admission-{suffix}"
+    core = client.CoreV1Api(kube_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    docs = [
+        *_scoped(
+            admission.approval_decision_policy(),
+            admission.approval_decision_binding(namespace),
+            suffix,
+            namespace,
+        ),
+        *_scoped(
+            admission.session_requester_policy(),
+            admission.session_requester_binding(namespace),
+            suffix,
+            namespace,
+        ),
+    ]
+    try:
+        _apply(control_plane, [*_rbac(namespace), _params(namespace, [GATEWAY])])
+        _apply(control_plane, docs)
+        as_carol = client.CustomObjectsApi(client_for("carol"))
+        _wait_until_denied(
+            lambda: as_carol.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, SESSIONS, session("probe", requestedBy="alice"), dry_run="All"
+            ),
+            admission.MSG_REQUESTER,
+            "session requester",
+        )
+        client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, APPROVALS, approval("probe", risk="low")
+        )
+        _wait_until_denied(
+            lambda: as_carol.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                APPROVALS,
+                "probe",
+                {"spec": {"decision": "Approved", "decidedBy": "carol"}},
+                dry_run="All",
+            ),
+            admission.MSG_OWN_REQUEST,
+            "approval decision",
+        )
+        yield Setup(namespace)
+    finally:
+        control_plane.kubectl(
+            "delete", "--ignore-not-found", "--wait=false", "-f", "-", input=yaml.safe_dump_all(docs)
+        )
+        core.delete_namespace(namespace, propagation_policy="Background")
+
+
+@pytest.fixture
+def api(client_for: Any) -> Callable[[str], Any]:
+    return lambda user: client.CustomObjectsApi(client_for(user))
+
+
+@pytest.fixture
+def admin(kube_client: Any) -> Any:
+    return client.CustomObjectsApi(kube_client)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def _create_approval(admin: Any, ns: str, **kwargs: Any) -> str:
+    name = _unique("ar")
+    admin.create_namespaced_custom_object(GROUP, VERSION, ns, APPROVALS, approval(name, **kwargs))
+    return name
+
+
+def _decide(
+    api: Any, ns: str, name: str, decided_by: str | None, decision: str = "Approved"
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"decision": decision}
+    if decision == "Denied":
+        spec["reason"] = "too risky"
+    if decided_by is not None:
+        spec["decidedBy"] = decided_by
+    result: dict[str, Any] = api.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, APPROVALS, name, {"spec": spec}
+    )
+    return result
+
+
+def _assert_decision_rejected(
+    admin: Any,
+    api: Any,
+    ns: str,
+    name: str,
+    decided_by: str | None,
+    fragments: list[str],
+) -> None:
+    before = admin.get_namespaced_custom_object(GROUP, VERSION, ns, APPROVALS, name)
+    with pytest.raises(ApiException) as err:
+        _decide(api, ns, name, decided_by)
+    assert err.value.status == 403, err.value.body
+    message = _message(err.value)
+    assert "ValidatingAdmissionPolicy" in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    after = admin.get_namespaced_custom_object(GROUP, VERSION, ns, APPROVALS, name)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert "decision" not in after["spec"] and "decidedBy" not in after["spec"]
+
+
+# -- ApprovalRequest decisions ------------------------------------------------------
+
+
+@pytest.mark.parametrize("risk", ["low", "high"])
+@pytest.mark.parametrize("decided_by", ["carol", None])
+def test_requester_cannot_decide_their_own_request(
+    setup: Setup, admin: Any, api: Any, risk: str, decided_by: str | None
+) -> None:
+    name = _create_approval(admin, setup.namespace, risk=risk)
+    _assert_decision_rejected(
+        admin,
+        api("carol"),
+        setup.namespace,
+        name,
+        decided_by,
+        [f"carol requested this session and {admission.MSG_OWN_REQUEST}"],
+    )
+
+
+@pytest.mark.parametrize("risk", ["high", "critical"])
+def test_approver_decides_a_privileged_request_as_themselves(
+    setup: Setup, admin: Any, api: Any, risk: str
+) -> None:
+    name = _create_approval(admin, setup.namespace, risk=risk)
+    decided = _decide(api("bob"), setup.namespace, name, "bob")
+    assert decided["spec"]["decision"] == "Approved"
+    assert decided["spec"]["decidedBy"] == "bob"
+    # The server's own clock records when the decision was written.
+    when = decision_time(decided)
+    assert when is not None
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+
+
+def test_approver_can_deny(setup: Setup, admin: Any, api: Any) -> None:
+    name = _create_approval(admin, setup.namespace)
+    decided = _decide(api("alice"), setup.namespace, name, "alice", decision="Denied")
+    assert decided["spec"]["decision"] == "Denied" and decided["spec"]["decidedBy"] == "alice"
+
+
+def test_typing_someone_elses_name_is_rejected(setup: Setup, admin: Any, api: Any) -> None:
+    name = _create_approval(admin, setup.namespace)
+    _assert_decision_rejected(
+        admin, api("alice"), setup.namespace, name, "bob", [admission.MSG_DECIDER, "you are alice, not bob"]
+    )
+
+
+def test_decision_without_decider_is_rejected_when_no_webhook_stamps_it(
+    setup: Setup, admin: Any, api: Any
+) -> None:
+    name = _create_approval(admin, setup.namespace)
+    _assert_decision_rejected(
+        admin,
+        api("alice"),
+        setup.namespace,
+        name,
+        None,
+        [admission.MSG_DECIDER, "it is not set", "set spec.decidedBy to your own username alice"],
+    )
+
+
+@pytest.mark.parametrize("risk", ["high", "critical"])
+def test_outsider_cannot_decide_a_privileged_request(setup: Setup, admin: Any, api: Any, risk: str) -> None:
+    name = _create_approval(admin, setup.namespace, risk=risk)
+    _assert_decision_rejected(
+        admin,
+        api("mallory"),
+        setup.namespace,
+        name,
+        "mallory",
+        [
+            f"a {risk} risk request {admission.MSG_APPROVER_GROUP} ({APPROVER_GROUP})",
+            "mallory is in none of them",
+        ],
+    )
+
+
+@pytest.mark.parametrize("risk", ["low", "medium"])
+def test_outsider_can_decide_a_low_risk_request_as_themselves(
+    setup: Setup, admin: Any, api: Any, risk: str
+) -> None:
+    name = _create_approval(admin, setup.namespace, risk=risk)
+    _assert_decision_rejected(
+        admin, api("mallory"), setup.namespace, name, "alice", ["you are mallory, not alice"]
+    )
+    decided = _decide(api("mallory"), setup.namespace, name, "mallory")
+    assert decided["spec"]["decidedBy"] == "mallory"
+
+
+@pytest.mark.parametrize(("phase", "allowed"), [("Expired", False), ("Pending", True)])
+def test_only_a_pending_request_can_be_decided(
+    setup: Setup, admin: Any, api: Any, phase: str, allowed: bool
+) -> None:
+    name = _create_approval(admin, setup.namespace)
+    admin.patch_namespaced_custom_object_status(
+        GROUP, VERSION, setup.namespace, APPROVALS, name, {"status": {"phase": phase}}
+    )
+    if allowed:
+        assert _decide(api("bob"), setup.namespace, name, "bob")["spec"]["decidedBy"] == "bob"
+        return
+    _assert_decision_rejected(
+        admin,
+        api("bob"),
+        setup.namespace,
+        name,
+        "bob",
+        [f"this request is already Expired and {admission.MSG_NOT_PENDING}"],
+    )
+
+
+def test_other_writes_are_not_checked(setup: Setup, admin: Any, api: Any) -> None:
+    """Only the write that makes the decision is matched: the operator's
+    metadata and status writes, and writes after the decision, go through."""
+    name = _create_approval(admin, setup.namespace)
+    ns = setup.namespace
+    admin.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, APPROVALS, name, {"metadata": {"labels": {"step": "created"}}}
+    )
+    admin.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, APPROVALS, name, {"status": {"phase": "Pending"}}
+    )
+    _decide(api("bob"), ns, name, "bob")
+    # carol is the requester, but this write decides nothing.
+    labelled = api("carol").patch_namespaced_custom_object(
+        GROUP, VERSION, ns, APPROVALS, name, {"metadata": {"labels": {"seen-by": "carol"}}}
+    )
+    assert labelled["metadata"]["labels"]["seen-by"] == "carol"
+    admin.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, APPROVALS, name, {"status": {"phase": "Approved", "decidedBy": "bob"}}
+    )
+
+
+def test_kubectl_patch_as_a_human_without_the_webhook(setup: Setup, admin: Any, control_plane: Any) -> None:
+    """The commands the docs give: the short one needs the operator's webhook;
+    without it, decidedBy is the caller's own name from `kubectl auth whoami`."""
+    name = _create_approval(admin, setup.namespace)
+    ns = setup.namespace
+    short = control_plane.kubectl(
+        "-n", ns, "patch", "cxar", name, "--type", "merge", "-p", '{"spec":{"decision":"Approved"}}',
+        user="bob", check=False,
+    )  # fmt: skip
+    assert short.returncode != 0
+    assert admission.MSG_DECIDER in short.stderr and "it is not set" in short.stderr
+    me = control_plane.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}", user="bob")
+    assert me.stdout == "bob"
+    patch = json.dumps({"spec": {"decision": "Approved", "decidedBy": me.stdout}})
+    control_plane.kubectl("-n", ns, "patch", "cxar", name, "--type", "merge", "-p", patch, user="bob")
+    stored = admin.get_namespaced_custom_object(GROUP, VERSION, ns, APPROVALS, name)
+    assert stored["spec"]["decision"] == "Approved" and stored["spec"]["decidedBy"] == "bob"
+
+
+# -- CodexSession requester ---------------------------------------------------------
+
+
+def _assert_create_rejected(
+    admin: Any, api: Any, ns: str, body: dict[str, Any], fragments: list[str]
+) -> None:
+    with pytest.raises(ApiException) as err:
+        api.create_namespaced_custom_object(GROUP, VERSION, ns, SESSIONS, body)
+    assert err.value.status == 403, err.value.body
+    message = _message(err.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    names = [
+        o["metadata"]["name"]
+        for o in admin.list_namespaced_custom_object(GROUP, VERSION, ns, SESSIONS)["items"]
+    ]
+    assert body["metadata"]["name"] not in names
+
+
+def test_session_for_someone_else_is_rejected(setup: Setup, admin: Any, api: Any) -> None:
+    body = session(_unique("s"), requestedBy="alice")
+    _assert_create_rejected(
+        admin, api("carol"), setup.namespace, body, [admission.MSG_REQUESTER, "you are carol, not alice"]
+    )
+
+
+def test_session_without_requester_is_rejected_when_no_webhook_stamps_it(
+    setup: Setup, admin: Any, api: Any
+) -> None:
+    body = session(_unique("s"))
+    _assert_create_rejected(
+        admin, api("carol"), setup.namespace, body, [admission.MSG_REQUESTER_MISSING, "username carol"]
+    )
+
+
+def test_session_for_oneself_is_created(setup: Setup, api: Any) -> None:
+    body = session(_unique("s"), requestedBy="carol")
+    created = api("carol").create_namespaced_custom_object(GROUP, VERSION, setup.namespace, SESSIONS, body)
+    assert created["spec"]["requestedBy"] == "carol"
+
+
+def test_trusted_requester_from_params_may_name_anyone(
+    setup: Setup, admin: Any, api: Any, control_plane: Any
+) -> None:
+    ns = setup.namespace
+    body = session(_unique("s"), requestedBy="mcp-user@example.com")
+    _assert_create_rejected(admin, api("dave"), ns, body, ["you are dave, not mcp-user@example.com"])
+    _apply(control_plane, [_params(ns, [GATEWAY, "dave"])])
+    try:
+        deadline = time.monotonic() + POLICY_TIMEOUT
+        while True:
+            try:
+                created = api("dave").create_namespaced_custom_object(GROUP, VERSION, ns, SESSIONS, body)
+                break
+            except ApiException as err:
+                # The params reach the API server's informer a moment later.
+                if err.status != 403 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert created["spec"]["requestedBy"] == "mcp-user@example.com"
+        # Trusted or not, a session always names its requester.
+        _assert_create_rejected(
+            admin, api("dave"), ns, session(_unique("s")), [admission.MSG_REQUESTER_MISSING]
+        )
+    finally:
+        _apply(control_plane, [_params(ns, [GATEWAY])])

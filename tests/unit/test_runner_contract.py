@@ -1,0 +1,423 @@
+"""The runner's command line (codex_runner.contract): the operator writes it,
+the runner reads it, and parse_runner_args(runner_args(t)) == t always."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from typing import Any
+
+import pytest
+
+from codex_api.config import ModelEndpointConfig
+from codex_api.session import CodexSessionSpec
+from codex_runner.contract import (
+    MAX_ARG_BYTES,
+    MODES,
+    REASONING_EFFORTS,
+    RUNNER_COMMAND,
+    SANDBOXES,
+    VERBOSITIES,
+    RunnerArgsError,
+    TurnSettings,
+    parse_runner_args,
+    runner_args,
+    turn_settings_for,
+    usage,
+)
+
+
+def settings(**overrides: Any) -> TurnSettings:
+    base: dict[str, Any] = {
+        "prompt": "Explain this repository",
+        "model": "gpt-5-codex",
+        "sandbox": "read-only",
+        "mode": "interactive",
+        "full_auto": False,
+        "reasoning_effort": None,
+        "verbosity": None,
+        "base_instructions": None,
+        "response_language": None,
+        "resume_thread_id": None,
+        "provider_id": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_env": "CODEX_MODEL_API_KEY",
+    }
+    base.update(overrides)
+    return TurnSettings(**base)
+
+
+TRICKY_TEXT = [
+    "plain prompt",
+    "日本語で説明してください 🚀 — ünïcödé",
+    "line one\nline two\n\n\tindented\r\nwindows line",
+    "--",
+    "--help",
+    "-h",
+    "--prompt",
+    "--model=evil",
+    "--full-auto",
+    "-1",
+    "- leading dash and spaces",
+    "-- leading double dash and spaces",
+    "=",
+    "a=b=c",
+    "%(prog)s %s %% {}",
+    "'single' \"double\" `back` $HOME $(id) ;|&",
+    " leading and trailing spaces ",
+    "\\backslash\\",
+    "run",
+    "@file",
+    "\u200b\ufeffzero-width",
+]
+
+
+@pytest.mark.parametrize("prompt", TRICKY_TEXT)
+def test_round_trip_of_tricky_prompts(prompt: str) -> None:
+    t = settings(prompt=prompt)
+    args = runner_args(t)
+    assert args[args.index("--prompt") + 1] == prompt
+    assert parse_runner_args(args) == t
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXT)
+def test_round_trip_of_tricky_free_text_in_every_free_field(text: str) -> None:
+    t = settings(
+        base_instructions=text, resume_thread_id=text, model=text, provider_id=text, api_key_env=text
+    )
+    assert parse_runner_args(runner_args(t)) == t
+
+
+MATRIX = list(
+    itertools.product(
+        SANDBOXES,
+        MODES,
+        (False, True),
+        (None, *REASONING_EFFORTS),
+        (None, *VERBOSITIES),
+        (None, "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+    )
+)
+
+
+@pytest.mark.parametrize(("sandbox", "mode", "full_auto", "effort", "verbosity", "resume"), MATRIX)
+def test_round_trip_matrix(
+    sandbox: str, mode: str, full_auto: bool, effort: str | None, verbosity: str | None, resume: str | None
+) -> None:
+    t = settings(
+        sandbox=sandbox,
+        mode=mode,
+        full_auto=full_auto,
+        reasoning_effort=effort,
+        verbosity=verbosity,
+        resume_thread_id=resume,
+    )
+    assert parse_runner_args(runner_args(t)) == t
+
+
+def test_round_trip_random_settings() -> None:
+    rng = random.Random(20261101)
+    alphabet = "ab -=\n\t\"'\\é日🚀%$"
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 20)))
+
+    def maybe(value: str) -> str | None:
+        return None if rng.random() < 0.4 else value
+
+    for _ in range(500):
+        t = TurnSettings(
+            prompt=rng.choice(["-", "--"]) * rng.randint(0, 1) + text(),
+            model=text(),
+            sandbox=rng.choice(SANDBOXES),  # type: ignore[arg-type]
+            mode=rng.choice(MODES),
+            full_auto=rng.random() < 0.5,
+            reasoning_effort=maybe(rng.choice(REASONING_EFFORTS)),
+            verbosity=maybe(rng.choice(VERBOSITIES)),
+            base_instructions=maybe(rng.choice(["", text()])),
+            response_language=maybe(rng.choice(["en", "ja", "pt-BR"])),
+            resume_thread_id=maybe(text()),
+            provider_id=text(),
+            base_url=text(),
+            api_key_env=text(),
+            codex_home=rng.choice(["/codex/home", "/state/codex"]),
+            workspace=rng.choice(["/workspace", "/src"]),
+        )
+        assert parse_runner_args(runner_args(t)) == t, t
+
+
+def test_round_trip_of_largest_possible_prompt() -> None:
+    t = settings(prompt="é" * (MAX_ARG_BYTES // 2))
+    assert parse_runner_args(runner_args(t)) == t
+
+
+def test_runner_args_minimal_shape() -> None:
+    assert RUNNER_COMMAND == ["codex-runner"]
+    assert runner_args(settings()) == [
+        "run",
+        "--model",
+        "gpt-5-codex",
+        "--sandbox",
+        "read-only",
+        "--mode",
+        "interactive",
+        "--provider-id",
+        "openai",
+        "--base-url",
+        "https://api.openai.com/v1",
+        "--api-key-env",
+        "CODEX_MODEL_API_KEY",
+        "--codex-home",
+        "/codex/home",
+        "--workspace",
+        "/workspace",
+        "--prompt",
+        "Explain this repository",
+    ]
+
+
+def test_runner_args_full_shape() -> None:
+    t = settings(
+        sandbox="isolated",
+        mode="ci",
+        full_auto=True,
+        reasoning_effort="high",
+        verbosity="low",
+        base_instructions="Be terse.",
+        response_language="ja",
+        resume_thread_id="thread-1",
+        codex_home="/state/home",
+        workspace="/src",
+    )
+    assert runner_args(t) == [
+        "run",
+        "--model",
+        "gpt-5-codex",
+        "--sandbox",
+        "isolated",
+        "--mode",
+        "ci",
+        "--full-auto",
+        "--reasoning-effort",
+        "high",
+        "--verbosity",
+        "low",
+        "--response-language",
+        "ja",
+        "--resume-thread-id",
+        "thread-1",
+        "--provider-id",
+        "openai",
+        "--base-url",
+        "https://api.openai.com/v1",
+        "--api-key-env",
+        "CODEX_MODEL_API_KEY",
+        "--codex-home",
+        "/state/home",
+        "--workspace",
+        "/src",
+        "--base-instructions",
+        "Be terse.",
+        "--prompt",
+        "Explain this repository",
+    ]
+
+
+def test_runner_args_are_deterministic_strings() -> None:
+    t = settings(full_auto=True, base_instructions="")
+    assert runner_args(t) == runner_args(t)
+    assert all(isinstance(a, str) for a in runner_args(t))
+    # An empty base_instructions is set (it replaces the defaults with nothing); None is not.
+    assert "--base-instructions" in runner_args(t)
+    assert "--base-instructions" not in runner_args(settings())
+
+
+def test_parse_accepts_equals_form() -> None:
+    t = settings()
+    joined = ["run"] + [f"{a}={b}" for a, b in zip(runner_args(t)[1::2], runner_args(t)[2::2], strict=True)]
+    assert parse_runner_args(joined) == t
+
+
+def test_parse_fills_defaults_for_home_and_workspace() -> None:
+    args = runner_args(settings())
+    i = args.index("--codex-home")
+    del args[i : i + 4]
+    assert parse_runner_args(args) == settings()
+
+
+REQUIRED = ["--model", "--sandbox", "--mode", "--provider-id", "--base-url", "--api-key-env", "--prompt"]
+
+
+def _without(flag: str) -> list[str]:
+    args = runner_args(settings())
+    i = args.index(flag)
+    del args[i : i + 2]
+    return args
+
+
+BAD_ARGV: list[tuple[str, list[str], str]] = [
+    ("empty", [], "expected the subcommand 'run', got nothing"),
+    ("wrong subcommand", ["exec", *runner_args(settings())[1:]], "expected the subcommand 'run', got 'exec'"),
+    ("unknown option", [*runner_args(settings()), "--bogus", "x"], "unrecognized option: '--bogus'"),
+    ("stray positional", [*runner_args(settings()), "extra"], "unrecognized argument: 'extra'"),
+    ("abbreviation", ["run", "--mod", "x"], "unrecognized option: '--mod'"),
+    ("help is not special", [*runner_args(settings()), "--help"], "unrecognized option: '--help'"),
+    ("bad sandbox", [*runner_args(settings(sandbox="isolated"))[:4], "root"], "argument --sandbox"),
+    (
+        "bad sandbox value",
+        [x if x != "read-only" else "workspace-write" for x in runner_args(settings())],
+        "argument --sandbox: invalid choice 'workspace-write'",
+    ),
+    (
+        "bad mode",
+        [x if x != "interactive" else "batch" for x in runner_args(settings())],
+        "argument --mode: invalid choice 'batch'",
+    ),
+    (
+        "bad reasoning effort",
+        [*runner_args(settings()), "--reasoning-effort", "extreme"],
+        "argument --reasoning-effort: invalid choice 'extreme'",
+    ),
+    (
+        "bad verbosity",
+        [*runner_args(settings()), "--verbosity", "loud"],
+        "argument --verbosity: invalid choice 'loud'",
+    ),
+    ("missing value at end", [*_without("--prompt"), "--prompt"], "argument --prompt: expected one value"),
+    ("duplicate option", [*runner_args(settings()), "--model", "other"], "--model given more than once"),
+    ("duplicate flag", [*runner_args(settings(full_auto=True)), "--full-auto"], "--full-auto given more"),
+    (
+        "flag with a value",
+        [*runner_args(settings()), "--full-auto=yes"],
+        "argument --full-auto: takes no value, got 'yes'",
+    ),
+    (
+        "relative workspace",
+        [*_without("--workspace"), "--workspace", "src"],
+        "workspace must be a normalized",
+    ),
+    (
+        "nested home",
+        [*_without("--codex-home"), "--codex-home", "/workspace/.codex"],
+        "must not contain each other",
+    ),
+    ("empty prompt", [*_without("--prompt"), "--prompt", ""], "prompt must not be empty"),
+    ("empty model", [*_without("--model"), "--model", ""], "model must not be empty"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), [(b[1], b[2]) for b in BAD_ARGV], ids=[b[0] for b in BAD_ARGV])
+def test_parse_errors_are_value_errors_not_exits(argv: list[str], message: str) -> None:
+    with pytest.raises(RunnerArgsError) as caught:
+        parse_runner_args(argv)
+    assert isinstance(caught.value, ValueError)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("flag", REQUIRED)
+def test_parse_names_each_missing_required_option(flag: str) -> None:
+    with pytest.raises(RunnerArgsError, match=f"the following arguments are required: {flag}"):
+        parse_runner_args(_without(flag))
+
+
+def test_parse_refuses_a_plain_string() -> None:
+    with pytest.raises(RunnerArgsError, match="expected a list of words"):
+        parse_runner_args("run --prompt hi")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"sandbox": "danger-full-access"}, "sandbox must be one of read-only, isolated, full-access"),
+        ({"mode": "batch"}, "mode must be one of"),
+        ({"reasoning_effort": "max"}, "reasoning_effort must be one of"),
+        ({"verbosity": "loud"}, "verbosity must be one of"),
+        ({"prompt": ""}, "prompt must not be empty"),
+        ({"prompt": "a\x00b"}, "prompt must not contain a NUL character"),
+        ({"base_instructions": "\x00"}, "base_instructions must not contain a NUL"),
+        ({"prompt": "x" * (MAX_ARG_BYTES + 1)}, f"at most {MAX_ARG_BYTES} bytes"),
+        ({"prompt": "日" * (MAX_ARG_BYTES // 3 + 1)}, "prompt is 131073 bytes in UTF-8"),
+        ({"codex_home": "codex"}, "codex_home must be a normalized absolute path"),
+        ({"workspace": "/work/../etc"}, "workspace must be a normalized absolute path"),
+        ({"workspace": "/codex/home/ws"}, "must not contain each other"),
+        ({"codex_home": "/workspace"}, "must not contain each other"),
+    ],
+)
+def test_invalid_settings_cannot_be_built(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(RunnerArgsError) as caught:
+        settings(**overrides)
+    assert message in str(caught.value)
+
+
+def test_settings_are_frozen() -> None:
+    t = settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.prompt = "other"  # type: ignore[misc]
+
+
+def test_turn_settings_for_copies_the_spec_and_endpoint() -> None:
+    spec = CodexSessionSpec.model_validate(
+        {
+            "prompt": "Fix the flaky test",
+            "sandbox": "isolated",
+            "mode": "ci",
+            "fullAuto": True,
+            "reasoningEffort": "medium",
+            "verbosity": "high",
+            "baseInstructions": "Only touch tests/",
+            "responseLanguage": "pt-BR",
+            "model": "ignored-here",
+        }
+    )
+    endpoint = ModelEndpointConfig(
+        provider_id="fake", base_url="http://127.0.0.1:8080/v1", api_key_env="FAKE_KEY"
+    )
+    t = turn_settings_for(spec, model="gpt-5-codex", resume_thread_id="thread-9", endpoint=endpoint)
+    assert t == TurnSettings(
+        prompt="Fix the flaky test",
+        model="gpt-5-codex",
+        sandbox="isolated",
+        mode="ci",
+        full_auto=True,
+        reasoning_effort="medium",
+        verbosity="high",
+        base_instructions="Only touch tests/",
+        response_language="pt-BR",
+        resume_thread_id="thread-9",
+        provider_id="fake",
+        base_url="http://127.0.0.1:8080/v1",
+        api_key_env="FAKE_KEY",
+        codex_home="/codex/home",
+        workspace="/workspace",
+    )
+    assert parse_runner_args(runner_args(t)) == t
+
+
+def test_turn_settings_for_defaults() -> None:
+    spec = CodexSessionSpec(prompt="hi")
+    t = turn_settings_for(spec, model="m", resume_thread_id=None, endpoint=ModelEndpointConfig())
+    assert (t.sandbox, t.mode, t.full_auto) == ("read-only", "interactive", False)
+    assert (t.reasoning_effort, t.verbosity, t.base_instructions, t.resume_thread_id) == (None,) * 4
+    assert (t.provider_id, t.base_url, t.api_key_env) == (
+        "openai",
+        "https://api.openai.com/v1",
+        "CODEX_MODEL_API_KEY",
+    )
+
+
+def test_usage_lists_every_flag() -> None:
+    text = usage()
+    assert text.startswith("usage: codex-runner run --model MODEL --sandbox {read-only,isolated,full-access}")
+    for flag in [*REQUIRED, "--full-auto", "--reasoning-effort", "--verbosity", "--resume-thread-id"]:
+        assert flag in text
+    assert "[--full-auto]" in text
+    assert "[--base-instructions BASE_INSTRUCTIONS]" in text
+
+
+def test_errors_quote_a_long_stray_word_briefly() -> None:
+    stray = "x" * 100_000
+    with pytest.raises(RunnerArgsError) as caught:
+        parse_runner_args([*runner_args(settings()), stray])
+    assert len(str(caught.value)) < 200
+    assert "unrecognized argument: 'xxx" in str(caught.value)
