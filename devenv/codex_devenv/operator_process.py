@@ -5,6 +5,7 @@ integration tests do."""
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,14 @@ def start_operator(
     approval_timeout: int = 3600,
     attempts: int = 2,
     extra_config: str = "",
+    webhook_port: int = 0,
+    webhook_cert: Path | None = None,
+    webhook_key: Path | None = None,
+    webhook_host: str = "127.0.0.1",
+    trusted_requesters: Sequence[str] | None = None,
 ) -> OperatorProcess:
+    """The operator for `namespace`, ready; with `webhook_port` (and a serving
+    cert/key) it also serves its identity-stamping webhook on `webhook_host`."""
     config = work / f"operator-{namespace}.toml"
     config.write_text(
         BASE_CONFIG.format(
@@ -114,6 +122,14 @@ def start_operator(
         + extra_config
     )
     metrics_port = free_port()
+    webhook_args: list[str] = []
+    if webhook_port:
+        if webhook_cert is None or webhook_key is None:
+            raise ValueError("webhook_port needs webhook_cert and webhook_key")
+        webhook_args += ["--webhook-port", str(webhook_port), "--webhook-host", webhook_host]
+        webhook_args += ["--webhook-cert", str(webhook_cert), "--webhook-key", str(webhook_key)]
+    for user in trusted_requesters or ():
+        webhook_args += ["--trusted-requester", user]
     proc = ManagedProcess(
         "codex-operator",
         [
@@ -129,6 +145,7 @@ def start_operator(
             str(metrics_port),
             "--health-port",
             str(free_port()),
+            *webhook_args,
         ],
         work / f"operator-{namespace}.log",
     ).start()

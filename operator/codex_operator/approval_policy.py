@@ -46,7 +46,7 @@ def decide(spec: CodexSessionSpec, risk: RiskLevel, config: CodexMCPConfig) -> A
     if policy == "auto-approve":
         return ApprovalDecision(True, "approval_policy is auto-approve")
     if spec.mode == "ci" and flows.require_manual_approval_for_ci:
-        return ApprovalDecision(False, "ci mode requires manual approval", groups)
+        return ApprovalDecision(False, "require_manual_approval_for_ci is true (ci mode)", groups)
     auto = {
         "read-only": flows.auto_approve_read_only,
         "isolated": flows.auto_approve_isolated,

@@ -40,9 +40,11 @@ class ConcurrencyGate:
 
     def release(self, key: Hashable) -> list[Hashable]:
         """Free the key's slot (or forget it as a waiter); return who may go next."""
-        self.waiting.pop(key, None)
+        was_waiting = self.waiting.pop(key, None) is not None
         if key not in self.holders:
-            return []
+            # A waiter that leaves may have been among those told to go next:
+            # whoever moves up must be told too, or a free slot idles.
+            return self.next_waiters() if was_waiting else []
         self.holders.discard(key)
         return self.next_waiters()
 

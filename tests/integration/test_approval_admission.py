@@ -12,7 +12,6 @@ same control plane never see them."""
 
 from __future__ import annotations
 
-import copy
 import json
 import secrets
 import time
@@ -28,6 +27,10 @@ from kubernetes.client.rest import ApiException
 
 from codex_api import admission
 from codex_api.common import GROUP, VERSION
+from codex_devenv.admission_kit import message as _message
+from codex_devenv.admission_kit import scoped as _scoped
+from codex_devenv.admission_kit import user_rbac as _rbac
+from codex_devenv.admission_kit import wait_until_denied
 from codex_operator.admission import decision_time
 
 SESSIONS, APPROVALS = "codexsessions", "approvalrequests"
@@ -35,6 +38,13 @@ APPROVER_GROUP = "codex-approvers"
 GATEWAY = "system:serviceaccount:codex-system:codex-gateway"
 USERS = ("alice", "bob", "carol", "dave", "mallory")
 POLICY_TIMEOUT = 60.0
+
+
+def _wait(probe: Callable[[], object], fragment: str, what: str) -> None:
+    try:
+        wait_until_denied(probe, fragment, what, POLICY_TIMEOUT)
+    except TimeoutError as err:
+        pytest.fail(str(err))
 
 
 @dataclass(frozen=True)
@@ -48,59 +58,6 @@ def _apply(control_plane: Any, docs: list[dict[str, Any]]) -> None:
 
 def _params(namespace: str, trusted: list[str]) -> dict[str, Any]:
     return admission.params_configmap(namespace, [APPROVER_GROUP], trusted)
-
-
-def _scoped(
-    policy: dict[str, Any], binding: dict[str, Any], suffix: str, namespace: str
-) -> list[dict[str, Any]]:
-    """The policy and binding renamed for this run, matching only `namespace`."""
-    policy, binding = copy.deepcopy(policy), copy.deepcopy(binding)
-    name = f"t{suffix}.{policy['metadata']['name']}"
-    policy["metadata"]["name"] = binding["metadata"]["name"] = binding["spec"]["policyName"] = name
-    binding["spec"]["matchResources"] = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-    }
-    return [policy, binding]
-
-
-def _rbac(namespace: str) -> list[dict[str, Any]]:
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "codex-users", "namespace": namespace},
-        "rules": [
-            {"apiGroups": [GROUP], "resources": [APPROVALS], "verbs": ["get", "list", "patch", "update"]},
-            {"apiGroups": [GROUP], "resources": [SESSIONS], "verbs": ["get", "list", "create"]},
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "codex-users", "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "codex-users"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in USERS],
-    }
-    return [role, binding]
-
-
-def _message(err: ApiException) -> str:
-    return str(json.loads(err.body or "{}").get("message", err.body))
-
-
-def _wait_until_denied(probe: Callable[[], object], fragment: str, what: str) -> None:
-    """Policies, their params and RBAC reach the API server's caches a moment
-    after they are created: retry a dry-run probe until the policy answers."""
-    deadline = time.monotonic() + POLICY_TIMEOUT
-    last: str | None = "the probe was allowed"
-    while time.monotonic() < deadline:
-        try:
-            probe()
-        except ApiException as err:
-            last = err.body
-            if err.status == 403 and fragment in _message(err):
-                return
-        time.sleep(0.2)
-    pytest.fail(f"the {what} policy did not take effect within {POLICY_TIMEOUT}s; last answer: {last}")
 
 
 def approval(name: str, *, risk: str = "high", requested_by: str = "carol") -> dict[str, Any]:
@@ -153,7 +110,7 @@ def setup(control_plane: Any, kube_client: Any, client_for: Any) -> Iterator[Set
         _apply(control_plane, [*_rbac(namespace), _params(namespace, [GATEWAY])])
         _apply(control_plane, docs)
         as_carol = client.CustomObjectsApi(client_for("carol"))
-        _wait_until_denied(
+        _wait(
             lambda: as_carol.create_namespaced_custom_object(
                 GROUP, VERSION, namespace, SESSIONS, session("probe", requestedBy="alice"), dry_run="All"
             ),
@@ -163,7 +120,7 @@ def setup(control_plane: Any, kube_client: Any, client_for: Any) -> Iterator[Set
         client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
             GROUP, VERSION, namespace, APPROVALS, approval("probe", risk="low")
         )
-        _wait_until_denied(
+        _wait(
             lambda: as_carol.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,

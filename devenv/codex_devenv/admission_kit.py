@@ -1,0 +1,134 @@
+"""Install the project's ValidatingAdmissionPolicies for one test namespace.
+
+The policies are cluster-scoped; tests share one control plane. So each
+install is a renamed copy whose binding matches only the given namespace,
+with its params ConfigMap in that namespace, plus a Role letting the static
+users act on sessions and approval requests there. `uninstall()` removes the
+cluster-scoped copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from codex_api import admission
+from codex_api.common import GROUP, VERSION
+
+USERS = ("alice", "bob", "carol", "dave", "mallory")
+APPROVER_GROUP = "codex-approvers"
+POLICY_TIMEOUT = 60.0
+
+
+def scoped(
+    policy: dict[str, Any], binding: dict[str, Any], suffix: str, namespace: str
+) -> list[dict[str, Any]]:
+    """The policy and binding renamed for this run, matching only `namespace`."""
+    policy, binding = copy.deepcopy(policy), copy.deepcopy(binding)
+    name = f"t{suffix}.{policy['metadata']['name']}"
+    policy["metadata"]["name"] = binding["metadata"]["name"] = binding["spec"]["policyName"] = name
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    return [policy, binding]
+
+
+def user_rbac(namespace: str, users: Sequence[str] = USERS) -> list[dict[str, Any]]:
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "codex-users", "namespace": namespace},
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": ["approvalrequests"],
+                "verbs": ["get", "list", "patch", "update"],
+            },
+            {"apiGroups": [GROUP], "resources": ["codexsessions"], "verbs": ["get", "list", "create"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "codex-users", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "codex-users"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in users],
+    }
+    return [role, binding]
+
+
+def message(err: ApiException) -> str:
+    return str(json.loads(err.body or "{}").get("message", err.body))
+
+
+def wait_until_denied(
+    probe: Callable[[], object], fragment: str, what: str, timeout: float = POLICY_TIMEOUT
+) -> None:
+    """Policies, params and RBAC reach the API server's caches a moment after
+    they are created: retry a dry-run probe until the policy answers."""
+    deadline = time.monotonic() + timeout
+    last: str | None = "the probe was allowed"
+    while time.monotonic() < deadline:
+        try:
+            probe()
+        except ApiException as err:
+            last = err.body
+            if err.status == 403 and fragment in message(err):
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"the {what} policy did not take effect within {timeout}s; last answer: {last}")
+
+
+@dataclass
+class ScopedAdmission:
+    control_plane: Any
+    namespace: str
+    suffix: str = field(default_factory=lambda: secrets.token_hex(3))
+    docs: list[dict[str, Any]] = field(default_factory=list)
+
+    def install(self, client_for: Callable[[str], Any], trusted: Sequence[str] = ()) -> ScopedAdmission:
+        ns = self.namespace
+        self.docs = [
+            *scoped(
+                admission.approval_decision_policy(), admission.approval_decision_binding(ns), self.suffix, ns
+            ),
+            *scoped(
+                admission.session_requester_policy(), admission.session_requester_binding(ns), self.suffix, ns
+            ),
+        ]
+        params = admission.params_configmap(ns, [APPROVER_GROUP], list(trusted))
+        self._apply([*user_rbac(ns), params])
+        self._apply(self.docs)
+        probe_api = client.CustomObjectsApi(client_for("carol"))
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "CodexSession",
+            "metadata": {"name": "admission-probe"},
+            "spec": {"prompt": "probe", "requestedBy": "alice"},
+        }
+        wait_until_denied(
+            lambda: probe_api.create_namespaced_custom_object(
+                GROUP, VERSION, ns, "codexsessions", body, dry_run="All"
+            ),
+            admission.MSG_REQUESTER,
+            "session requester",
+        )
+        return self
+
+    def uninstall(self) -> None:
+        if self.docs:
+            self.control_plane.kubectl(
+                "delete", "--ignore-not-found", "--wait=false", "-f", "-", input=yaml.safe_dump_all(self.docs)
+            )
+
+    def _apply(self, docs: list[dict[str, Any]]) -> None:
+        self.control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
