@@ -58,7 +58,17 @@ class RunnerResult(BaseModel):
         slim = self.model_copy(update={"errors": [e[:200] for e in self.errors[:3]], "truncated": True})
         budget = limit - len(slim.model_copy(update={"final_message": ""}).frame().encode()) - 16
         message = (self.final_message or "").encode()[: max(budget, 0)].decode(errors="ignore")
-        return slim.model_copy(update={"final_message": message}).frame()
+
+        # JSON escaping (quotes, newlines, control characters) can make the encoded
+        # message longer than its UTF-8 bytes: keep the longest prefix that fits.
+        def fits(n: int) -> bool:
+            return len(slim.model_copy(update={"final_message": message[:n]}).frame().encode()) <= limit
+
+        low, high = 0, len(message)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        return slim.model_copy(update={"final_message": message[:low]}).frame()
 
 
 def parse_frame(text: str) -> RunnerResult | None:

@@ -94,7 +94,10 @@ class WorkQueue:
             finally:
                 self._processing.discard(key)
             if self.on_processed:
-                self.on_processed(key, time.monotonic() - started, ok)
+                try:
+                    self.on_processed(key, time.monotonic() - started, ok)
+                except Exception:  # a metrics hook must never cost us a worker
+                    log.exception("on_processed hook failed for %s", key)
             if key in self._dirty:
                 self._dirty.discard(key)
                 self.add(key)
