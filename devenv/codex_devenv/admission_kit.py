@@ -29,6 +29,49 @@ APPROVER_GROUP = "codex-approvers"
 POLICY_TIMEOUT = 60.0
 
 
+# kube-apiserver stops its informer for a ConfigMap paramKind once no binding
+# uses it, and never restarts it in that process (kubernetes/kubernetes#130887,
+# #133827): after one test uninstalls its policies, every later install would
+# find "no params". One binding that never goes away keeps the informer alive.
+# (Production bindings are permanent, so clusters are not affected.)
+PARAM_KEEPER: list[dict[str, Any]] = [
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "param-keeper.test.codex.techsapo.io"},
+        "spec": {
+            "failurePolicy": "Ignore",
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["keeper.test"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["nothings"],
+                    }
+                ]
+            },
+            "validations": [{"expression": "true"}],
+        },
+    },
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "param-keeper.test.codex.techsapo.io"},
+        "spec": {
+            "policyName": "param-keeper.test.codex.techsapo.io",
+            "validationActions": ["Deny"],
+            "paramRef": {"name": "none", "namespace": "default", "parameterNotFoundAction": "Allow"},
+        },
+    },
+]
+
+
+def ensure_param_keeper(control_plane: Any) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(PARAM_KEEPER))
+
+
 def scoped(
     policy: dict[str, Any], binding: dict[str, Any], suffix: str, namespace: str
 ) -> list[dict[str, Any]]:
@@ -97,6 +140,7 @@ class ScopedAdmission:
 
     def install(self, client_for: Callable[[str], Any], trusted: Sequence[str] = ()) -> ScopedAdmission:
         ns = self.namespace
+        ensure_param_keeper(self.control_plane)
         self.docs = [
             *scoped(
                 admission.approval_decision_policy(), admission.approval_decision_binding(ns), self.suffix, ns

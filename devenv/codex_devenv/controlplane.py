@@ -46,7 +46,15 @@ def default_users() -> dict[str, User]:
 
 
 class ControlPlane:
-    def __init__(self, work_dir: Path, bin_dir: Path, users: dict[str, User] | None = None) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        bin_dir: Path,
+        users: dict[str, User] | None = None,
+        *,
+        run_scheduler: bool = True,
+    ) -> None:
+        self.run_scheduler = run_scheduler
         self.work_dir = work_dir
         self.bin_dir = bin_dir
         self.users = users or default_users()
@@ -157,16 +165,8 @@ class ControlPlane:
             "--use-service-account-credentials=false",
             "--concurrent-gc-syncs=5",
         )
-        self._start(
-            "kube-scheduler",
-            f"--kubeconfig={admin_kubeconfig}",
-            f"--authentication-kubeconfig={admin_kubeconfig}",
-            f"--authorization-kubeconfig={admin_kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.sched_port}",
-            f"--cert-dir={self.work_dir / 'sched-certs'}",
-            "--leader-elect=false",
-        )
+        if self.run_scheduler:
+            self._start_scheduler(admin_kubeconfig)
         # The controller-manager is up once it creates the default ServiceAccount.
         wait_for(
             lambda: (
@@ -209,6 +209,18 @@ class ControlPlane:
         proc = ManagedProcess(name, [str(self.bin_dir / name), *args], self.logs_dir / f"{name}.log").start()
         self.processes.append(proc)
         return proc
+
+    def _start_scheduler(self, admin_kubeconfig: Path) -> None:
+        self._start(
+            "kube-scheduler",
+            f"--kubeconfig={admin_kubeconfig}",
+            f"--authentication-kubeconfig={admin_kubeconfig}",
+            f"--authorization-kubeconfig={admin_kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.sched_port}",
+            f"--cert-dir={self.work_dir / 'sched-certs'}",
+            "--leader-elect=false",
+        )
 
     def _start_etcd(self) -> None:
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"

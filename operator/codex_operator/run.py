@@ -9,6 +9,8 @@ import os
 
 from codex_api.config import ConfigError, load_config
 
+from . import webhook
+
 
 def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("run", help="run the operator", description="Run the CodexSession operator.")
@@ -24,6 +26,7 @@ def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
     run.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port (0: off)")
     run.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
     run.add_argument("--verbose", action="store_true")
+    webhook.add_arguments(run)
     run.set_defaults(handler=_run)
 
 
@@ -31,14 +34,17 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here so that `codex-operator config validate` stays fast.
     import kopf
 
-    from . import handlers  # noqa: F401 -- registers the kopf handlers
+    from . import handlers  # registers the kopf handlers
     from .runtime import Runtime
 
     try:
         config = load_config(args.config)
-    except ConfigError as err:
+        webhook_options = webhook.options_from_args(args)
+    except (ConfigError, ValueError) as err:
         print(err, flush=True)
         return 1
+    if webhook_options.enabled:
+        handlers.register_webhooks()
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
@@ -58,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
             namespaces=namespaces,
             standalone=True,
             liveness_endpoint=liveness,
-            memo=kopf.Memo(runtime=runtime),
+            memo=kopf.Memo(runtime=runtime, webhook=webhook_options),
         )
     )
     return 0

@@ -99,26 +99,29 @@ class Runtime:
 
     # -- events from kopf --------------------------------------------------------------
     def session_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
-        self._apply(self.store.sessions, event_type, obj)
-        if self.ctx:
+        if self._apply(self.store.sessions, event_type, obj) and self.ctx:
             self.ctx.queue.add(session_key(*key_of(obj)))
 
     def approval_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
-        self._apply(self.store.approvals, event_type, obj)
-        if self.ctx:
+        if self._apply(self.store.approvals, event_type, obj) and self.ctx:
             self.ctx.queue.add(approval_key(*key_of(obj)))
 
     def pod_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
-        self._apply(self.store.pods, event_type, obj)
         session = (obj["metadata"].get("labels") or {}).get(names.LABEL_SESSION)
-        if self.ctx and session:
+        if self._apply(self.store.pods, event_type, obj) and self.ctx and session:
             self.ctx.queue.add(session_key(obj["metadata"]["namespace"], session))
 
-    def _apply(self, table: dict[Any, dict[str, Any]], event_type: str | None, obj: dict[str, Any]) -> None:
+    def _apply(self, table: dict[Any, dict[str, Any]], event_type: str | None, obj: dict[str, Any]) -> bool:
+        """Update the store; False when the event only echoes what we already hold
+        (the response of our own write), so there is nothing new to reconcile."""
         if event_type == "DELETED":
             self.store.remove(table, obj)
-        else:
-            self.store.upsert(table, obj)
+            return True
+        known = table.get(key_of(obj))
+        if known and known["metadata"].get("resourceVersion") == obj["metadata"].get("resourceVersion"):
+            return False
+        self.store.upsert(table, obj)
+        return True
 
     # -- reconcile ----------------------------------------------------------------------
     async def _reconcile(self, key: Hashable) -> float | None:

@@ -27,10 +27,10 @@ from kubernetes.client.rest import ApiException
 
 from codex_api import admission
 from codex_api.common import GROUP, VERSION
+from codex_devenv.admission_kit import ensure_param_keeper, wait_until_denied
 from codex_devenv.admission_kit import message as _message
 from codex_devenv.admission_kit import scoped as _scoped
 from codex_devenv.admission_kit import user_rbac as _rbac
-from codex_devenv.admission_kit import wait_until_denied
 from codex_operator.admission import decision_time
 
 SESSIONS, APPROVALS = "codexsessions", "approvalrequests"
@@ -107,6 +107,7 @@ def setup(control_plane: Any, kube_client: Any, client_for: Any) -> Iterator[Set
         ),
     ]
     try:
+        ensure_param_keeper(control_plane)
         _apply(control_plane, [*_rbac(namespace), _params(namespace, [GATEWAY])])
         _apply(control_plane, docs)
         as_carol = client.CustomObjectsApi(client_for("carol"))
