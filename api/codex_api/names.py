@@ -20,6 +20,8 @@ PART_OF = "codex-k8s-operator"
 COMPONENT_RUNNER = "runner"
 
 ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
+# Set (to any value, e.g. a reason) to cancel a session that has not finished.
+ANNOTATION_CANCEL = f"{GROUP}/cancel"
 
 
 def runner_pod(session: str, attempt: int) -> str:

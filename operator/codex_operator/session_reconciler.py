@@ -65,6 +65,9 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
         return await _finished(ctx, body)
+    cancel = (body["metadata"].get("annotations") or {}).get(names.ANNOTATION_CANCEL)
+    if cancel is not None:
+        return await _cancel(ctx, body, cancel)
     try:
         spec = CodexSessionSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
@@ -507,6 +510,15 @@ def _ttl_remaining(ctx: Context, body: dict[str, Any]) -> float:
     ttl = ctx.config.kubernetes.default_ttl_seconds_after_finished if ttl is None else ttl
     completed = parse_time(((body.get("status") or {}).get("timings") or {}).get("completedAt")) or now()
     return max((completed + timedelta(seconds=ttl) - now()).total_seconds(), 0.0) + 0.05
+
+
+async def _cancel(ctx: Context, body: dict[str, Any], why: str) -> float | None:
+    meta = body["metadata"]
+    for pod in list(ctx.store.pods_of(meta["namespace"], meta["name"])):
+        if not pod_outcome(pod).finished:
+            await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
+    message = f"cancelled: {shorten(why, 200)}" if why else "cancelled"
+    return await _finish(ctx, body, "Cancelled", "CancelRequested", message)
 
 
 async def _finished(ctx: Context, body: dict[str, Any]) -> float | None:

@@ -427,3 +427,51 @@ def test_evicted_pod_is_retried_then_fails_visibly(
     )
     s = wait_session(kube_client, namespace, "evict", phase_is("Failed"))
     assert s["status"]["reason"] == "PodDeleted" and "gave up after 2 attempt(s)" in s["status"]["message"]
+
+
+@pytest.mark.parametrize("stage", ["Running", "Queued", "AwaitingApproval"])
+def test_cancel_annotation_ends_the_session_and_its_pod(
+    kube_client: Any, namespace: str, run_operator: Any, stage: str
+) -> None:
+    run_operator(limit=1)
+    if stage == "Queued":
+        create_session(kube_client, namespace, "hog")
+        wait_session(kube_client, namespace, "hog", phase_is("Running"))
+    spec = {"sandbox": "full-access"} if stage == "AwaitingApproval" else {}
+    create_session(kube_client, namespace, "victim", **spec)
+    wait_session(kube_client, namespace, "victim", phase_is(stage))
+    client.CustomObjectsApi(kube_client).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "codexsessions",
+        "victim",
+        {"metadata": {"annotations": {names.ANNOTATION_CANCEL: "wrong repository"}}},
+    )
+    s = wait_session(kube_client, namespace, "victim", phase_is("Cancelled"))
+    assert (
+        s["status"]["reason"] == "CancelRequested" and s["status"]["message"] == "cancelled: wrong repository"
+    )
+    live = [
+        p
+        for p in _pods(kube_client, namespace)
+        if p.metadata.name.startswith("victim-") and not p.metadata.deletion_timestamp
+    ]
+    assert live == []
+
+
+def test_reply_waits_for_a_running_parent(kube_client: Any, namespace: str, run_operator: Any) -> None:
+    run_operator()
+    create_session(kube_client, namespace, "first", workspace={"type": "persistent"})
+    s = wait_session(kube_client, namespace, "first", phase_is("Running"))
+    create_session(kube_client, namespace, "second", resumeFrom="first", workspace={"type": "persistent"})
+    w = wait_session(
+        kube_client,
+        namespace,
+        "second",
+        lambda x: (x.get("status") or {}).get("reason") == "WaitingForParent",
+    )
+    assert w["status"]["phase"] == "Pending" and "first" in w["status"]["message"]
+    finish_pod(kube_client, namespace, s["status"]["podName"], _result(thread_id="t-first"))
+    s2 = wait_session(kube_client, namespace, "second", phase_is("Running"))
+    assert s2["status"]["conversationId"] == "first"
