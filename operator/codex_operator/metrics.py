@@ -7,19 +7,13 @@ about MCP calls.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-PHASES = (
-    "Pending",
-    "AwaitingApproval",
-    "Queued",
-    "Running",
-    "Succeeded",
-    "Failed",
-    "Denied",
-    "TimedOut",
-    "Cancelled",
-)
+from codex_api.session import SessionPhase
+
+PHASES: tuple[str, ...] = get_args(SessionPhase)
 
 
 class OperatorMetrics:
