@@ -23,7 +23,7 @@ from codex_api import names
 from codex_api.redaction import redact, shorten
 from codex_api.result import parse_frame
 from codex_api.session import TERMINAL_PHASES, CodexSessionSpec, Cost
-from codex_runner.contract import turn_settings_for
+from codex_runner.contract import RunnerArgsError, turn_settings_for
 
 from . import cost
 from .approval_policy import decide
@@ -307,6 +307,9 @@ async def _start_or_queue(
     merged = {**(body.get("status") or {}), **fields}
     try:
         pod = await _ensure_children(ctx, body, spec, merged, attempt=1)
+    except RunnerArgsError as err:
+        ctx.release_slot(meta["namespace"], meta["name"])
+        return await _finish(ctx, body, "Failed", "InvalidTurnSettings", shorten(str(err), 900))
     except Exception as err:
         ctx.release_slot(meta["namespace"], meta["name"])
         status_code = getattr(err, "status", None)

@@ -1,0 +1,29 @@
+"""`codex-runner run ...`: the runner pod's entrypoint."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from codex_api.result import EXIT_CONFIG_ERROR, RunnerResult
+
+from .contract import RunnerArgsError, parse_runner_args, usage
+from .runner import run_turn
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["-h"], ["--help"], []):
+        print(usage())
+        return 0 if args else EXIT_CONFIG_ERROR
+    try:
+        settings = parse_runner_args(args)
+    except RunnerArgsError as err:
+        print(RunnerResult(outcome="config_error", exit_code=EXIT_CONFIG_ERROR, errors=[str(err)]).frame())
+        print(f"codex-runner: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    return run_turn(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Turn settings -> the Codex invocation and its config.toml. Pure.
+
+First turn: `codex exec --json`; a reply: `codex exec resume --json THREAD`.
+Resume does not restore the sandbox mode, so it is passed on every turn.
+The model provider is a custom one (base URL, env var holding the key,
+responses wire API): the built-in provider would try WebSockets and the
+internet. Commands the model runs never see secrets: the shell environment
+policy keeps only core variables and drops *KEY*, *TOKEN*, *SECRET* and the
+provider key by name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .contract import TurnSettings
+
+# Resource sandbox levels -> Codex's own sandbox modes.
+CODEX_SANDBOX = {"read-only": "read-only", "isolated": "workspace-write", "full-access": "danger-full-access"}
+# Slugs Codex knows; others get a catalog entry so Codex does not warn on every run.
+KNOWN_MODELS = frozenset(
+    {"gpt-5", "gpt-5-codex", "gpt-5.1", "gpt-5.1-codex", "o3", "o4-mini", "codex-mini-latest"}
+)
+SECRET_PATTERNS = ("*KEY*", "*TOKEN*", "*SECRET*")
+INSTRUCTIONS_FILE = "base-instructions.md"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    argv: list[str]
+    config_toml: str
+    files: dict[str, str]  # extra files to write into CODEX_HOME, by name
+
+
+def _toml_str(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(_toml_str(v) for v in values) + "]"
+
+
+def codex_sandbox(settings: TurnSettings, *, inner_sandbox: bool) -> str:
+    """The Codex sandbox mode. Without a working inner sandbox (bubblewrap
+    fails in restricted pods) Codex runs unconfined inside the pod, and the
+    pod — read-only root, read-only workspace for read-only sessions, no
+    capabilities, egress policy — is the boundary."""
+    return CODEX_SANDBOX[settings.sandbox] if inner_sandbox else "danger-full-access"
+
+
+def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
+    provider = settings.provider_id
+    lines = [
+        "# Written by codex-runner for this turn.",
+        f"model = {_toml_str(settings.model)}",
+        f"model_provider = {_toml_str(provider)}",
+        f"sandbox_mode = {_toml_str(sandbox_mode)}",
+        'approval_policy = "never"',
+        "check_for_update_on_startup = false",
+    ]
+    files: dict[str, str] = {}
+    if settings.reasoning_effort:
+        lines.append(f"model_reasoning_effort = {_toml_str(settings.reasoning_effort)}")
+    if settings.verbosity:
+        lines.append(f"model_verbosity = {_toml_str(settings.verbosity)}")
+    if settings.base_instructions:
+        files[INSTRUCTIONS_FILE] = settings.base_instructions
+        lines.append(f"model_instructions_file = {_toml_str(settings.codex_home + '/' + INSTRUCTIONS_FILE)}")
+    if settings.response_language:
+        lines.append(
+            f"developer_instructions = {_toml_str(f'Write your answers in the language {settings.response_language}.')}"
+        )
+    lines += [
+        "",
+        "[features]",
+        "plugins = false",
+        "",
+        "[analytics]",
+        "enabled = false",
+        "",
+        f"[model_providers.{provider}]",
+        f"name = {_toml_str(provider)}",
+        f"base_url = {_toml_str(settings.base_url)}",
+        f"env_key = {_toml_str(settings.api_key_env)}",
+        'wire_api = "responses"',
+        "request_max_retries = 1",
+        "stream_max_retries = 1",
+        "",
+        "[shell_environment_policy]",
+        'inherit = "core"',
+        "ignore_default_excludes = false",
+        f"exclude = {_toml_list([*SECRET_PATTERNS, settings.api_key_env])}",
+    ]
+    if sandbox_mode == "workspace-write":
+        lines += ["", "[sandbox_workspace_write]", "network_access = false"]
+    return Invocation(argv=[], config_toml="\n".join(lines) + "\n", files=files)
+
+
+def build_invocation(settings: TurnSettings, *, codex_bin: str, inner_sandbox: bool) -> Invocation:
+    sandbox_mode = codex_sandbox(settings, inner_sandbox=inner_sandbox)
+    config = build_config(settings, sandbox_mode=sandbox_mode)
+    common = ["--json", "--skip-git-repo-check", "-c", f"sandbox_mode={_toml_str(sandbox_mode)}"]
+    if settings.resume_thread_id:
+        argv = [codex_bin, "exec", "resume", *common, "--", settings.resume_thread_id, settings.prompt]
+    else:
+        argv = [codex_bin, "exec", *common, "--", settings.prompt]
+    return Invocation(argv=argv, config_toml=config.config_toml, files=config.files)

@@ -1,0 +1,193 @@
+"""Run one turn: write Codex's config, run the real Codex CLI with stdin
+closed, stream every JSONL event to stdout (so `kubectl logs` shows
+progress), then print one framed result line and write a bounded copy to
+the termination message. The exit code says what happened."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any
+
+from codex_api.result import (
+    EXIT_CODEX_MISSING,
+    EXIT_COMPLETED,
+    EXIT_CONFIG_ERROR,
+    EXIT_INTERNAL,
+    EXIT_TURN_FAILED,
+    TERMINATION_MESSAGE_PATH,
+    RunnerResult,
+)
+from codex_api.session import Usage
+
+from .contract import TurnSettings
+from .events import TurnAccumulator, subtract
+from .invocation import build_invocation
+
+STATE_DIR = "codex-runner"  # inside CODEX_HOME, on the conversation's volume
+
+
+def codex_binary() -> str | None:
+    return os.environ.get("CODEX_BIN") or shutil.which("codex")
+
+
+def probe_inner_sandbox(codex_bin: str, workspace: str) -> bool:
+    """Whether Codex's own bubblewrap sandbox works here; it only ever adds to the pod's boundary."""
+    if os.environ.get("CODEX_RUNNER_INNER_SANDBOX") in ("0", "1"):
+        return os.environ["CODEX_RUNNER_INNER_SANDBOX"] == "1"
+    try:
+        out = subprocess.run(
+            [codex_bin, "sandbox", "linux", "--", "true"],
+            cwd=workspace,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=15,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0
+
+
+def _previous_usage(codex_home: Path, thread_id: str | None) -> Usage | None:
+    if not thread_id:
+        return None
+    path = codex_home / STATE_DIR / f"usage-{thread_id}.json"
+    try:
+        return Usage.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _save_usage(codex_home: Path, thread_id: str | None, usage: Usage | None) -> None:
+    if not thread_id or usage is None:
+        return
+    directory = codex_home / STATE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"usage-{thread_id}.json").write_text(usage.model_dump_json())
+
+
+def _emit(result: RunnerResult, out: IO[str], termination_path: str) -> None:
+    out.write(result.frame() + "\n")
+    out.flush()
+    with contextlib.suppress(OSError):  # outside a pod there may be no termination log
+        Path(termination_path).write_text(result.bounded_frame())
+
+
+def _log(out: IO[str], message: str, **fields: Any) -> None:
+    out.write(json.dumps({"type": "codex-runner", "message": message, **fields}) + "\n")
+    out.flush()
+
+
+def run_turn(
+    settings: TurnSettings, *, out: IO[str] | None = None, termination_path: str | None = None
+) -> int:
+    out = out or sys.stdout
+    termination_path = termination_path or os.environ.get("CODEX_TERMINATION_LOG", TERMINATION_MESSAGE_PATH)
+    started = time.monotonic()
+    codex_bin = codex_binary()
+    if codex_bin is None or not os.access(codex_bin, os.X_OK):
+        result = RunnerResult(
+            outcome="codex_missing",
+            exit_code=EXIT_CODEX_MISSING,
+            errors=[f"codex binary not found ({codex_bin or 'not on PATH'})"],
+        )
+        _emit(result, out, termination_path)
+        return EXIT_CODEX_MISSING
+
+    codex_home = Path(settings.codex_home)
+    workspace = Path(settings.workspace)
+    try:
+        codex_home.mkdir(parents=True, exist_ok=True)
+        Path(os.environ.get("HOME", "/tmp/home")).mkdir(parents=True, exist_ok=True)
+        if not workspace.is_dir():
+            raise OSError(f"workspace {workspace} does not exist")
+        inner = probe_inner_sandbox(codex_bin, str(workspace))
+        invocation = build_invocation(settings, codex_bin=codex_bin, inner_sandbox=inner)
+        (codex_home / "config.toml").write_text(invocation.config_toml)
+        for name, text in invocation.files.items():
+            (codex_home / name).write_text(text)
+    except OSError as err:
+        result = RunnerResult(outcome="config_error", exit_code=EXIT_CONFIG_ERROR, errors=[str(err)])
+        _emit(result, out, termination_path)
+        return EXIT_CONFIG_ERROR
+    _log(
+        out,
+        "starting codex",
+        sandbox=settings.sandbox,
+        inner_sandbox=inner,
+        resume=bool(settings.resume_thread_id),
+        model=settings.model,
+    )
+
+    env = {**os.environ, "CODEX_HOME": str(codex_home)}
+    acc = TurnAccumulator(thread_id=settings.resume_thread_id)
+    stderr_tail: deque[str] = deque(maxlen=20)
+    proc = subprocess.Popen(
+        invocation.argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=workspace,
+        env=env,
+        text=True,
+        bufsize=1,
+    )
+
+    def forward_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stderr_tail.append(line.rstrip())
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def terminate(signum: int, _frame: Any) -> None:
+        proc.send_signal(signum)  # the pod is being deleted: let Codex stop, then report
+
+    threading.Thread(target=forward_stderr, daemon=True).start()
+    previous_handler = signal.signal(signal.SIGTERM, terminate)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line if line.endswith("\n") else line + "\n")
+            out.flush()
+            acc.feed(line)
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+    previous = _previous_usage(codex_home, acc.thread_id) if settings.resume_thread_id else None
+    usage = subtract(acc.cumulative_usage, previous) if acc.cumulative_usage else Usage()
+    _save_usage(codex_home, acc.thread_id, acc.cumulative_usage)
+    if code == 0 and acc.turn_completed and not acc.turn_failed:
+        outcome, exit_code = "completed", EXIT_COMPLETED
+    elif code == 2:
+        outcome, exit_code = "config_error", EXIT_CONFIG_ERROR
+    elif code in (0, 1) or acc.turn_failed:
+        outcome, exit_code = "turn_failed", EXIT_TURN_FAILED
+    else:
+        outcome, exit_code = "internal_error", EXIT_INTERNAL
+    errors = list(acc.errors)
+    if outcome != "completed" and not errors:
+        errors = [line for line in stderr_tail if line][-3:] or [f"codex exited with {code}"]
+    result = RunnerResult(
+        outcome=outcome,  # type: ignore[arg-type]
+        thread_id=acc.thread_id,
+        final_message=acc.final_message,
+        usage=usage,
+        commands=acc.commands,
+        file_changes=acc.file_changes,
+        errors=errors,
+        exit_code=exit_code,
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+    _emit(result, out, termination_path)
+    return exit_code

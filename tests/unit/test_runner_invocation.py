@@ -1,0 +1,150 @@
+"""The Codex invocation and config.toml for a turn, exactly."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from codex_runner.contract import TurnSettings
+from codex_runner.invocation import build_invocation, codex_sandbox
+
+
+def _settings(**kw: object) -> TurnSettings:
+    base: dict[str, object] = {
+        "prompt": "Write factorial.py",
+        "model": "gpt-5-codex",
+        "sandbox": "isolated",
+        "mode": "interactive",
+        "full_auto": False,
+        "reasoning_effort": None,
+        "verbosity": None,
+        "base_instructions": None,
+        "response_language": None,
+        "resume_thread_id": None,
+        "provider_id": "fake",
+        "base_url": "http://127.0.0.1:18080/v1",
+        "api_key_env": "CODEX_MODEL_API_KEY",
+    }
+    return TurnSettings(**{**base, **kw})  # type: ignore[arg-type]
+
+
+EXPECTED_CONFIG = """\
+# Written by codex-runner for this turn.
+model = "gpt-5-codex"
+model_provider = "fake"
+sandbox_mode = "workspace-write"
+approval_policy = "never"
+check_for_update_on_startup = false
+
+[features]
+plugins = false
+
+[analytics]
+enabled = false
+
+[model_providers.fake]
+name = "fake"
+base_url = "http://127.0.0.1:18080/v1"
+env_key = "CODEX_MODEL_API_KEY"
+wire_api = "responses"
+request_max_retries = 1
+stream_max_retries = 1
+
+[shell_environment_policy]
+inherit = "core"
+ignore_default_excludes = false
+exclude = ["*KEY*", "*TOKEN*", "*SECRET*", "CODEX_MODEL_API_KEY"]
+
+[sandbox_workspace_write]
+network_access = false
+"""
+
+
+def test_first_turn_exactly() -> None:
+    inv = build_invocation(_settings(), codex_bin="/usr/bin/codex", inner_sandbox=True)
+    assert inv.argv == [
+        "/usr/bin/codex",
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "-c",
+        'sandbox_mode="workspace-write"',
+        "--",
+        "Write factorial.py",
+    ]
+    assert inv.config_toml == EXPECTED_CONFIG
+    assert inv.files == {}
+
+
+def test_reply_resumes_the_thread_and_repasses_the_sandbox() -> None:
+    inv = build_invocation(
+        _settings(resume_thread_id="019a-thread", sandbox="read-only", prompt="-add tests"),
+        codex_bin="codex",
+        inner_sandbox=True,
+    )
+    assert inv.argv == [
+        "codex",
+        "exec",
+        "resume",
+        "--json",
+        "--skip-git-repo-check",
+        "-c",
+        'sandbox_mode="read-only"',
+        "--",
+        "019a-thread",
+        "-add tests",
+    ]
+    assert 'sandbox_mode = "read-only"' in inv.config_toml
+    assert "[sandbox_workspace_write]" not in inv.config_toml
+
+
+def test_optional_settings_and_instructions_file() -> None:
+    inv = build_invocation(
+        _settings(
+            reasoning_effort="high",
+            verbosity="low",
+            base_instructions='Be "terse".\nNo fluff.',
+            response_language="ja",
+            model="my-local-model",
+        ),
+        codex_bin="codex",
+        inner_sandbox=True,
+    )
+    config = tomllib.loads(inv.config_toml)
+    assert config["model"] == "my-local-model"
+    assert config["model_reasoning_effort"] == "high" and config["model_verbosity"] == "low"
+    assert config["model_instructions_file"] == "/codex/home/base-instructions.md"
+    assert inv.files == {"base-instructions.md": 'Be "terse".\nNo fluff.'}
+    assert config["developer_instructions"] == "Write your answers in the language ja."
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "inner", "expected"),
+    [
+        ("read-only", True, "read-only"),
+        ("isolated", True, "workspace-write"),
+        ("full-access", True, "danger-full-access"),
+        ("read-only", False, "danger-full-access"),
+        ("isolated", False, "danger-full-access"),
+    ],
+)
+def test_sandbox_mapping_with_and_without_an_inner_sandbox(sandbox: str, inner: bool, expected: str) -> None:
+    assert codex_sandbox(_settings(sandbox=sandbox), inner_sandbox=inner) == expected
+    config = tomllib.loads(
+        build_invocation(_settings(sandbox=sandbox), codex_bin="c", inner_sandbox=inner).config_toml
+    )
+    assert config["sandbox_mode"] == expected
+
+
+def test_config_is_valid_toml_for_hostile_values() -> None:
+    inv = build_invocation(
+        _settings(base_url='http://x/v1"\n[evil]\nkey = "1', api_key_env="MY_KEY", model='m"\nx = 1'),
+        codex_bin="codex",
+        inner_sandbox=True,
+    )
+    config = tomllib.loads(inv.config_toml)
+    assert "evil" not in config
+    assert config["model"] == 'm"\nx = 1'
+    assert config["model_providers"]["fake"]["base_url"] == 'http://x/v1"\n[evil]\nkey = "1'
+    assert config["shell_environment_policy"]["exclude"] == ["*KEY*", "*TOKEN*", "*SECRET*", "MY_KEY"]
