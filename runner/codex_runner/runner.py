@@ -179,7 +179,7 @@ def run_turn(
     if outcome != "completed" and not errors:
         errors = [line for line in stderr_tail if line][-3:] or [f"codex exited with {code}"]
     result = RunnerResult(
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         thread_id=acc.thread_id,
         final_message=acc.final_message,
         usage=usage,
