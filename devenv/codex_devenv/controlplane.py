@@ -24,6 +24,7 @@ from .certs import CertBundle, make_certs
 from .process import ManagedProcess, free_port, wait_for
 
 APPROVERS_GROUP = "codex-approvers"
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"  # the user kube-apiserver is to kubelets
 ADMINS_GROUP = "codex-admins"
 
 
@@ -128,8 +129,18 @@ class ControlPlane:
         )
         tokens.chmod(0o600)
         self._start_etcd()
+        # The API server reaches kubelets (logs, exec) with its own client cert,
+        # verifies their serving certs, and dials their InternalIP only: never
+        # a hostname, which would send a DNS query off this machine.
+        kubelet_client_crt, kubelet_client_key = certs.issue(
+            self.work_dir / "pki", APISERVER_KUBELET_CLIENT, f"DNS:{APISERVER_KUBELET_CLIENT}"
+        )
         self._start(
             "kube-apiserver",
+            f"--kubelet-client-certificate={kubelet_client_crt}",
+            f"--kubelet-client-key={kubelet_client_key}",
+            f"--kubelet-certificate-authority={certs.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
