@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEVENV_ARGS ?=
 
-.PHONY: help deps venv system-deps control-plane test test-unit test-integration crds lint dev clean
+.PHONY: help deps venv system-deps node-host control-plane test test-unit test-integration crds lint dev clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-deps: venv system-deps control-plane ## everything the tests and `make dev` need
+deps: venv system-deps control-plane node-host ## everything the tests and `make dev` need
 
 venv: $(VENV)/.installed ## Python virtual environment with the project and dev tools
 
@@ -25,6 +25,10 @@ system-deps: ## Debian packages: redis-server, openssl
 	  echo "installing redis-server and openssl from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl >/dev/null; \
 	fi
+
+node-host: ## host setup for the test node: containerd, runc, CNI bridge, kubelet (idempotent)
+	@bash hack/node/setup-host.sh
+	@EXTRA_K8S_BINARIES=kubelet bash hack/build-control-plane.sh >/dev/null
 
 control-plane: ## build (once, cached) etcd, kube-apiserver, controller-manager, scheduler, kubectl
 	@bash hack/build-control-plane.sh >/dev/null
