@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from codex_api.result import EXIT_CONFIG_ERROR, RunnerResult
+from codex_api.result import EXIT_CONFIG_ERROR, EXIT_INTERNAL, RunnerResult
 
 from .contract import RunnerArgsError, parse_runner_args, usage
 from .runner import run_turn
@@ -22,7 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(RunnerResult(outcome="config_error", exit_code=EXIT_CONFIG_ERROR, errors=[str(err)]).frame())
         print(f"codex-runner: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    return run_turn(settings)
+    try:
+        return run_turn(settings)
+    except Exception as err:  # whatever happened, the operator gets a frame to read
+        print(
+            RunnerResult(outcome="internal_error", exit_code=EXIT_INTERNAL, errors=[repr(err)[:500]]).frame()
+        )
+        raise
 
 
 if __name__ == "__main__":

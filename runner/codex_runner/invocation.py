@@ -24,6 +24,46 @@ KNOWN_MODELS = frozenset(
 )
 SECRET_PATTERNS = ("*KEY*", "*TOKEN*", "*SECRET*")
 INSTRUCTIONS_FILE = "base-instructions.md"
+CATALOG_FILE = "model-catalog.json"
+GENERIC_INSTRUCTIONS = "You are Codex, a coding agent. Work in the current directory; be concise."
+
+
+def model_catalog(model: str, *, base_instructions: str | None = None) -> dict[str, object]:
+    """A `model_catalog_json` entry for a slug Codex does not know.
+
+    Without it Codex reports an `error` item on every run and, with fallback
+    metadata, offers no apply_patch tool. `shell_type = "unified_exec"`
+    offers exec_command; `apply_patch_tool_type = "freeform"` makes
+    apply_patch a custom tool (Codex 0.171 catalog schema).
+    """
+    return {
+        "models": [
+            {
+                "slug": model,
+                "display_name": model,
+                "description": "Model served by the configured provider",
+                "default_reasoning_level": "medium",
+                "supported_reasoning_levels": [
+                    {"effort": e, "description": e} for e in ("minimal", "low", "medium", "high")
+                ],
+                "shell_type": "unified_exec",
+                "visibility": "list",
+                "supported_in_api": True,
+                "priority": 1,
+                "availability_nux": None,
+                "upgrade": None,
+                "base_instructions": base_instructions or GENERIC_INSTRUCTIONS,
+                "supports_reasoning_summaries": False,
+                "support_verbosity": False,
+                "default_verbosity": None,
+                "apply_patch_tool_type": "freeform",
+                "truncation_policy": {"mode": "bytes", "limit": 10000},
+                "supports_parallel_tool_calls": False,
+                "context_window": 128000,
+                "experimental_supported_tools": [],
+            }
+        ]
+    }
 
 
 @dataclass(frozen=True)
@@ -65,6 +105,11 @@ def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
         lines.append(f"model_reasoning_effort = {_toml_str(settings.reasoning_effort)}")
     if settings.verbosity:
         lines.append(f"model_verbosity = {_toml_str(settings.verbosity)}")
+    if settings.model not in KNOWN_MODELS:
+        files[CATALOG_FILE] = json.dumps(
+            model_catalog(settings.model, base_instructions=settings.base_instructions)
+        )
+        lines.append(f"model_catalog_json = {_toml_str(settings.codex_home + '/' + CATALOG_FILE)}")
     if settings.base_instructions:
         files[INSTRUCTIONS_FILE] = settings.base_instructions
         lines.append(f"model_instructions_file = {_toml_str(settings.codex_home + '/' + INSTRUCTIONS_FILE)}")
@@ -94,7 +139,14 @@ def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
         f"exclude = {_toml_list([*SECRET_PATTERNS, settings.api_key_env])}",
     ]
     if sandbox_mode == "workspace-write":
-        lines += ["", "[sandbox_workspace_write]", "network_access = false"]
+        # Only the workspace is writable: by default Codex also opens /tmp and $TMPDIR.
+        lines += [
+            "",
+            "[sandbox_workspace_write]",
+            "network_access = false",
+            "exclude_slash_tmp = true",
+            "exclude_tmpdir_env_var = true",
+        ]
     return Invocation(argv=[], config_toml="\n".join(lines) + "\n", files=files)
 
 

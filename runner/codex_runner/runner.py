@@ -40,14 +40,16 @@ def codex_binary() -> str | None:
     return os.environ.get("CODEX_BIN") or shutil.which("codex")
 
 
-def probe_inner_sandbox(codex_bin: str, workspace: str) -> bool:
-    """Whether Codex's own bubblewrap sandbox works here; it only ever adds to the pod's boundary."""
+def probe_inner_sandbox(codex_bin: str, workspace: str, env: dict[str, str]) -> bool:
+    """Whether Codex's own bubblewrap sandbox works here (`codex sandbox -- true`,
+    read-only by default); it only ever adds to the pod's boundary."""
     if os.environ.get("CODEX_RUNNER_INNER_SANDBOX") in ("0", "1"):
         return os.environ["CODEX_RUNNER_INNER_SANDBOX"] == "1"
     try:
         out = subprocess.run(
-            [codex_bin, "sandbox", "linux", "--", "true"],
+            [codex_bin, "sandbox", "--", "true"],
             cwd=workspace,
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=15,
@@ -110,7 +112,8 @@ def run_turn(
         Path(os.environ.get("HOME", "/tmp/home")).mkdir(parents=True, exist_ok=True)
         if not workspace.is_dir():
             raise OSError(f"workspace {workspace} does not exist")
-        inner = probe_inner_sandbox(codex_bin, str(workspace))
+        env = {**os.environ, "CODEX_HOME": str(codex_home)}
+        inner = probe_inner_sandbox(codex_bin, str(workspace), env)
         invocation = build_invocation(settings, codex_bin=codex_bin, inner_sandbox=inner)
         (codex_home / "config.toml").write_text(invocation.config_toml)
         for name, text in invocation.files.items():
@@ -128,7 +131,6 @@ def run_turn(
         model=settings.model,
     )
 
-    env = {**os.environ, "CODEX_HOME": str(codex_home)}
     acc = TurnAccumulator(thread_id=settings.resume_thread_id)
     stderr_tail: deque[str] = deque(maxlen=20)
     proc = subprocess.Popen(

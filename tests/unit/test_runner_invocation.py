@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 
 import pytest
@@ -58,6 +59,8 @@ exclude = ["*KEY*", "*TOKEN*", "*SECRET*", "CODEX_MODEL_API_KEY"]
 
 [sandbox_workspace_write]
 network_access = false
+exclude_slash_tmp = true
+exclude_tmpdir_env_var = true
 """
 
 
@@ -115,7 +118,11 @@ def test_optional_settings_and_instructions_file() -> None:
     assert config["model"] == "my-local-model"
     assert config["model_reasoning_effort"] == "high" and config["model_verbosity"] == "low"
     assert config["model_instructions_file"] == "/codex/home/base-instructions.md"
-    assert inv.files == {"base-instructions.md": 'Be "terse".\nNo fluff.'}
+    assert inv.files["base-instructions.md"] == 'Be "terse".\nNo fluff.'
+    catalog = json.loads(inv.files["model-catalog.json"])["models"][0]
+    assert catalog["slug"] == "my-local-model" and catalog["base_instructions"] == 'Be "terse".\nNo fluff.'
+    assert catalog["apply_patch_tool_type"] == "freeform" and catalog["shell_type"] == "unified_exec"
+    assert config["model_catalog_json"] == "/codex/home/model-catalog.json"
     assert config["developer_instructions"] == "Write your answers in the language ja."
 
 

@@ -1,0 +1,272 @@
+"""The runner (codex-runner) around the REAL Codex CLI, against the scripted
+fake model on 127.0.0.1, run as a local process: its JSONL stream, the framed
+result, the termination message, per-turn usage over a resume, secrets kept
+from model-run commands, and the exit code of every failure mode.
+
+The same runner inside a real container on the test node is covered by the
+end-to-end tests; here the Codex sandbox (bubblewrap works as root on these
+machines) is what keeps a read-only session from writing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codex_api.result import (
+    EXIT_CODEX_MISSING,
+    EXIT_COMPLETED,
+    EXIT_CONFIG_ERROR,
+    EXIT_TURN_FAILED,
+    RunnerResult,
+    parse_frame,
+)
+from codex_devenv import fake_model as fm
+from codex_devenv.codex_cli import codex_binary
+from codex_runner.contract import TurnSettings, runner_args
+
+API_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    termination: str
+
+    @property
+    def result(self) -> RunnerResult:
+        frame = parse_frame(self.stdout)
+        assert frame is not None, self.stdout + self.stderr
+        return frame
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stdout.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                out.append(event)
+        return out
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[fm.FakeModelServer]:
+    with fm.FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(model: fm.FakeModelServer) -> Iterator[fm.FakeModelServer]:
+    model.reset()
+    yield model
+    assert model.errors == []
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    # CODEX_HOME and the workspace as on the conversation volume; TMPDIR beside, never above them.
+    out = {name: tmp_path / name for name in ("home", "workspace", "tmp", "userhome")}
+    for path in out.values():
+        path.mkdir()
+    return out
+
+
+def run_runner(
+    model: fm.FakeModelServer,
+    dirs: dict[str, Path],
+    prompt: str,
+    *,
+    sandbox: str = "isolated",
+    resume: str | None = None,
+    codex_bin: str | None = None,
+    argv: list[str] | None = None,
+) -> Run:
+    if argv is None:
+        settings = TurnSettings(
+            prompt=prompt,
+            model="fake-model",
+            sandbox=sandbox,
+            mode="interactive",
+            full_auto=False,  # type: ignore[arg-type]
+            reasoning_effort=None,
+            verbosity=None,
+            base_instructions=None,
+            response_language=None,
+            resume_thread_id=resume,
+            provider_id="fake",
+            base_url=model.url,
+            api_key_env="CODEX_MODEL_API_KEY",
+            codex_home=str(dirs["home"]),
+            workspace=str(dirs["workspace"]),
+        )
+        argv = runner_args(settings)
+    termination = dirs["tmp"] / "termination-log"
+    termination.unlink(missing_ok=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(dirs["userhome"]),
+        "TMPDIR": str(dirs["tmp"]),
+        "CODEX_BIN": codex_bin if codex_bin is not None else str(codex_binary()),
+        "CODEX_MODEL_API_KEY": API_KEY,
+        "CODEX_TERMINATION_LOG": str(termination),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "codex_runner", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    return Run(
+        proc.returncode, proc.stdout, proc.stderr, termination.read_text() if termination.exists() else ""
+    )
+
+
+def test_plain_answer_streams_events_and_ends_with_a_frame(
+    fake: fm.FakeModelServer, dirs: dict[str, Path]
+) -> None:
+    fake.set_script(
+        fm.say(
+            "Hello from the runner test.",
+            usage=fm.Usage(input_tokens=120, output_tokens=9, cached_tokens=20, reasoning_tokens=3),
+        )
+    )
+    run = run_runner(fake, dirs, "Say hello")
+    assert run.code == EXIT_COMPLETED, run.stderr
+    kinds = [e["type"] for e in run.events()]
+    assert kinds[:3] == ["codex-runner", "thread.started", "turn.started"] and "turn.completed" in kinds
+    result = run.result
+    assert result.outcome == "completed" and result.final_message == "Hello from the runner test."
+    assert result.thread_id == run.events()[1]["thread_id"]
+    assert (
+        result.usage.input_tokens,
+        result.usage.cached_input_tokens,
+        result.usage.output_tokens,
+        result.usage.reasoning_tokens,
+    ) == (120, 20, 9, 3)
+    assert run.stdout.splitlines()[-1] == result.frame()  # the frame is the last line
+    assert parse_frame(run.termination) == result  # and the termination message carries it
+    assert fake.responses_requests[0].authorization == f"Bearer {API_KEY}"
+    config = (dirs["home"] / "config.toml").read_text()
+    assert "model_catalog_json" in config and API_KEY not in config
+
+
+def test_isolated_session_writes_the_workspace(fake: fm.FakeModelServer, dirs: dict[str, Path]) -> None:
+    fake.set_script(
+        fm.apply_patch(
+            "*** Begin Patch\n*** Add File: factorial.py\n+def factorial(n):\n+    return 1 if n < 2 else n * factorial(n - 1)\n*** End Patch\n"
+        ),
+        fm.say("Wrote factorial.py"),
+    )
+    run = run_runner(fake, dirs, "Write factorial.py", sandbox="isolated")
+    assert run.code == EXIT_COMPLETED, run.stderr
+    assert (dirs["workspace"] / "factorial.py").read_text().startswith("def factorial(n):")
+    assert run.result.file_changes == 1
+
+
+def test_read_only_session_cannot_write_and_still_completes(
+    fake: fm.FakeModelServer, dirs: dict[str, Path]
+) -> None:
+    fake.set_script(
+        fm.exec_command("echo hi > notes.txt; echo exit=$?"),
+        fm.computed(lambda req: f"The command said: {req.last_tool_output()}"),
+    )
+    run = run_runner(fake, dirs, "Write notes.txt", sandbox="read-only")
+    assert run.code == EXIT_COMPLETED, run.stderr
+    assert not (dirs["workspace"] / "notes.txt").exists()
+    assert "Read-only file system" in (run.result.final_message or "")
+    assert run.result.commands == 1
+
+
+def test_reply_resumes_with_history_files_and_per_turn_usage(
+    fake: fm.FakeModelServer, dirs: dict[str, Path]
+) -> None:
+    fake.set_script(
+        fm.exec_command("echo remembered > memo.txt", usage=fm.Usage(input_tokens=100, output_tokens=10)),
+        fm.say("Saved.", usage=fm.Usage(input_tokens=150, output_tokens=5)),
+    )
+    first = run_runner(fake, dirs, "Remember this", sandbox="isolated")
+    assert first.code == EXIT_COMPLETED, first.stderr
+    assert first.result.usage.input_tokens == 250 and first.result.usage.output_tokens == 15
+    thread = first.result.thread_id
+    assert thread and list(dirs["home"].glob(f"sessions/**/rollout-*{thread}.jsonl"))
+    earlier = fake.responses_requests[-1].input
+
+    fake.set_script(
+        fm.exec_command("cat memo.txt", usage=fm.Usage(input_tokens=300, output_tokens=8)),
+        fm.computed(
+            lambda req: fm.say(
+                f"It says {req.last_tool_output()}", usage=fm.Usage(input_tokens=320, output_tokens=6)
+            )
+        ),
+    )
+    second = run_runner(fake, dirs, "What did you save?", sandbox="isolated", resume=thread)
+    assert second.code == EXIT_COMPLETED, second.stderr
+    assert second.result.thread_id == thread
+    resumed = fake.responses_requests[-2].input
+    assert resumed[: len(earlier)] == earlier  # the whole earlier conversation is resent
+    assert "remembered" in (second.result.final_message or "")  # the file written in turn one
+    # turn.completed.usage is cumulative for the thread; the runner reports this turn only
+    assert second.result.usage.input_tokens == 620 and second.result.usage.output_tokens == 14
+
+
+def test_commands_cannot_see_the_model_key(fake: fm.FakeModelServer, dirs: dict[str, Path]) -> None:
+    fake.set_script(fm.exec_command("env"), fm.computed(lambda req: f"env was: {req.last_tool_output()}"))
+    run = run_runner(fake, dirs, "print the environment", sandbox="isolated")
+    assert run.code == EXIT_COMPLETED, run.stderr
+    output = fake.responses_requests[-1].last_tool_output() or ""
+    assert "PATH=" in output  # the command ran and printed its environment
+    assert API_KEY not in output and "CODEX_MODEL_API_KEY" not in output
+
+
+@pytest.mark.parametrize(
+    ("steps", "fragment"),
+    [
+        ((fm.http_error(500), fm.http_error(500)), ""),
+        ((fm.fail("the model gave up"),), "the model gave up"),
+        (
+            (fm.cut_stream(fm.message_item("partial")), fm.cut_stream(fm.message_item("partial"))),
+            "stream disconnected",
+        ),
+        ((fm.cut_stream(clean=True), fm.cut_stream(clean=True)), "response.completed"),
+    ],
+    ids=["http-500", "response-failed", "cut-stream", "no-completed"],
+)
+def test_model_failures_end_as_turn_failed(
+    fake: fm.FakeModelServer, dirs: dict[str, Path], steps: tuple[Any, ...], fragment: str
+) -> None:
+    fake.set_script(*steps, then=fm.http_error(500))
+    run = run_runner(fake, dirs, "anything")
+    assert run.code == EXIT_TURN_FAILED, run.stdout
+    result = run.result
+    assert result.outcome == "turn_failed" and result.errors
+    assert fragment in " ".join(result.errors)
+    assert parse_frame(run.termination) is not None
+    fake.errors.clear()  # the exhausted-script 500s were part of the scenario
+
+
+def test_missing_codex_binary(fake: fm.FakeModelServer, dirs: dict[str, Path]) -> None:
+    run = run_runner(fake, dirs, "anything", codex_bin="/nonexistent/codex")
+    assert run.code == EXIT_CODEX_MISSING
+    assert run.result.outcome == "codex_missing" and "/nonexistent/codex" in run.result.errors[0]
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "--prompt", "x", "--sandbox", "root"], ["launch"]])
+def test_bad_arguments_are_a_configuration_error(
+    fake: fm.FakeModelServer, dirs: dict[str, Path], argv: list[str]
+) -> None:
+    run = run_runner(fake, dirs, "", argv=argv)
+    assert run.code == EXIT_CONFIG_ERROR
+    assert run.result.outcome == "config_error" and run.result.errors
+    assert fake.requests == []  # nothing reached the model
