@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEVENV_ARGS ?=
 
-.PHONY: help deps venv system-deps node-host control-plane test test-unit test-integration crds lint dev clean
+.PHONY: help deps venv system-deps node-host codex control-plane test test-unit test-integration crds lint dev clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-deps: venv system-deps control-plane node-host ## everything the tests and `make dev` need
+deps: venv system-deps control-plane node-host codex ## everything the tests and `make dev` need
 
 venv: $(VENV)/.installed ## Python virtual environment with the project and dev tools
 
@@ -29,6 +29,9 @@ system-deps: ## Debian packages: redis-server, openssl
 node-host: ## host setup for the test node: containerd, runc, CNI bridge, kubelet (idempotent)
 	@bash hack/node/setup-host.sh
 	@EXTRA_K8S_BINARIES=kubelet bash hack/build-control-plane.sh >/dev/null
+
+codex: ## install the pinned Codex CLI from npm (cached outside the checkout)
+	@bash hack/install-codex.sh >/dev/null
 
 control-plane: ## build (once, cached) etcd, kube-apiserver, controller-manager, scheduler, kubectl
 	@bash hack/build-control-plane.sh >/dev/null
