@@ -51,6 +51,7 @@ __all__ = [
     "RiskLevel",
     "RiskLevelsConfig",
     "RunnerResourcesConfig",
+    "RunnerToleration",
     "SandboxLevel",
     "SecurityConfig",
     "ServerConfig",
@@ -592,6 +593,19 @@ class ModelEndpointConfig(_Section):
         return _check_labels(value)
 
 
+class RunnerToleration(_Section):
+    """A toleration added to runner pods (e.g. for a dedicated, tainted node pool)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=253, description="Taint key to tolerate.")
+    operator: Literal["Equal", "Exists"] = Field("Equal", description="Equal (matches value) or Exists.")
+    value: str = Field("", max_length=63, description="Taint value, for operator Equal.")
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        "", description="Taint effect to tolerate; empty tolerates all effects."
+    )
+
+
 class KubernetesConfig(_Section):
     """``[kubernetes]``: cluster settings of the operator and the runner pods."""
 
@@ -670,6 +684,16 @@ class KubernetesConfig(_Section):
         min_length=1,
         max_length=253,
         description="ServiceAccount of runner pods; it needs no RBAC and its token is never mounted.",
+    )
+    runner_node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="nodeSelector of runner pods (e.g. a dedicated sandbox node pool).",
+    )
+    runner_tolerations: list[RunnerToleration] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Tolerations of runner pods (``[[kubernetes.runner_tolerations]]``).",
     )
     runner_resources: RunnerResourcesConfig = Field(
         default_factory=RunnerResourcesConfig,

@@ -208,6 +208,12 @@ def build_runner_pod(
             "restartPolicy": "Never",
             "activeDeadlineSeconds": timeout_seconds + DEADLINE_GRACE_SECONDS,
             "serviceAccountName": kube.runner_service_account,
+            **({"nodeSelector": dict(kube.runner_node_selector)} if kube.runner_node_selector else {}),
+            **(
+                {"tolerations": [t.model_dump(exclude_defaults=False) for t in kube.runner_tolerations]}
+                if kube.runner_tolerations
+                else {}
+            ),
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "securityContext": {
