@@ -10,7 +10,7 @@ DEVENV_ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-deps: venv system-deps control-plane node-host codex ## everything the tests and `make dev` need
+deps: venv system-deps control-plane node-host codex images ## everything the tests and `make dev` need
 
 venv: $(VENV)/.installed ## Python virtual environment with the project and dev tools
 
@@ -61,3 +61,7 @@ dev: deps ## run the system locally until Ctrl-C
 
 clean: ## remove the venv and local state (the binary cache stays)
 	rm -rf $(VENV) .devenv .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: images
+images: ## container images (runner, operator) as OCI archives in the cache, no registry (hack/build-images.sh)
+	@bash hack/build-images.sh

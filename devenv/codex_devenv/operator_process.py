@@ -28,6 +28,7 @@ cleanup_interval_seconds = {cleanup}
 default_ttl_seconds_after_finished = {ttl}
 approval_timeout_seconds = {approval_timeout}
 max_pod_attempts = {attempts}
+{kubernetes_extra}
 """
 
 
@@ -101,6 +102,7 @@ def start_operator(
     approval_timeout: int = 3600,
     attempts: int = 2,
     extra_config: str = "",
+    kubernetes_extra: str = "",
     webhook_port: int = 0,
     webhook_cert: Path | None = None,
     webhook_key: Path | None = None,
@@ -118,6 +120,7 @@ def start_operator(
             ttl=ttl,
             approval_timeout=approval_timeout,
             attempts=attempts,
+            kubernetes_extra=kubernetes_extra,
         )
         + extra_config
     )

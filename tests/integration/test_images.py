@@ -1,0 +1,257 @@
+"""The real images on the real node: hack/build-images.sh builds
+localhost/codex-runner and localhost/codex-operator (podman, no registry),
+devenv's images.load_into imports them into the test node's containerd, and
+pods run them with the runner's securityContext (non-root uid 10001,
+read-only root filesystem, no capabilities, RuntimeDefault seccomp, an
+emptyDir at /tmp) under PodSecurity `restricted`.
+
+Checked from `kubectl logs` of each pod: the user, the pinned Codex CLI and
+the entry points work, the root filesystem refuses writes, and the final
+image holds no compiler, build tool or pip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codex_devenv.assets import pinned_versions
+
+# A cold build (debootstrap + two images) takes about two minutes on 2 cores.
+pytestmark = pytest.mark.timeout(900)
+
+RUNNER_UID = 10001
+
+# Build tools that must not be in a final image (PATH lookups), and Debian
+# packages that would bring them in.
+BUILD_TOOLS = ("gcc", "cc", "c++", "g++", "cpp", "clang", "make", "ld", "as", "pip", "pip3")
+BUILD_PACKAGES = (
+    r"^(gcc|g\+\+|cpp|clang)(-[0-9.]+)?$|^(binutils.*|make|libc6-dev|build-essential|python3-pip"
+    r"|python3-pip-whl|python3-setuptools-whl|python3(\.[0-9]+)?-venv)$"
+)
+
+# Shared by both images: identity, read-only root, no build tools.
+COMMON_CHECKS = rf"""
+echo "uid=$(id -u) gid=$(id -g)"
+if touch /usr/x 2>/dev/null; then echo "rootfs: writable"; else echo "rootfs: read-only"; fi
+mkdir -p "$HOME" && echo ok > "$HOME/probe" && echo "tmp: writable"
+for t in {" ".join(BUILD_TOOLS)}; do
+  if command -v "$t" >/dev/null 2>&1; then echo "tool $t: present at $(command -v "$t")"; else echo "tool $t: absent"; fi
+done
+python3 -m pip --version >/dev/null 2>&1 && echo "python pip: present" || echo "python pip: absent"
+python3 -c 'import ensurepip' >/dev/null 2>&1 && echo "ensurepip: present" || echo "ensurepip: absent"
+echo "build packages: [$(dpkg-query -W -f '${{Package}}\n' | grep -E '{BUILD_PACKAGES}' | tr '\n' ' ')]"
+"""
+
+
+@pytest.fixture(scope="module")
+def node_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """(control_plane, node, {name: image ref}): a Ready node with the project's images imported.
+
+    The same node as tests/integration/test_node.py's fixture, plus the images.
+    """
+    from codex_devenv.assets import ensure_binaries
+    from codex_devenv.images import build_problems, load_into
+    from codex_devenv.node import TestNode, ensure_kubelet, host_problems
+
+    bin_dir = ensure_binaries()
+    problems = host_problems() + build_problems()
+    if problems:
+        reason = "host cannot build images and run a real node: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
+        pytest.skip(reason)
+    ensure_kubelet(bin_dir)
+
+    cp = request.getfixturevalue("control_plane")
+    node = TestNode(tmp_path_factory.mktemp("node"), bin_dir, name=f"codex-node-{secrets.token_hex(2)}")
+    try:
+        node.start(cp)
+        print(f"\n[node] {node.name} ready: {node.timings}")
+        t0 = time.monotonic()
+        refs = load_into(node)
+        print(f"\n[images] built/cached and imported {refs} in {time.monotonic() - t0:.1f}s")
+        yield cp, node, refs
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def node_ns(node_cluster: Any) -> Iterator[str]:
+    """A namespace enforcing PodSecurity `restricted`, as runner namespaces do."""
+    cp, _, _ = node_cluster
+    name = f"t-images-{secrets.token_hex(3)}"
+    cp.kubectl("create", "namespace", name)
+    cp.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    yield name
+    cp.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def smoke_pod(name: str, image: str, script: str) -> dict[str, Any]:
+    """The runner's pod securityContext (operator/codex_operator/pod_builder.py) around a shell script."""
+    from codex_devenv.node import TEST_NODE_TOLERATION
+
+    seccomp = {"type": "RuntimeDefault"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "tolerations": [TEST_NODE_TOLERATION],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUNNER_UID,
+                "runAsGroup": RUNNER_UID,
+                "fsGroup": RUNNER_UID,
+                "seccompProfile": seccomp,
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", script],
+                    "env": [{"name": "HOME", "value": "/tmp/home"}, {"name": "TMPDIR", "value": "/tmp"}],
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+                        "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "privileged": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "seccompProfile": seccomp,
+                    },
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        },
+    }
+
+
+def run_to_completion(
+    cp: Any, ns: str, pod: dict[str, Any], timeout: float = 120
+) -> tuple[dict[str, Any], str]:
+    """Create the pod, wait for Succeeded/Failed, return (pod, logs)."""
+    name = pod["metadata"]["name"]
+    t0 = time.monotonic()
+    cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(pod))
+    deadline = t0 + timeout
+    current: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        current = json.loads(cp.kubectl("get", "pod", name, "-n", ns, "-o", "json").stdout)
+        if current.get("status", {}).get("phase") in {"Succeeded", "Failed"}:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(
+            f"pod {ns}/{name} did not finish in {timeout}s: {json.dumps(current.get('status'))}"
+        )
+    print(f"\n[images] {name}: create -> {current['status']['phase']} in {time.monotonic() - t0:.2f}s")
+    logs = cp.kubectl("logs", "-n", ns, name).stdout
+    return current, logs
+
+
+def assert_hardened(pod: dict[str, Any], logs: str) -> None:
+    assert pod["status"]["phase"] == "Succeeded", logs
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["containerID"].startswith("containerd://")
+    assert f"uid={RUNNER_UID} gid={RUNNER_UID}" in logs
+    assert "rootfs: read-only" in logs
+    assert "tmp: writable" in logs
+    for tool in BUILD_TOOLS:
+        assert f"tool {tool}: absent" in logs, logs
+    assert "python pip: absent" in logs
+    assert "ensurepip: absent" in logs
+    assert "build packages: []" in logs, logs
+
+
+def test_images_are_in_the_nodes_containerd(node_cluster: Any) -> None:
+    from codex_devenv.images import OPERATOR_IMAGE, RUNNER_IMAGE
+
+    _, node, refs = node_cluster
+    assert refs == {"runner": RUNNER_IMAGE, "operator": OPERATOR_IMAGE}
+    assert RUNNER_IMAGE == "localhost/codex-runner:0.1.0"
+    listed = node.images()
+    assert RUNNER_IMAGE in listed
+    assert OPERATOR_IMAGE in listed
+
+
+def test_runner_image_runs_codex_under_the_runner_security_context(node_cluster: Any, node_ns: str) -> None:
+    from codex_devenv.images import RUNNER_IMAGE
+
+    cp, _, _ = node_cluster
+    script = (
+        COMMON_CHECKS
+        + r"""
+echo "codex: $(codex --version 2>/dev/null)"
+echo "runner: $(codex-runner --help 2>&1 | head -1)"
+echo "path: $PATH"
+echo "codex at: $(command -v codex)"
+"""
+    )
+    pod, logs = run_to_completion(cp, node_ns, smoke_pod("runner-image", RUNNER_IMAGE, script))
+    print(logs)
+    assert_hardened(pod, logs)
+    assert f"codex: codex-cli {pinned_versions()['CODEX_VERSION']}" in logs
+    assert "runner: usage: codex-runner" in logs
+    assert "codex at: /usr/local/bin/codex" in logs
+    assert pod["spec"]["containers"][0]["image"] == RUNNER_IMAGE
+
+
+def test_operator_image_runs_under_the_same_security_context(node_cluster: Any, node_ns: str) -> None:
+    from codex_devenv.images import OPERATOR_IMAGE
+
+    cp, _, _ = node_cluster
+    script = COMMON_CHECKS + 'echo "operator: $(codex-operator --help 2>&1 | head -1)"\n'
+    pod, logs = run_to_completion(cp, node_ns, smoke_pod("operator-image", OPERATOR_IMAGE, script))
+    print(logs)
+    assert_hardened(pod, logs)
+    assert "operator: usage: codex-operator" in logs
+
+
+def test_image_entrypoints_and_users(node_cluster: Any) -> None:
+    """The image configs as the kubelet sees them: non-root numeric user, the documented entrypoints."""
+    from codex_devenv.images import ensure_images
+
+    archives = ensure_images()
+    configs = {name: _image_config(path) for name, path in archives.items()}
+    assert configs["runner"]["User"] == f"{RUNNER_UID}:{RUNNER_UID}"
+    assert configs["runner"]["Entrypoint"] == ["codex-runner"]
+    assert configs["runner"]["WorkingDir"] == "/workspace"
+    assert configs["operator"]["User"] == f"{RUNNER_UID}:{RUNNER_UID}"
+    assert configs["operator"]["Entrypoint"][0] == "codex-operator"
+    for config in configs.values():
+        env = dict(e.split("=", 1) for e in config["Env"])
+        assert env["PATH"].startswith("/opt/codex/bin:")
+
+
+def _image_config(archive: Path) -> dict[str, Any]:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+
+        def blob(digest: str) -> Any:
+            member = tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
+            assert member is not None
+            return json.load(member)
+
+        index_file = tar.extractfile("index.json")
+        assert index_file is not None
+        (manifest_desc,) = json.load(index_file)["manifests"]
+        manifest = blob(manifest_desc["digest"])
+        return dict(blob(manifest["config"]["digest"])["config"])
