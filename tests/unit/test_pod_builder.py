@@ -392,14 +392,35 @@ def test_node_selector_and_tolerations_come_from_config() -> None:
         '[[kubernetes.runner_tolerations]]\nkey = "codex.dev/test-node"\noperator = "Exists"\neffect = "NoSchedule"\n'
     )
     spec = CodexSessionSpec(prompt="hi")
-    settings = turn_settings_for(spec, model="m", resume_thread_id=None, endpoint=config.kubernetes.model_endpoint)
-    pod = build_runner_pod(session_name="s", session_uid="u", namespace="n", spec=spec, settings=settings,
-                           conversation="s", attempt=1, timeout_seconds=60, config=config)
+    settings = turn_settings_for(
+        spec, model="m", resume_thread_id=None, endpoint=config.kubernetes.model_endpoint
+    )
+    pod = build_runner_pod(
+        session_name="s",
+        session_uid="u",
+        namespace="n",
+        spec=spec,
+        settings=settings,
+        conversation="s",
+        attempt=1,
+        timeout_seconds=60,
+        config=config,
+    )
     assert pod["spec"]["nodeSelector"] == {"pool": "sandbox"}
     assert pod["spec"]["tolerations"] == [
         {"key": "codex.dev/test-node", "operator": "Exists", "value": "", "effect": "NoSchedule"}
     ]
-    assert "tolerations" not in build_runner_pod(
-        session_name="s", session_uid="u", namespace="n", spec=spec, settings=settings, conversation="s",
-        attempt=1, timeout_seconds=60, config=parse_config(""),
-    )["spec"]
+    assert (
+        "tolerations"
+        not in build_runner_pod(
+            session_name="s",
+            session_uid="u",
+            namespace="n",
+            spec=spec,
+            settings=settings,
+            conversation="s",
+            attempt=1,
+            timeout_seconds=60,
+            config=parse_config(""),
+        )["spec"]
+    )
