@@ -115,3 +115,56 @@ def run_operator(
     yield start
     for op in started:
         op.stop()
+
+
+@pytest.fixture(scope="session")
+def node_cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """(control_plane, node, {image: ref}): one real kubelet+containerd node for the
+    session, with the project's images imported. It is tainted, so only pods
+    that tolerate it (TEST_NODE_TOLERATION) run there."""
+    import os
+    import secrets
+    import time
+
+    from codex_devenv.assets import ensure_binaries
+    from codex_devenv.images import build_problems, load_into
+    from codex_devenv.node import TestNode, ensure_kubelet, host_problems
+
+    bin_dir = ensure_binaries()
+    problems = host_problems() + build_problems()
+    if problems:
+        reason = "host cannot build images and run a real node: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
+        pytest.skip(reason)
+    ensure_kubelet(bin_dir)
+    node = TestNode(tmp_path_factory.mktemp("node"), bin_dir, name=f"codex-node-{secrets.token_hex(2)}")
+    try:
+        node.start(control_plane)
+        print(f"\n[node] {node.name} ready: {node.timings}")
+        started = time.monotonic()
+        refs = load_into(node)
+        print(f"\n[images] imported {refs} in {time.monotonic() - started:.1f}s")
+        yield control_plane, node, refs
+    finally:
+        pids = node.pids()
+        node.stop()
+        print(f"\n[node] stopped {pids}")
+
+
+@pytest.fixture
+def node_ns(node_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace enforcing PodSecurity `restricted`, as sessions namespaces do."""
+    cp = node_cluster[0]
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:30].strip("-")
+    name = f"n-{base}-{secrets.token_hex(3)}"
+    cp.kubectl("create", "namespace", name)
+    cp.kubectl(
+        "label",
+        "namespace",
+        name,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )
+    yield name
+    cp.kubectl("delete", "namespace", name, "--wait=false", check=False)

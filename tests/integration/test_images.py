@@ -13,10 +13,7 @@ image holds no compiler, build tool or pip.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,49 +46,6 @@ python3 -m pip --version >/dev/null 2>&1 && echo "python pip: present" || echo "
 python3 -c 'import ensurepip' >/dev/null 2>&1 && echo "ensurepip: present" || echo "ensurepip: absent"
 echo "build packages: [$(dpkg-query -W -f '${{Package}}\n' | grep -E '{BUILD_PACKAGES}' | tr '\n' ' ')]"
 """
-
-
-@pytest.fixture(scope="module")
-def node_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """(control_plane, node, {name: image ref}): a Ready node with the project's images imported.
-
-    The same node as tests/integration/test_node.py's fixture, plus the images.
-    """
-    from codex_devenv.assets import ensure_binaries
-    from codex_devenv.images import build_problems, load_into
-    from codex_devenv.node import TestNode, ensure_kubelet, host_problems
-
-    bin_dir = ensure_binaries()
-    problems = host_problems() + build_problems()
-    if problems:
-        reason = "host cannot build images and run a real node: " + "; ".join(problems)
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
-        pytest.skip(reason)
-    ensure_kubelet(bin_dir)
-
-    cp = request.getfixturevalue("control_plane")
-    node = TestNode(tmp_path_factory.mktemp("node"), bin_dir, name=f"codex-node-{secrets.token_hex(2)}")
-    try:
-        node.start(cp)
-        print(f"\n[node] {node.name} ready: {node.timings}")
-        t0 = time.monotonic()
-        refs = load_into(node)
-        print(f"\n[images] built/cached and imported {refs} in {time.monotonic() - t0:.1f}s")
-        yield cp, node, refs
-    finally:
-        node.stop()
-
-
-@pytest.fixture
-def node_ns(node_cluster: Any) -> Iterator[str]:
-    """A namespace enforcing PodSecurity `restricted`, as runner namespaces do."""
-    cp, _, _ = node_cluster
-    name = f"t-images-{secrets.token_hex(3)}"
-    cp.kubectl("create", "namespace", name)
-    cp.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    yield name
-    cp.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def smoke_pod(name: str, image: str, script: str) -> dict[str, Any]:

@@ -14,10 +14,7 @@ flags (ControlPlane.start), so logs and exec reach the kubelet.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,46 +25,6 @@ from codex_devenv.assets import pinned_versions
 pytestmark = pytest.mark.timeout(300)
 
 RUNNER_UID = 1000
-
-
-@pytest.fixture(scope="module")
-def node_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """(control_plane, node): a control plane whose API server can reach the kubelet, and a Ready node."""
-    from codex_devenv.assets import ensure_binaries
-    from codex_devenv.node import TestNode, ensure_kubelet, host_problems
-
-    bin_dir = ensure_binaries()
-    problems = host_problems()
-    if problems:
-        reason = "host cannot run a real node: " + "; ".join(problems)
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
-        pytest.skip(reason)
-    ensure_kubelet(bin_dir)
-
-    cp = request.getfixturevalue("control_plane")
-    node = TestNode(tmp_path_factory.mktemp("node"), bin_dir, name=f"codex-node-{secrets.token_hex(2)}")
-    try:
-        node.start(cp)
-        print(f"\n[node] {node.name} ready: {node.timings}")
-        yield cp, node
-    finally:
-        pids = node.pids()
-        t0 = time.monotonic()
-        node.stop()
-        print(f"\n[node] stop took {time.monotonic() - t0:.2f}s")
-        print(f"\n[node] stopped {pids}")
-
-
-@pytest.fixture
-def node_ns(node_cluster: Any) -> Iterator[str]:
-    """A namespace enforcing PodSecurity `restricted`, as runner namespaces do."""
-    cp, _ = node_cluster
-    name = f"t-node-{secrets.token_hex(3)}"
-    cp.kubectl("create", "namespace", name)
-    cp.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    yield name
-    cp.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def runner_like_pod(name: str, script: str, **container: Any) -> dict[str, Any]:
@@ -143,7 +100,7 @@ def create(cp: Any, ns: str, pod: dict[str, Any]) -> float:
 
 
 def test_node_is_a_real_kubelet_of_the_pinned_release(node_cluster: Any) -> None:
-    cp, node = node_cluster
+    cp, node, _ = node_cluster
     info = json.loads(cp.kubectl("get", "node", node.name, "-o", "json").stdout)
     assert info["status"]["nodeInfo"]["kubeletVersion"] == pinned_versions()["KUBERNETES_VERSION"]
     assert info["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
@@ -153,7 +110,7 @@ def test_node_is_a_real_kubelet_of_the_pinned_release(node_cluster: Any) -> None
 
 
 def test_runner_like_pod_runs_with_its_security_context_enforced(node_cluster: Any, node_ns: str) -> None:
-    cp, node = node_cluster
+    cp, node, _ = node_cluster
     script = r"""
 echo "uid=$(id -u) gid=$(id -g)"
 grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status
@@ -190,7 +147,7 @@ printf '%s' '{"frame":"result","ok":true}' > /dev/termination-log
 
 
 def test_failed_container_reports_log_tail_as_termination_message(node_cluster: Any, node_ns: str) -> None:
-    cp, _ = node_cluster
+    cp, _, _ = node_cluster
     create(cp, node_ns, runner_like_pod("runner-fails", "echo 'runner crashed: boom' >&2; exit 3"))
     pod = wait_phase(cp, node_ns, "runner-fails", {"Succeeded", "Failed"})
     assert pod["status"]["phase"] == "Failed"
@@ -202,7 +159,7 @@ def test_failed_container_reports_log_tail_as_termination_message(node_cluster: 
 
 def test_root_image_user_is_refused_by_the_kubelet(node_cluster: Any, node_ns: str) -> None:
     """runAsNonRoot is enforced on the node too (PodSecurity only sees the spec)."""
-    cp, _ = node_cluster
+    cp, _, _ = node_cluster
     pod = runner_like_pod("runner-root", "id")
     # PodSecurity restricted needs runAsNonRoot; runAsUser absent -> the image's user (root) is checked.
     del pod["spec"]["securityContext"]["runAsUser"]
@@ -220,7 +177,7 @@ def test_root_image_user_is_refused_by_the_kubelet(node_cluster: Any, node_ns: s
 
 
 def test_exec_and_graceful_delete(node_cluster: Any, node_ns: str) -> None:
-    cp, _ = node_cluster
+    cp, _, _ = node_cluster
     create(
         cp,
         node_ns,
@@ -238,7 +195,7 @@ def test_exec_and_graceful_delete(node_cluster: Any, node_ns: str) -> None:
 
 
 def test_untolerating_pods_are_not_scheduled_on_the_test_node(node_cluster: Any, node_ns: str) -> None:
-    cp, _ = node_cluster
+    cp, _, _ = node_cluster
     pod = runner_like_pod("no-toleration", "true")
     del pod["spec"]["tolerations"]
     create(cp, node_ns, pod)
@@ -256,7 +213,7 @@ def test_untolerating_pods_are_not_scheduled_on_the_test_node(node_cluster: Any,
 def test_imported_image_is_listed(node_cluster: Any, tmp_path: Path) -> None:
     from codex_devenv.node import write_oci_archive
 
-    _, node = node_cluster
+    _, node, _ = node_cluster
     archive = write_oci_archive(
         tmp_path / "extra.oci.tar", "codex.local/extra:test", {"hello.txt": b"hi\n"}, {"Cmd": ["/hello.txt"]}
     )
