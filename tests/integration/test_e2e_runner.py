@@ -19,9 +19,10 @@ from kubernetes import client
 from codex_api import names
 from codex_devenv import fake_model as fm
 from codex_devenv.local_volumes import LocalVolumeProvisioner
-from codex_devenv.node import TEST_NODE_TAINT, node_env
-from codex_devenv.operator_process import bind_operator, start_operator
+from codex_devenv.node import node_env
+from codex_devenv.operator_process import start_operator
 from codex_devenv.process import free_port
+from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
 from codex_devenv.testkit import phase_is, wait_session
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,37 +59,18 @@ def system(
 ) -> Iterator[dict[str, Any]]:
     cp, _node, refs = node_cluster
     model.reset()
-    bind_operator(cp, node_ns)
-    client.CoreV1Api(kube_client).create_namespaced_secret(
-        node_ns, {"metadata": {"name": "codex-model-api-key"}, "stringData": {"api-key": API_KEY}}
+    prepare_sessions_namespace(cp, kube_client, node_ns, API_KEY)
+    kubernetes_extra, extra = operator_config(
+        fake_endpoint(model.host, model.port), refs["runner"], tolerate_test_node=True, auto_approve=True
     )
-    bridge_ip = model.host
     op = start_operator(
         cp,
         operator_kubeconfig,
         node_ns,
         tmp_path,
         limit=4,
-        kubernetes_extra=(f'runner_image = "{refs["runner"]}"\nrunner_image_pull_policy = "Never"\n'),
-        extra_config=f"""
-[codex]
-model = "fake-model"
-
-[security.approval_workflows]
-auto_approve_isolated = true
-auto_approve_full_access = true
-
-[[kubernetes.runner_tolerations]]
-key = "{TEST_NODE_TAINT["key"]}"
-operator = "Exists"
-effect = "NoSchedule"
-
-[kubernetes.model_endpoint]
-provider_id = "fake"
-base_url = "{model.url}"
-egress_cidrs = ["{bridge_ip}/32"]
-egress_ports = [{model.port}]
-""",
+        kubernetes_extra=kubernetes_extra,
+        extra_config=extra,
     )
     yield {"cp": cp, "ns": node_ns, "model": model, "op": op, "node": _node}
     op.stop()

@@ -37,7 +37,7 @@ def test_make_dev_headless(tmp_path: Path) -> None:
     assert proc.stdout is not None
     output: list[str] = []
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
@@ -49,17 +49,21 @@ def test_make_dev_headless(tmp_path: Path) -> None:
         assert output and output[-1].strip() == "ready", text
         pids = {
             name: int(pid)
-            for name, pid in re.findall(r"(\S+)=(\d+)", text.split("pids", 1)[1].splitlines()[0])
+            for line in text.splitlines()
+            if line.lstrip().startswith(("pids", "node pids"))
+            for name, pid in re.findall(r"(\S+)=(\d+)", line)
         }
-        assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "redis-server"} <= set(
-            pids
-        )
+        expected = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "redis-server"}
+        expected |= {"containerd", "kubelet", "codex-operator"}
+        assert expected <= set(pids), pids
+        # the example session ran through the operator, a runner pod and the real Codex CLI
+        assert re.search(r"example .*hello-codex.*: Succeeded -- 'Hello from the fake model.'", text), text
 
         kubectl = re.search(r"alias kubectl=(\S+)", text)
         assert kubectl is not None
         env = {**os.environ, "KUBECONFIG": str(work / "kubeconfig")}
         applied = subprocess.run(
-            [kubectl.group(1), "apply", "-f", "examples/session-read-only.yaml"],
+            [kubectl.group(1), "apply", "-n", "default", "-f", "examples/session-read-only.yaml"],
             cwd=REPO,
             env=env,
             capture_output=True,
