@@ -56,7 +56,8 @@ def end_to_end(custom: client.CustomObjectsApi, name: str, timeout: float = 120)
             if phase != "Succeeded":
                 raise RuntimeError(f"{name} ended {phase}: {event['object']['status']}")
             return time.perf_counter() - t0
-    raise TimeoutError(name)
+    status = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "codexsessions", name).get("status")
+    raise TimeoutError(f"{name}: {status}")
 
 
 def main() -> None:
@@ -89,7 +90,7 @@ def main() -> None:
         )
         custom = client.CustomObjectsApi(api)
 
-        end_to_end(custom, "warmup")  # first pod on the node pays for image unpacking
+        end_to_end(custom, "warmup", timeout=60)  # first pod on the node pays for image unpacking
         e2e = [end_to_end(custom, f"turn-{i:02d}") for i in range(args.turns)]
 
         home = write_codex_home(work / "bare" / "codex-home", model.url)
