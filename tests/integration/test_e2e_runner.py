@@ -117,6 +117,10 @@ def test_example_session_runs_in_a_real_container(system: dict[str, Any], kube_c
     pod_logs = logs(cp, ns, status["podName"])
     events = [json.loads(line) for line in pod_logs.splitlines() if line.startswith("{")]
     assert {"thread.started", "turn.started", "turn.completed"} <= {e.get("type") for e in events}
+    start = next(e for e in events if e.get("type") == "codex-runner")
+    # Whether Codex's own bubblewrap sandbox works in the pod; the pod is the boundary either way.
+    print(f"\n[runner] inner sandbox in a restricted pod: {start['inner_sandbox']}")
+    assert start["sandbox"] == "read-only" and isinstance(start["inner_sandbox"], bool)
     assert model.responses_requests[0].authorization == f"Bearer {API_KEY}"  # the key from the Secret
 
 
