@@ -13,14 +13,19 @@ VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
 
-def pinned_versions() -> dict[str, str]:
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines of a shell env file (hack/versions.env, hack/node/node.env)."""
     out = {}
-    for line in VERSIONS_FILE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             out[key] = value
     return out
+
+
+def pinned_versions() -> dict[str, str]:
+    return read_env_file(VERSIONS_FILE)
 
 
 def bin_dir() -> Path:

@@ -21,11 +21,21 @@ class CertBundle:
     sa_key: Path
     sa_pub: Path
 
-    def issue(self, out_dir: Path, name: str, sans: str) -> tuple[Path, Path]:
-        """A certificate signed by the CA (e.g. for a webhook server), sans like 'IP:127.0.0.1'."""
+    def issue(
+        self,
+        out_dir: Path,
+        name: str,
+        sans: str | None,
+        *,
+        subject: str | None = None,
+        usage: str = "serverAuth,clientAuth",
+    ) -> tuple[Path, Path]:
+        """A certificate signed by the CA: `sans` like 'IP:127.0.0.1', `subject` like
+        '/CN=system:node:n/O=system:nodes' (default: CN=name)."""
+        out_dir.mkdir(parents=True, exist_ok=True)
         key, csr, crt = out_dir / f"{name}.key", out_dir / f"{name}.csr", out_dir / f"{name}.crt"
         ext = out_dir / f"{name}.ext"
-        ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n")
+        ext.write_text((f"subjectAltName={sans}\n" if sans else "") + f"extendedKeyUsage={usage}\n")
         _openssl(
             "req",
             "-new",
@@ -37,7 +47,7 @@ class CertBundle:
             "-out",
             str(csr),
             "-subj",
-            f"/CN={name}",
+            subject or f"/CN={name}",
         )
         _openssl(
             "x509",

@@ -53,8 +53,8 @@ from typing import Any
 
 import yaml
 
-from .assets import BUILD_SCRIPT, REPO_ROOT
-from .certs import CertBundle, _openssl
+from .assets import BUILD_SCRIPT, REPO_ROOT, read_env_file
+from .certs import CertBundle
 from .controlplane import APISERVER_KUBELET_CLIENT, ControlPlane
 from .process import ManagedProcess, free_port, wait_for
 
@@ -94,13 +94,7 @@ int main(void) {
 
 
 def node_env() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in NODE_ENV.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            out[key] = value
-    return out
+    return read_env_file(NODE_ENV)
 
 
 def cache_root() -> Path:
@@ -166,43 +160,11 @@ def ensure_kubelet(bin_dir: Path) -> Path:
 def issue_cert(
     certs: CertBundle, out_dir: Path, name: str, subject: str, sans: str | None, usage: str
 ) -> tuple[Path, Path]:
-    """A CA-signed key pair with an arbitrary subject (CertBundle.issue sets CN only)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key, csr, crt, ext = (out_dir / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
+    """A CA-signed key pair with an arbitrary subject, reused if it exists."""
+    crt, key = out_dir / f"{name}.crt", out_dir / f"{name}.key"
     if crt.exists() and key.exists():
         return crt, key
-    ext.write_text((f"subjectAltName={sans}\n" if sans else "") + f"extendedKeyUsage={usage}\n")
-    _openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(csr),
-        "-subj",
-        subject,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(certs.ca_cert),
-        "-CAkey",
-        str(certs.ca_key),
-        "-CAcreateserial",
-        "-out",
-        str(crt),
-        "-days",
-        "30",
-        "-extfile",
-        str(ext),
-    )
-    return crt, key
+    return certs.issue(out_dir, name, sans, subject=subject, usage=usage)
 
 
 # -- images ------------------------------------------------------------------------------
@@ -908,3 +870,63 @@ def pod_tolerating_test_node(pod: dict[str, Any], extra: Iterable[dict[str, str]
     tolerations = pod["spec"].setdefault("tolerations", [])
     tolerations.extend([TEST_NODE_TOLERATION, *extra])
     return pod
+
+
+def hardened_test_pod(
+    name: str,
+    image: str,
+    script: str,
+    *,
+    uid: int,
+    container_name: str = "runner",
+    memory_limit: str = "512Mi",
+    **container: Any,
+) -> dict[str, Any]:
+    """A pod with the runner's security context (operator/codex_operator/pod_builder.py)
+    around a shell script, tolerating the test node: for probing the node and the images."""
+    seccomp = {"type": "RuntimeDefault"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "tolerations": [TEST_NODE_TOLERATION],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": uid,
+                "runAsGroup": uid,
+                "fsGroup": uid,
+                "fsGroupChangePolicy": "OnRootMismatch",
+                "seccompProfile": seccomp,
+            },
+            "containers": [
+                {
+                    "name": container_name,
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", script],
+                    "env": [{"name": "HOME", "value": "/tmp/home"}, {"name": "TMPDIR", "value": "/tmp"}],
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "32Mi", "ephemeral-storage": "64Mi"},
+                        "limits": {"cpu": "1", "memory": memory_limit, "ephemeral-storage": "256Mi"},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "privileged": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "seccompProfile": seccomp,
+                    },
+                    "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    **container,
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        },
+    }

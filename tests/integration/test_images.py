@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from codex_devenv.assets import pinned_versions
+from codex_devenv.node import hardened_test_pod
 
 # A cold build (debootstrap + two images) takes about two minutes on 2 cores.
 pytestmark = pytest.mark.timeout(900)
@@ -46,55 +47,6 @@ python3 -m pip --version >/dev/null 2>&1 && echo "python pip: present" || echo "
 python3 -c 'import ensurepip' >/dev/null 2>&1 && echo "ensurepip: present" || echo "ensurepip: absent"
 echo "build packages: [$(dpkg-query -W -f '${{Package}}\n' | grep -E '{BUILD_PACKAGES}' | tr '\n' ' ')]"
 """
-
-
-def smoke_pod(name: str, image: str, script: str) -> dict[str, Any]:
-    """The runner's pod securityContext (operator/codex_operator/pod_builder.py) around a shell script."""
-    from codex_devenv.node import TEST_NODE_TOLERATION
-
-    seccomp = {"type": "RuntimeDefault"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "tolerations": [TEST_NODE_TOLERATION],
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUNNER_UID,
-                "runAsGroup": RUNNER_UID,
-                "fsGroup": RUNNER_UID,
-                "seccompProfile": seccomp,
-            },
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": ["/bin/sh", "-c", script],
-                    "env": [{"name": "HOME", "value": "/tmp/home"}, {"name": "TMPDIR", "value": "/tmp"}],
-                    "resources": {
-                        "requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
-                        "limits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "256Mi"},
-                    },
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "privileged": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "readOnlyRootFilesystem": True,
-                        "runAsNonRoot": True,
-                        "seccompProfile": seccomp,
-                    },
-                    "terminationMessagePolicy": "FallbackToLogsOnError",
-                }
-            ],
-            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
-        },
-    }
 
 
 def run_to_completion(
@@ -158,7 +110,11 @@ echo "path: $PATH"
 echo "codex at: $(command -v codex)"
 """
     )
-    pod, logs = run_to_completion(cp, node_ns, smoke_pod("runner-image", RUNNER_IMAGE, script))
+    pod, logs = run_to_completion(
+        cp,
+        node_ns,
+        hardened_test_pod("runner-image", RUNNER_IMAGE, script, uid=RUNNER_UID, container_name="main"),
+    )
     print(logs)
     assert_hardened(pod, logs)
     assert f"codex: codex-cli {pinned_versions()['CODEX_VERSION']}" in logs
@@ -172,7 +128,11 @@ def test_operator_image_runs_under_the_same_security_context(node_cluster: Any, 
 
     cp, _, _ = node_cluster
     script = COMMON_CHECKS + 'echo "operator: $(codex-operator --help 2>&1 | head -1)"\n'
-    pod, logs = run_to_completion(cp, node_ns, smoke_pod("operator-image", OPERATOR_IMAGE, script))
+    pod, logs = run_to_completion(
+        cp,
+        node_ns,
+        hardened_test_pod("operator-image", OPERATOR_IMAGE, script, uid=RUNNER_UID, container_name="main"),
+    )
     print(logs)
     assert_hardened(pod, logs)
     assert "operator: usage: codex-operator" in logs

@@ -21,62 +21,15 @@ from typing import Any
 import pytest
 
 from codex_devenv.assets import pinned_versions
+from codex_devenv.node import BUSYBOX_IMAGE, hardened_test_pod
 
 pytestmark = pytest.mark.timeout(300)
 
 RUNNER_UID = 1000
 
 
-def runner_like_pod(name: str, script: str, **container: Any) -> dict[str, Any]:
-    """The securityContext and volumes of operator/codex_operator/pod_builder.py, with the busybox image."""
-    from codex_devenv.node import BUSYBOX_IMAGE, TEST_NODE_TOLERATION
-
-    seccomp = {"type": "RuntimeDefault"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "tolerations": [TEST_NODE_TOLERATION],
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUNNER_UID,
-                "runAsGroup": RUNNER_UID,
-                "fsGroup": RUNNER_UID,
-                "fsGroupChangePolicy": "OnRootMismatch",
-                "seccompProfile": seccomp,
-            },
-            "containers": [
-                {
-                    "name": "runner",
-                    "image": BUSYBOX_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["/bin/sh", "-c", script],
-                    "env": [{"name": "HOME", "value": "/tmp/home"}],
-                    "resources": {
-                        "requests": {"cpu": "50m", "memory": "32Mi", "ephemeral-storage": "64Mi"},
-                        "limits": {"cpu": "500m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
-                    },
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "privileged": False,
-                        "capabilities": {"drop": ["ALL"]},
-                        "readOnlyRootFilesystem": True,
-                        "runAsNonRoot": True,
-                        "seccompProfile": seccomp,
-                    },
-                    "terminationMessagePath": "/dev/termination-log",
-                    "terminationMessagePolicy": "FallbackToLogsOnError",
-                    **container,
-                }
-            ],
-            "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
-        },
-    }
+def _pod(name: str, script: str, **container: Any) -> dict[str, Any]:
+    return hardened_test_pod(name, BUSYBOX_IMAGE, script, uid=RUNNER_UID, memory_limit="64Mi", **container)
 
 
 def get_pod(cp: Any, ns: str, name: str) -> dict[str, Any]:
@@ -119,7 +72,7 @@ mkdir -p "$HOME" && echo ok > "$HOME/probe" && echo "tmp writable"
 echo "routes: $(ip route | tr '\n' ';')"
 printf '%s' '{"frame":"result","ok":true}' > /dev/termination-log
 """
-    t0 = create(cp, node_ns, runner_like_pod("runner-ok", script))
+    t0 = create(cp, node_ns, _pod("runner-ok", script))
     pod = wait_phase(cp, node_ns, "runner-ok", {"Succeeded", "Failed"})
     latency = time.monotonic() - t0
     print(f"\n[node] create -> Succeeded in {latency:.2f}s")
@@ -148,7 +101,7 @@ printf '%s' '{"frame":"result","ok":true}' > /dev/termination-log
 
 def test_failed_container_reports_log_tail_as_termination_message(node_cluster: Any, node_ns: str) -> None:
     cp, _, _ = node_cluster
-    create(cp, node_ns, runner_like_pod("runner-fails", "echo 'runner crashed: boom' >&2; exit 3"))
+    create(cp, node_ns, _pod("runner-fails", "echo 'runner crashed: boom' >&2; exit 3"))
     pod = wait_phase(cp, node_ns, "runner-fails", {"Succeeded", "Failed"})
     assert pod["status"]["phase"] == "Failed"
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -160,7 +113,7 @@ def test_failed_container_reports_log_tail_as_termination_message(node_cluster: 
 def test_root_image_user_is_refused_by_the_kubelet(node_cluster: Any, node_ns: str) -> None:
     """runAsNonRoot is enforced on the node too (PodSecurity only sees the spec)."""
     cp, _, _ = node_cluster
-    pod = runner_like_pod("runner-root", "id")
+    pod = _pod("runner-root", "id")
     # PodSecurity restricted needs runAsNonRoot; runAsUser absent -> the image's user (root) is checked.
     del pod["spec"]["securityContext"]["runAsUser"]
     del pod["spec"]["securityContext"]["runAsGroup"]
@@ -181,9 +134,7 @@ def test_exec_and_graceful_delete(node_cluster: Any, node_ns: str) -> None:
     create(
         cp,
         node_ns,
-        runner_like_pod(
-            "runner-long", "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 1; done"
-        ),
+        _pod("runner-long", "echo started; trap 'echo bye; exit 0' TERM; while :; do sleep 1; done"),
     )
     wait_phase(cp, node_ns, "runner-long", {"Running"})
     out = cp.kubectl("exec", "-n", node_ns, "runner-long", "--", "id", "-u")
@@ -196,7 +147,7 @@ def test_exec_and_graceful_delete(node_cluster: Any, node_ns: str) -> None:
 
 def test_untolerating_pods_are_not_scheduled_on_the_test_node(node_cluster: Any, node_ns: str) -> None:
     cp, _, _ = node_cluster
-    pod = runner_like_pod("no-toleration", "true")
+    pod = _pod("no-toleration", "true")
     del pod["spec"]["tolerations"]
     create(cp, node_ns, pod)
     deadline = time.monotonic() + 30
