@@ -30,6 +30,7 @@ check_only=0; [[ "${1:-}" == "--check" ]] && check_only=1
 log() { echo "[node-setup] $*" >&2; }
 missing=0
 need() { log "missing: $*"; missing=1; }
+has_addr() { local out; out=$(ip -4 addr show dev "$1" 2>/dev/null) || return 1; [[ "$out" == *"inet $2 "* ]]; }
 
 if [[ $check_only -eq 0 && $(id -u) -ne 0 ]]; then
   log "must run as root (it installs packages and creates a bridge)"; exit 1
@@ -38,7 +39,9 @@ fi
 # 1. packages -----------------------------------------------------------------
 pkgs=(containerd runc containernetworking-plugins busybox-static iptables iproute2 gcc libc6-dev)
 absent=()
-for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || absent+=("$p"); done
+for p in "${pkgs[@]}"; do
+  [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] || absent+=("$p")
+done
 if [[ ${#absent[@]} -gt 0 ]]; then
   if [[ $check_only -eq 1 ]]; then need "packages ${absent[*]}"; else
     log "installing ${absent[*]}"
@@ -61,7 +64,8 @@ if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
   fi
 fi
 if [[ $check_only -eq 0 ]]; then
-  ip addr show dev "$NODE_BRIDGE" | grep -q "inet $NODE_BRIDGE_ADDR " || ip addr add "$NODE_BRIDGE_ADDR" dev "$NODE_BRIDGE"
+  # No `ip ... | grep -q` under pipefail: grep's early exit SIGPIPEs ip and the test "fails".
+  has_addr "$NODE_BRIDGE" "$NODE_BRIDGE_ADDR" || ip addr add "$NODE_BRIDGE_ADDR" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
 fi
 # The kubelet's own address, on a port-less bridge (kubelet rejects a loopback node IP;
@@ -73,7 +77,7 @@ if ! ip link show "$NODE_HOST_IF" >/dev/null 2>&1; then
   fi
 fi
 if [[ $check_only -eq 0 ]]; then
-  ip addr show dev "$NODE_HOST_IF" | grep -q "inet $NODE_IP/32 " || ip addr add "$NODE_IP/32" dev "$NODE_HOST_IF"
+  has_addr "$NODE_HOST_IF" "$NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_HOST_IF"
   ip link set "$NODE_HOST_IF" up
 fi
 # Nothing from the pod bridge may leave through another interface, whatever
