@@ -61,7 +61,7 @@ step_done() { # name start-time what-happened
 }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap and podman's system storage)"
-version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n1)
+version=$(sed -n 's/^version *= *"\(.*\)"/\1/p;T;q' pyproject.toml)
 version=${version:-0.1.0}
 
 t_all=$EPOCHREALTIME

@@ -29,7 +29,7 @@ rel="node_modules/@openai/codex-$platform/vendor/$triple/bin/codex"
 
 find_binary() { # dir -> path of the native binary, or nothing
   if [[ -x "$1/$rel" ]]; then echo "$1/$rel"; return; fi
-  find "$1/node_modules/@openai" -path "*/vendor/$triple/*" -type f -name codex -perm -u+x 2>/dev/null | head -n1
+  find "$1/node_modules/@openai" -path "*/vendor/$triple/*" -type f -name codex -perm -u+x -print -quit 2>/dev/null
 }
 
 if [[ -f "$dir/.complete" ]] && bin=$(find_binary "$dir") && [[ -n "$bin" ]]; then
