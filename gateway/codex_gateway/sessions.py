@@ -1,0 +1,354 @@
+"""Pure mapping between MCP tool calls and CodexSession objects.
+
+Tool arguments -> a CodexSession body (the caller becomes ``requestedBy``,
+defaults come from the TOML config); a CodexSession as read from the API
+server -> the tool's structured result. No I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from codex_api import names
+from codex_api.common import API_VERSION, DNS1123_SUBDOMAIN, MAX_SESSION_NAME, SandboxLevel
+from codex_api.config import CodexMCPConfig
+from codex_api.session import (
+    MAX_PROMPT,
+    TERMINAL_PHASES,
+    CodexSessionSpec,
+    Mode,
+    ReasoningEffort,
+    Verbosity,
+)
+
+GATEWAY = "codex-gateway"
+ANNOTATION_TOOL = f"{names.PREFIX}tool"
+SESSION_PREFIX = "cx-"
+
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_SESSION_ID = re.compile(DNS1123_SUBDOMAIN)
+
+Prompt = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=MAX_PROMPT, description="The coding task or question for Codex."),
+]
+ModelSlug = Annotated[
+    StrictStr,
+    Field(
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        description="Model slug (e.g. gpt-5-codex). Default: codex.model from the gateway config.",
+    ),
+]
+SessionId = Annotated[
+    StrictStr,
+    Field(
+        min_length=1,
+        max_length=MAX_SESSION_NAME,
+        pattern=DNS1123_SUBDOMAIN,
+        description="A session id returned by an earlier call (the CodexSession name).",
+    ),
+]
+
+
+class CodexArgs(BaseModel):
+    """Arguments of the ``codex`` tool. Strict: "true" is not a boolean."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt: Prompt
+    model: ModelSlug | None = None
+    sandbox: SandboxLevel | None = None
+    mode: Mode | None = None
+    full_auto: StrictBool | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    verbosity: Verbosity | None = None
+
+
+class ReplyArgs(BaseModel):
+    """Arguments of the ``codex-reply`` tool: exactly one of session_id / conversation_id."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt: Prompt
+    session_id: SessionId | None = None
+    conversation_id: SessionId | None = None
+
+    def target(self) -> tuple[Literal["session", "conversation"], str]:
+        if bool(self.session_id) == bool(self.conversation_id):
+            raise InvalidArguments("codex-reply needs exactly one of session_id or conversation_id")
+        if self.session_id:
+            return "session", self.session_id
+        assert self.conversation_id is not None
+        return "conversation", self.conversation_id
+
+
+class InvalidArguments(ValueError):
+    """Tool arguments that are well-typed but do not make sense together."""
+
+
+# --------------------------------------------------------------------------- identity and names
+def new_session_name() -> str:
+    return f"{SESSION_PREFIX}{secrets.token_hex(6)}"
+
+
+def requester_label(user: str) -> str:
+    """A label value for `user`: the name itself when it is a valid label value,
+    else a stable hash (e.g. for ``alice@example.com``). Always compare
+    ``spec.requestedBy`` as well: the label is an index, not the proof."""
+    if len(user) <= 63 and _LABEL_VALUE.fullmatch(user):
+        return user
+    return "h-" + hashlib.sha256(user.encode()).hexdigest()[:40]
+
+
+def valid_session_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_SESSION_NAME and bool(_SESSION_ID.fullmatch(value))
+
+
+def owner(obj: dict[str, Any]) -> str | None:
+    return (obj.get("spec") or {}).get("requestedBy")
+
+
+def conversation_of(obj: dict[str, Any]) -> str:
+    """The conversation a session belongs to: its status, else its label, else itself."""
+    meta = obj.get("metadata") or {}
+    return (
+        (obj.get("status") or {}).get("conversationId")
+        or (meta.get("labels") or {}).get(names.LABEL_CONVERSATION)
+        or meta["name"]
+    )
+
+
+def latest_turn(turns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest session of a conversation: the end of the resumeFrom chain
+    (creationTimestamp has one-second resolution, so it cannot order quick
+    turns); among several ends (concurrent replies) the latest created."""
+    if not turns:
+        return None
+    parents = {(t.get("spec") or {}).get("resumeFrom") for t in turns}
+    leaves = [t for t in turns if (t.get("metadata") or {}).get("name") not in parents] or turns
+    return max(
+        leaves,
+        key=lambda o: (
+            (o.get("metadata") or {}).get("creationTimestamp") or "",
+            (o.get("metadata") or {}).get("name") or "",
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- args -> body
+def build_session(
+    args: CodexArgs,
+    *,
+    user: str,
+    config: CodexMCPConfig,
+    name: str | None = None,
+    tool: str = "codex",
+    parent: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The CodexSession body for a tool call. With `parent` (codex-reply) the
+    turn resumes from it, joins its conversation and inherits the parent's
+    settings where `args` leaves them unset."""
+    name = name or new_session_name()
+    inherited: dict[str, Any] = dict((parent or {}).get("spec") or {})
+
+    def pick(value: Any, key: str, default: Any = None) -> Any:
+        if value is not None:
+            return value
+        return inherited.get(key, default)
+
+    spec: dict[str, Any] = {
+        "prompt": args.prompt,
+        "model": pick(args.model, "model", config.codex.model),
+        "sandbox": pick(args.sandbox, "sandbox", config.codex.sandbox),
+        "requestedBy": user,
+        "workspace": {"type": "persistent"},
+    }
+    for key, value in (
+        ("mode", args.mode),
+        ("fullAuto", args.full_auto),
+        ("reasoningEffort", args.reasoning_effort),
+        ("verbosity", args.verbosity),
+    ):
+        chosen = pick(value, key)
+        if chosen is not None:
+            spec[key] = chosen
+    conversation = name
+    if parent is not None:
+        spec["resumeFrom"] = parent["metadata"]["name"]
+        conversation = conversation_of(parent)
+    # The same model the API server's schema enforces: a body that passes here
+    # is not rejected there for its shape.
+    checked = CodexSessionSpec.model_validate(spec).to_k8s()
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "CodexSession",
+        "metadata": {
+            "name": name,
+            "labels": {
+                names.LABEL_REQUESTER: requester_label(user),
+                names.LABEL_CONVERSATION: conversation,
+                names.LABEL_PART_OF: names.PART_OF,
+                "app.kubernetes.io/created-by": GATEWAY,
+            },
+            "annotations": {ANNOTATION_TOOL: tool},
+        },
+        "spec": checked,
+    }
+
+
+# --------------------------------------------------------------------------- status -> result
+class UsageOut(BaseModel):
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class CostOut(BaseModel):
+    estimated_usd: float | None = None
+    actual_usd: float | None = None
+
+
+class TimingsOut(BaseModel):
+    queued_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    duration_seconds: float | None = None
+
+
+class ApprovalOut(BaseModel):
+    approval_request: str = Field(description="Name of the ApprovalRequest (kubectl get cxar NAME).")
+    namespace: str
+    command: str = Field(description="The kubectl command an approver (not the requester) runs.")
+
+
+class SessionResult(BaseModel):
+    """One turn as the client sees it."""
+
+    session_id: str
+    conversation_id: str
+    thread_id: str | None = Field(default=None, description="The Codex thread id.")
+    phase: str = Field(description="Pending, AwaitingApproval, Queued, Running, Succeeded, Failed, ...")
+    done: bool = Field(description="True when the phase is terminal.")
+    status: Literal["completed", "failed", "running", "awaiting_approval"]
+    response: str | None = None
+    response_truncated: bool | None = None
+    reason: str | None = None
+    message: str | None = None
+    risk_level: str | None = None
+    model: str | None = None
+    sandbox: str | None = None
+    requested_by: str | None = None
+    usage: UsageOut | None = None
+    cost: CostOut | None = None
+    timings: TimingsOut | None = None
+    last_event: str | None = None
+    approval: ApprovalOut | None = None
+    next_step: str | None = Field(default=None, description="What to do to get the outcome, when not done.")
+
+
+class SessionInfoResult(BaseModel):
+    """``codex-session-info``: one session, or the caller's active ones."""
+
+    session: SessionResult | None = None
+    sessions: list[SessionResult] = Field(default_factory=list)
+
+
+def approval_command(name: str, namespace: str) -> str:
+    return (
+        f'kubectl patch cxar {name} -n {namespace} --type merge -p \'{{"spec":{{"decision":"Approved"}}}}\''
+    )
+
+
+def _status_kind(phase: str) -> Literal["completed", "failed", "running", "awaiting_approval"]:
+    if phase == "Succeeded":
+        return "completed"
+    if phase in TERMINAL_PHASES:
+        return "failed"
+    if phase == "AwaitingApproval":
+        return "awaiting_approval"
+    return "running"
+
+
+def session_result(obj: dict[str, Any]) -> SessionResult:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    name = meta["name"]
+    namespace = meta.get("namespace") or ""
+    phase = status.get("phase") or "Pending"
+    kind = _status_kind(phase)
+    usage = status.get("usage")
+    cost = status.get("cost")
+    timings = status.get("timings")
+    approval = None
+    if phase == "AwaitingApproval":
+        ar = status.get("approvalRef") or names.approval_request(name)
+        approval = ApprovalOut(
+            approval_request=ar, namespace=namespace, command=approval_command(ar, namespace)
+        )
+    next_step = None
+    if kind == "running":
+        next_step = f"still {phase}: call codex-session-info with session_id={name!r} to get the result"
+    elif kind == "awaiting_approval":
+        next_step = (
+            f"an approver other than the requester runs: {approval.command if approval else ''}; "
+            f"then call codex-session-info with session_id={name!r}"
+        )
+    return SessionResult(
+        session_id=name,
+        conversation_id=conversation_of(obj),
+        thread_id=status.get("threadId"),
+        phase=phase,
+        done=phase in TERMINAL_PHASES,
+        status=kind,
+        response=status.get("response"),
+        response_truncated=status.get("responseTruncated"),
+        reason=status.get("reason"),
+        message=status.get("message"),
+        risk_level=status.get("riskLevel"),
+        model=status.get("model") or spec.get("model"),
+        sandbox=spec.get("sandbox"),
+        requested_by=spec.get("requestedBy"),
+        usage=UsageOut(
+            input_tokens=usage.get("inputTokens", 0),
+            cached_input_tokens=usage.get("cachedInputTokens", 0),
+            output_tokens=usage.get("outputTokens", 0),
+            reasoning_tokens=usage.get("reasoningTokens", 0),
+        )
+        if usage
+        else None,
+        cost=CostOut(estimated_usd=cost.get("estimatedUsd"), actual_usd=cost.get("actualUsd"))
+        if cost
+        else None,
+        timings=TimingsOut(
+            queued_at=timings.get("queuedAt"),
+            started_at=timings.get("startedAt"),
+            completed_at=timings.get("completedAt"),
+            duration_seconds=timings.get("durationSeconds"),
+        )
+        if timings
+        else None,
+        last_event=(status.get("progress") or {}).get("lastEvent"),
+        approval=approval,
+        next_step=next_step,
+    )
+
+
+def settled(obj: dict[str, Any]) -> bool:
+    """A tool call stops waiting: the turn ended, or it needs a human."""
+    phase = (obj.get("status") or {}).get("phase")
+    return phase in TERMINAL_PHASES or phase == "AwaitingApproval"
+
+
+def progress_message(obj: dict[str, Any]) -> str:
+    status = obj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    last = (status.get("progress") or {}).get("lastEvent")
+    return f"{phase}: {last}" if last else phase

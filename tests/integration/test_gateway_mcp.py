@@ -1,0 +1,332 @@
+"""The MCP gateway end to end: the real `codex-gateway` process, the real
+operator, the real control plane, and the SDK's MCP client over streamable
+HTTP. The tests play the node (finish_pod), as the operator tests do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from kubernetes import client
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from codex_api.common import GROUP, VERSION
+from codex_api.result import RunnerResult
+from codex_api.session import MAX_PROMPT, Usage
+from codex_devenv.process import ManagedProcess, free_port, wait_for
+from codex_devenv.testkit import finish_pod, get_session, set_pod_running
+
+REPO = Path(__file__).resolve().parents[2]
+ALICE = "alice-token-" + secrets.token_hex(8)
+BOB = "bob-token-" + secrets.token_hex(8)
+
+
+class Gateway:
+    def __init__(self, proc: ManagedProcess, port: int, namespace: str) -> None:
+        self.proc = proc
+        self.port = port
+        self.namespace = namespace
+        self.url = f"http://127.0.0.1:{port}/mcp"
+
+    @asynccontextmanager
+    async def client(self, token: str) -> AsyncIterator[Client]:
+        http = httpx2.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120)
+        )
+        async with http, Client(streamable_http_client(self.url, http_client=http)) as mcp_client:
+            yield mcp_client
+
+
+@pytest.fixture
+def start_gateway(
+    control_plane: Any, namespace: str, run_operator: Any, tmp_path: Path
+) -> Iterator[Callable[..., Gateway]]:
+    started: list[ManagedProcess] = []
+
+    def start(wait_seconds: float = 20) -> Gateway:
+        run_operator()
+        tokens = tmp_path / "tokens.json"
+        tokens.write_text(json.dumps({ALICE: "alice", BOB: "bob"}))
+        port = free_port()
+        proc = ManagedProcess(
+            "codex-gateway",
+            [
+                str(REPO / ".venv" / "bin" / "codex-gateway"),
+                "--tokens-file",
+                str(tokens),
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                str(control_plane.kubeconfig("admin")),
+                "--port",
+                str(port),
+                "--wait-seconds",
+                str(wait_seconds),
+            ],
+            tmp_path / "gateway.log",
+        ).start()
+        started.append(proc)
+
+        def healthy() -> bool:
+            proc.check_alive()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=30, what="the gateway /health")
+        return Gateway(proc, port, namespace)
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def _result(message: str = "def factorial(n): ...", thread: str = "thread-abc") -> RunnerResult:
+    return RunnerResult(
+        outcome="completed",
+        thread_id=thread,
+        final_message=message,
+        usage=Usage(input_tokens=1000, cached_input_tokens=100, output_tokens=200, reasoning_tokens=10),
+    )
+
+
+def _sessions(kube_client: Any, namespace: str) -> list[dict[str, Any]]:
+    listed: Any = client.CustomObjectsApi(kube_client).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "codexsessions"
+    )
+    return list(listed["items"])
+
+
+async def _play_node(
+    kube_client: Any, namespace: str, known: set[str], result: RunnerResult, timeout: float = 30
+) -> str:
+    """Wait for a new session (not in `known`) to get a runner pod, then finish it the way a kubelet would."""
+
+    def find() -> tuple[str, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for s in _sessions(kube_client, namespace):
+                name = s["metadata"]["name"]
+                status = s.get("status") or {}
+                if name not in known and status.get("phase") == "Running" and status.get("podName"):
+                    return name, status["podName"]
+            time.sleep(0.05)
+        raise AssertionError(f"no new running session; sessions: {_sessions(kube_client, namespace)}")
+
+    name, pod = await asyncio.to_thread(find)
+    await asyncio.to_thread(set_pod_running, kube_client, namespace, pod)
+    await asyncio.to_thread(finish_pod, kube_client, namespace, pod, result)
+    return name
+
+
+def _structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return dict(result.structured_content)
+
+
+async def test_codex_reply_and_session_info_through_mcp(
+    start_gateway: Callable[..., Gateway], kube_client: Any, namespace: str
+) -> None:
+    gw = start_gateway()
+    updates: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append((progress, message))
+
+    async with gw.client(ALICE) as mcp_client:
+        tools = {t.name: t for t in (await mcp_client.list_tools()).tools}
+        assert {"codex", "codex-reply", "codex-session-info"} <= set(tools)
+        assert tools["codex"].output_schema is not None
+        assert set(tools["codex"].input_schema["properties"]["sandbox"]["anyOf"][0]["enum"]) == {
+            "read-only",
+            "isolated",
+            "full-access",
+        }
+
+        call = asyncio.create_task(
+            mcp_client.call_tool(
+                "codex", {"prompt": "Write a factorial function"}, progress_callback=on_progress
+            )
+        )
+        first = await _play_node(kube_client, namespace, set(), _result())
+        out = _structured(await call)
+        assert out["session_id"] == first and out["conversation_id"] == first
+        assert out["phase"] == "Succeeded" and out["status"] == "completed" and out["done"]
+        assert out["response"] == "def factorial(n): ..."
+        assert out["thread_id"] == "thread-abc"
+        assert out["usage"]["input_tokens"] == 1000 and out["usage"]["output_tokens"] == 200
+        assert out["cost"]["actual_usd"] > 0 and out["timings"]["completed_at"]
+        assert (
+            out["requested_by"] == "alice" and out["model"] == "gpt-5-codex" and out["sandbox"] == "read-only"
+        )
+        assert updates and any("Running" in (m or "") for _, m in updates), updates
+
+        obj = get_session(kube_client, namespace, first)
+        assert obj["spec"]["requestedBy"] == "alice"
+        assert obj["spec"]["workspace"]["type"] == "persistent"
+
+        # codex-reply by session id: a new turn resuming from the first, same conversation
+        call = asyncio.create_task(
+            mcp_client.call_tool("codex-reply", {"prompt": "Now add memoization", "session_id": first})
+        )
+        second = await _play_node(kube_client, namespace, {first}, _result("memoized"))
+        out2 = _structured(await call)
+        assert out2["session_id"] == second != first
+        assert out2["conversation_id"] == first and out2["response"] == "memoized"
+        assert get_session(kube_client, namespace, second)["spec"]["resumeFrom"] == first
+
+        # by conversation id: resumes from the conversation's LATEST turn
+        call = asyncio.create_task(
+            mcp_client.call_tool("codex-reply", {"prompt": "And tests", "conversation_id": first})
+        )
+        third = await _play_node(kube_client, namespace, {first, second}, _result("tests"))
+        out3 = _structured(await call)
+        assert out3["conversation_id"] == first
+        assert get_session(kube_client, namespace, third)["spec"]["resumeFrom"] == second
+
+        info = _structured(await mcp_client.call_tool("codex-session-info", {"session_id": first}))
+        assert (
+            info["session"]["phase"] == "Succeeded" and info["session"]["response"] == "def factorial(n): ..."
+        )
+        active = _structured(await mcp_client.call_tool("codex-session-info", {"list_active": True}))
+        assert active["sessions"] == []
+
+    # another user cannot read or continue alice's session
+    async with gw.client(BOB) as bob:
+        denied = await bob.call_tool("codex-session-info", {"session_id": first})
+        assert denied.is_error and "unknown session" in denied.content[0].text  # type: ignore[union-attr]
+        before = len(_sessions(kube_client, namespace))
+        denied = await bob.call_tool("codex-reply", {"prompt": "hijack", "session_id": first})
+        assert denied.is_error
+        denied = await bob.call_tool("codex-reply", {"prompt": "hijack", "conversation_id": first})
+        assert denied.is_error
+        assert len(_sessions(kube_client, namespace)) == before
+
+
+async def test_long_turn_returns_running_then_session_info_has_the_result(
+    start_gateway: Callable[..., Gateway], kube_client: Any, namespace: str
+) -> None:
+    gw = start_gateway(wait_seconds=2)
+    async with gw.client(ALICE) as mcp_client:
+        started = time.monotonic()
+        out = _structured(await mcp_client.call_tool("codex", {"prompt": "a long job"}))
+        assert time.monotonic() - started < 15
+        assert out["status"] == "running" and not out["done"]
+        assert out["session_id"] and out["conversation_id"] == out["session_id"]
+        assert "codex-session-info" in out["next_step"]
+        active = _structured(await mcp_client.call_tool("codex-session-info", {"list_active": True}))
+        assert [s["session_id"] for s in active["sessions"]] == [out["session_id"]]
+
+        await _play_node(kube_client, namespace, set(), _result("late answer"))
+
+        def finished() -> bool:
+            return (get_session(kube_client, namespace, out["session_id"]).get("status") or {}).get(
+                "phase"
+            ) == "Succeeded"
+
+        await asyncio.to_thread(wait_for, finished, timeout=30, what="the session to succeed")
+        info = _structured(
+            await mcp_client.call_tool("codex-session-info", {"session_id": out["session_id"]})
+        )
+        assert info["session"]["response"] == "late answer" and info["session"]["status"] == "completed"
+
+
+async def test_full_access_returns_awaiting_approval_at_once(
+    start_gateway: Callable[..., Gateway], kube_client: Any, namespace: str
+) -> None:
+    gw = start_gateway(wait_seconds=20)
+    async with gw.client(ALICE) as mcp_client:
+        started = time.monotonic()
+        out = _structured(
+            await mcp_client.call_tool("codex", {"prompt": "deploy the hotfix", "sandbox": "full-access"})
+        )
+        assert time.monotonic() - started < 10
+        assert out["phase"] == "AwaitingApproval" and out["status"] == "awaiting_approval"
+        assert out["risk_level"] == "high"
+        approval = out["approval"]
+        assert approval["approval_request"] == out["session_id"] + "-approval"
+        assert approval["command"].startswith(
+            f"kubectl patch cxar {approval['approval_request']} -n {namespace}"
+        )
+        ar: Any = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "approvalrequests", approval["approval_request"]
+        )
+        assert ar["spec"]["requestedBy"] == "alice" and ar["spec"]["toolName"] == "codex"
+
+
+def test_requests_without_a_valid_token_get_401(
+    start_gateway: Callable[..., Gateway], namespace: str
+) -> None:
+    gw = start_gateway()
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    for extra in ({}, {"Authorization": "Bearer not-a-known-token-at-all"}, {"Authorization": "Basic abc"}):
+        resp = httpx2.post(gw.url, json=body, headers={**headers, **extra}, timeout=10)
+        assert resp.status_code == 401, (extra, resp.status_code, resp.text)
+    assert httpx2.get(f"http://127.0.0.1:{gw.port}/health", timeout=10).status_code == 200
+
+
+BAD_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("codex", {}),  # missing prompt
+    ("codex", {"prompt": ""}),
+    ("codex", {"prompt": "x" * (MAX_PROMPT + 1)}),  # oversized
+    ("codex", {"prompt": 42}),  # wrong type
+    ("codex", {"prompt": ["a"]}),
+    ("codex", {"prompt": "p", "sandbox": "root"}),  # unknown enum
+    ("codex", {"prompt": "p", "mode": "batch"}),
+    ("codex", {"prompt": "p", "full_auto": "yes"}),
+    ("codex", {"prompt": "p", "reasoning_effort": "extreme"}),
+    ("codex", {"prompt": "p", "verbosity": "loud"}),
+    ("codex", {"prompt": "p", "model": "no spaces allowed"}),
+    ("codex-reply", {"prompt": "p"}),  # neither id
+    ("codex-reply", {"prompt": "p", "session_id": "cx-doesnotexist"}),  # unknown session
+    ("codex-reply", {"prompt": "p", "conversation_id": "cx-doesnotexist"}),
+    ("codex-reply", {"prompt": "p", "session_id": "a", "conversation_id": "b"}),
+    ("codex-reply", {"prompt": "p", "session_id": "Not_A_Name"}),
+    ("codex-reply", {"session_id": "cx-1"}),
+    ("codex-session-info", {}),
+    ("codex-session-info", {"session_id": "cx-doesnotexist"}),
+    ("codex-session-info", {"session_id": 7}),
+    ("codex-session-info", {"list_active": "yes"}),
+    ("no-such-tool", {"prompt": "p"}),
+]
+
+
+async def test_bad_inputs_are_mcp_errors_and_create_nothing(
+    start_gateway: Callable[..., Gateway], kube_client: Any, namespace: str
+) -> None:
+    gw = start_gateway()
+    async with gw.client(ALICE) as mcp_client:
+        for tool, args in BAD_CALLS:
+            try:
+                result = await mcp_client.call_tool(tool, args)
+            except Exception as err:  # a JSON-RPC error is a proper MCP error too
+                assert "rror" in type(err).__name__, (tool, args, err)
+                continue
+            assert result.is_error, (tool, args, result)
+            assert result.content and result.content[0].text, (tool, args)  # type: ignore[union-attr]
+        assert _sessions(kube_client, namespace) == []
+        # and the server keeps serving
+        assert len((await mcp_client.list_tools()).tools) >= 3
