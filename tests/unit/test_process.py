@@ -37,7 +37,9 @@ def test_stop_terminates_the_whole_process_group(tmp_path: Path) -> None:
         "sh", ["sh", "-c", "sleep 300 & echo $! > child.pid; wait"], tmp_path / "log", cwd=tmp_path
     ).start()
     deadline = time.monotonic() + 5
-    while not (tmp_path / "child.pid").exists() and time.monotonic() < deadline:
+    # The shell creates the file before it writes the pid: wait for the content.
+    while not (tmp_path / "child.pid").exists() or not (tmp_path / "child.pid").read_text().strip():
+        assert time.monotonic() < deadline, "the child never wrote its pid"
         time.sleep(0.02)
     grandchild = int((tmp_path / "child.pid").read_text())
     proc.stop(timeout=5)
