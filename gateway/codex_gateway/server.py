@@ -29,6 +29,8 @@ from codex_api.session import TERMINAL_PHASES, Mode, ReasoningEffort, Verbosity
 
 from .auth import TokenStore, current_user
 from .kube import KubeError, SessionApi
+from .prompts import register_prompts
+from .resources import ToolStats, attach_log_ring, register_resources
 from .sessions import (
     CodexArgs,
     InvalidArguments,
@@ -201,8 +203,10 @@ def build_server(
     token_store: TokenStore | None = None,
     resource_url: str = "http://127.0.0.1/mcp",
     issuer_url: str | None = None,
+    stats: ToolStats | None = None,
 ) -> MCPServer:
     """The MCPServer; with `token_store` every HTTP request needs a bearer token."""
+    stats = stats if stats is not None else ToolStats()
     auth = None
     if token_store is not None:
         # Static gateway tokens are issued for this gateway only: no audience to check.
@@ -248,19 +252,20 @@ def build_server(
         ] = None,
         verbosity: Annotated[Verbosity | None, Field(description="low | medium | high")] = None,
     ) -> SessionResult:
-        try:
-            args = CodexArgs(
-                prompt=prompt,
-                model=model,
-                sandbox=sandbox,
-                mode=mode,
-                full_auto=full_auto,
-                reasoning_effort=reasoning_effort,
-                verbosity=verbosity,
-            )
-        except ValueError as err:
-            raise ToolError(f"invalid arguments: {err}") from None
-        return await gateway.codex(args, ctx)
+        with stats.timed("codex"):
+            try:
+                args = CodexArgs(
+                    prompt=prompt,
+                    model=model,
+                    sandbox=sandbox,
+                    mode=mode,
+                    full_auto=full_auto,
+                    reasoning_effort=reasoning_effort,
+                    verbosity=verbosity,
+                )
+            except ValueError as err:
+                raise ToolError(f"invalid arguments: {err}") from None
+            return await gateway.codex(args, ctx)
 
     @mcp.tool(
         name="codex-reply",
@@ -275,11 +280,12 @@ def build_server(
         session_id: SessionId | None = None,
         conversation_id: SessionId | None = None,
     ) -> SessionResult:
-        try:
-            args = ReplyArgs(prompt=prompt, session_id=session_id, conversation_id=conversation_id)
-        except ValueError as err:
-            raise ToolError(f"invalid arguments: {err}") from None
-        return await gateway.reply(args, ctx)
+        with stats.timed("codex-reply"):
+            try:
+                args = ReplyArgs(prompt=prompt, session_id=session_id, conversation_id=conversation_id)
+            except ValueError as err:
+                raise ToolError(f"invalid arguments: {err}") from None
+            return await gateway.reply(args, ctx)
 
     @mcp.tool(
         name="codex-session-info",
@@ -291,7 +297,11 @@ def build_server(
             StrictBool, Field(description="List your sessions that have not finished.")
         ] = False,
     ) -> SessionInfoResult:
-        return await gateway.info(session_id, list_active)
+        with stats.timed("codex-session-info"):
+            return await gateway.info(session_id, list_active)
+
+    register_prompts(mcp)
+    register_resources(mcp, gateway, stats, attach_log_ring())
 
     @mcp.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> Response:
