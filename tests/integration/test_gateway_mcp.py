@@ -5,25 +5,22 @@ HTTP. The tests play the node (finish_pod), as the operator tests do."""
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from kubernetes import client
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from codex_api.common import GROUP, VERSION
 from codex_api.result import RunnerResult
 from codex_api.session import MAX_PROMPT, Usage
-from codex_devenv.process import ManagedProcess, free_port, wait_for
+from codex_devenv.gateway_process import GatewayProcess
+from codex_devenv.gateway_process import start_gateway as launch
+from codex_devenv.process import wait_for
 from codex_devenv.testkit import finish_pod, get_session, set_pod_running
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,66 +28,26 @@ ALICE = "alice-token-" + secrets.token_hex(8)
 BOB = "bob-token-" + secrets.token_hex(8)
 
 
-class Gateway:
-    def __init__(self, proc: ManagedProcess, port: int, namespace: str) -> None:
-        self.proc = proc
-        self.port = port
-        self.namespace = namespace
-        self.url = f"http://127.0.0.1:{port}/mcp"
-
-    @asynccontextmanager
-    async def client(self, token: str) -> AsyncIterator[Client]:
-        http = httpx2.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120)
-        )
-        async with http, Client(streamable_http_client(self.url, http_client=http)) as mcp_client:
-            yield mcp_client
+Gateway = GatewayProcess
 
 
 @pytest.fixture
 def start_gateway(
     control_plane: Any, namespace: str, run_operator: Any, tmp_path: Path
 ) -> Iterator[Callable[..., Gateway]]:
-    started: list[ManagedProcess] = []
+    started: list[Gateway] = []
 
     def start(wait_seconds: float = 20) -> Gateway:
         run_operator()
-        tokens = tmp_path / "tokens.json"
-        tokens.write_text(json.dumps({ALICE: "alice", BOB: "bob"}))
-        port = free_port()
-        proc = ManagedProcess(
-            "codex-gateway",
-            [
-                str(REPO / ".venv" / "bin" / "codex-gateway"),
-                "--tokens-file",
-                str(tokens),
-                "--namespace",
-                namespace,
-                "--kubeconfig",
-                str(control_plane.kubeconfig("admin")),
-                "--port",
-                str(port),
-                "--wait-seconds",
-                str(wait_seconds),
-            ],
-            tmp_path / "gateway.log",
-        ).start()
-        started.append(proc)
-
-        def healthy() -> bool:
-            proc.check_alive()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                    return bool(resp.status == 200)
-            except OSError:
-                return False
-
-        wait_for(healthy, timeout=30, what="the gateway /health")
-        return Gateway(proc, port, namespace)
+        gateway = launch(
+            control_plane, namespace, tmp_path, {ALICE: "alice", BOB: "bob"}, wait_seconds=wait_seconds
+        )
+        started.append(gateway)
+        return gateway
 
     yield start
-    for proc in started:
-        proc.stop()
+    for gateway in started:
+        gateway.stop()
 
 
 def _result(message: str = "def factorial(n): ...", thread: str = "thread-abc") -> RunnerResult:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import json
 import secrets
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from codex_devenv.process import ManagedProcess, free_port, wait_for
+from codex_devenv.gateway_process import GatewayProcess, start_gateway
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE = "alice-token-" + secrets.token_hex(8)
@@ -31,57 +28,15 @@ URIS = {
 }
 
 
-class Gateway:
-    def __init__(self, url: str, tokens_file: Path) -> None:
-        self.url = url
-        self.tokens_file = tokens_file
-
-    @asynccontextmanager
-    async def client(self, token: str) -> AsyncIterator[Client]:
-        http = httpx2.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120)
-        )
-        async with http, Client(streamable_http_client(self.url, http_client=http)) as mcp_client:
-            yield mcp_client
+Gateway = GatewayProcess
 
 
 @pytest.fixture
 def gateway(control_plane: Any, namespace: str, run_operator: Any, tmp_path: Path) -> Iterator[Gateway]:
     run_operator()
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({ALICE: "alice", BOB: "bob"}))
-    port = free_port()
-    proc = ManagedProcess(
-        "codex-gateway",
-        [
-            str(REPO / ".venv" / "bin" / "codex-gateway"),
-            "--tokens-file",
-            str(tokens),
-            "--namespace",
-            namespace,
-            "--kubeconfig",
-            str(control_plane.kubeconfig("admin")),
-            "--port",
-            str(port),
-            "--wait-seconds",
-            "2",
-        ],
-        tmp_path / "gateway.log",
-    ).start()
-
-    def healthy() -> bool:
-        proc.check_alive()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=30, what="the gateway /health")
-        yield Gateway(f"http://127.0.0.1:{port}/mcp", tokens)
-    finally:
-        proc.stop()
+    running = start_gateway(control_plane, namespace, tmp_path, {ALICE: "alice", BOB: "bob"}, wait_seconds=2)
+    yield running
+    running.stop()
 
 
 async def test_prompts_over_mcp(gateway: Gateway) -> None:
