@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from codex_api import admission
+import codex_api.admission as policies
 from codex_api.common import GROUP, VERSION
 
 USERS = ("alice", "bob", "carol", "dave", "mallory")
@@ -143,13 +143,13 @@ class ScopedAdmission:
         ensure_param_keeper(self.control_plane)
         self.docs = [
             *scoped(
-                admission.approval_decision_policy(), admission.approval_decision_binding(ns), self.suffix, ns
+                policies.approval_decision_policy(), policies.approval_decision_binding(ns), self.suffix, ns
             ),
             *scoped(
-                admission.session_requester_policy(), admission.session_requester_binding(ns), self.suffix, ns
+                policies.session_requester_policy(), policies.session_requester_binding(ns), self.suffix, ns
             ),
         ]
-        params = admission.params_configmap(ns, [APPROVER_GROUP], list(trusted))
+        params = policies.params_configmap(ns, [APPROVER_GROUP], list(trusted))
         self._apply([*user_rbac(ns), params])
         self._apply(self.docs)
         probe_api = client.CustomObjectsApi(client_for("carol"))
@@ -163,7 +163,7 @@ class ScopedAdmission:
             lambda: probe_api.create_namespaced_custom_object(
                 GROUP, VERSION, ns, "codexsessions", body, dry_run="All"
             ),
-            admission.MSG_REQUESTER,
+            policies.MSG_REQUESTER,
             "session requester",
         )
         return self
