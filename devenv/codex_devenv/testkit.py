@@ -12,6 +12,7 @@ from kubernetes import client
 
 from codex_api.common import GROUP, VERSION
 from codex_api.result import RunnerResult
+from codex_runner.contract import TurnSettings
 
 from .process import wait_for
 
@@ -136,3 +137,23 @@ def wait_session(
 
 def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
     return lambda s: (s.get("status") or {}).get("phase") in phases
+
+
+def turn_settings(**overrides: Any) -> TurnSettings:
+    """A runner TurnSettings with plain defaults; tests override what they exercise."""
+    base: dict[str, Any] = {
+        "prompt": "Explain this repository",
+        "model": "gpt-5-codex",
+        "sandbox": "read-only",
+        "mode": "interactive",
+        "full_auto": False,
+        "reasoning_effort": None,
+        "verbosity": None,
+        "base_instructions": None,
+        "response_language": None,
+        "resume_thread_id": None,
+        "provider_id": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_env": "CODEX_MODEL_API_KEY",
+    }
+    return TurnSettings(**{**base, **overrides})

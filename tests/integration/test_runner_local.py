@@ -29,7 +29,8 @@ from codex_api.result import (
 )
 from codex_devenv import fake_model as fm
 from codex_devenv.codex_cli import codex_binary
-from codex_runner.contract import TurnSettings, runner_args
+from codex_devenv.testkit import turn_settings
+from codex_runner.contract import runner_args
 
 API_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -92,20 +93,13 @@ def run_runner(
     argv: list[str] | None = None,
 ) -> Run:
     if argv is None:
-        settings = TurnSettings(
+        settings = turn_settings(
             prompt=prompt,
             model="fake-model",
             sandbox=sandbox,
-            mode="interactive",
-            full_auto=False,  # type: ignore[arg-type]
-            reasoning_effort=None,
-            verbosity=None,
-            base_instructions=None,
-            response_language=None,
             resume_thread_id=resume,
             provider_id="fake",
             base_url=model.url,
-            api_key_env="CODEX_MODEL_API_KEY",
             codex_home=str(dirs["home"]),
             workspace=str(dirs["workspace"]),
         )

@@ -12,6 +12,7 @@ import pytest
 
 from codex_api.config import ModelEndpointConfig
 from codex_api.session import CodexSessionSpec
+from codex_devenv.testkit import turn_settings
 from codex_runner.contract import (
     MAX_ARG_BYTES,
     MODES,
@@ -27,25 +28,7 @@ from codex_runner.contract import (
     usage,
 )
 
-
-def settings(**overrides: Any) -> TurnSettings:
-    base: dict[str, Any] = {
-        "prompt": "Explain this repository",
-        "model": "gpt-5-codex",
-        "sandbox": "read-only",
-        "mode": "interactive",
-        "full_auto": False,
-        "reasoning_effort": None,
-        "verbosity": None,
-        "base_instructions": None,
-        "response_language": None,
-        "resume_thread_id": None,
-        "provider_id": "openai",
-        "base_url": "https://api.openai.com/v1",
-        "api_key_env": "CODEX_MODEL_API_KEY",
-    }
-    base.update(overrides)
-    return TurnSettings(**base)
+settings = turn_settings
 
 
 TRICKY_TEXT = [

@@ -7,27 +7,19 @@ import tomllib
 
 import pytest
 
+from codex_devenv.testkit import turn_settings
 from codex_runner.contract import TurnSettings
 from codex_runner.invocation import build_invocation, codex_sandbox
 
 
 def _settings(**kw: object) -> TurnSettings:
-    base: dict[str, object] = {
+    base = {
         "prompt": "Write factorial.py",
-        "model": "gpt-5-codex",
         "sandbox": "isolated",
-        "mode": "interactive",
-        "full_auto": False,
-        "reasoning_effort": None,
-        "verbosity": None,
-        "base_instructions": None,
-        "response_language": None,
-        "resume_thread_id": None,
         "provider_id": "fake",
         "base_url": "http://127.0.0.1:18080/v1",
-        "api_key_env": "CODEX_MODEL_API_KEY",
     }
-    return TurnSettings(**{**base, **kw})  # type: ignore[arg-type]
+    return turn_settings(**{**base, **kw})
 
 
 EXPECTED_CONFIG = """\
