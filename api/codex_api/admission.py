@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from . import approval, session
+from . import approval, names, session
 from .common import GROUP, VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +39,7 @@ TRUSTED_REQUESTERS_KEY = "trustedRequesters"
 
 APPROVAL_DECISION_POLICY = f"approval-decision.{GROUP}"
 SESSION_REQUESTER_POLICY = f"session-requester.{GROUP}"
+SESSION_UPDATE_POLICY = f"session-update.{GROUP}"
 
 # Fixed fragments of the denial messages: the static `message` and the
 # `messageExpression` both contain them, so tests and docs can match on them
@@ -49,6 +50,11 @@ MSG_APPROVER_GROUP = "can be decided only by members of the approver groups"
 MSG_DECIDER = "spec.decidedBy must be the authenticated user making the decision"
 MSG_REQUESTER_MISSING = "spec.requestedBy is required"
 MSG_REQUESTER = "spec.requestedBy must be the authenticated user creating the session"
+MSG_TRUSTED_UPDATE = "a trusted requester may only add the cancel or cleanup annotation to a session"
+
+# What a trusted requester (the gateway) may change on an existing session:
+# it asks the operator to cancel or remove one, and that is all.
+TRUSTED_ANNOTATIONS = (names.ANNOTATION_CANCEL, names.ANNOTATION_CLEANUP)
 
 PRIVILEGED_RISKS = ("high", "critical")
 
@@ -156,6 +162,32 @@ SESSION_VALIDATIONS: tuple[Validation, ...] = (
         ),
         message=MSG_REQUESTER,
         message_expression=f"'{MSG_REQUESTER}: you are ' + {_USER} + ', not ' + object.spec.requestedBy",
+    ),
+)
+
+
+def _meta(obj: str, field: str, empty: str) -> str:
+    return f"(has({obj}.metadata.{field}) ? {obj}.metadata.{field} : {empty})"
+
+
+SESSION_UPDATE_VALIDATIONS: tuple[Validation, ...] = (
+    Validation(
+        name="trusted-only-annotates",
+        # The gateway holds `patch` on sessions for codex-cleanup; this keeps
+        # that right from becoming more: no spec, label, finalizer or owner
+        # change, no annotation removed, only the two request annotations set.
+        expression=(
+            f"!({_USER} in variables.trustedRequesters) || ("
+            "object.spec == oldObject.spec"
+            f" && {_meta('object', 'labels', '{}')} == {_meta('oldObject', 'labels', '{}')}"
+            f" && {_meta('object', 'finalizers', '[]')} == {_meta('oldObject', 'finalizers', '[]')}"
+            f" && {_meta('object', 'ownerReferences', '[]')} == {_meta('oldObject', 'ownerReferences', '[]')}"
+            " && variables.oldAnnotations.all(k, k in variables.newAnnotations)"
+            f" && variables.newAnnotations.all(k, k in {list(TRUSTED_ANNOTATIONS)!r}"
+            " || (k in variables.oldAnnotations && variables.oldAnnotations[k] == variables.newAnnotations[k])))"
+        ),
+        message=MSG_TRUSTED_UPDATE,
+        message_expression=f"{_USER} + ' is a trusted requester: {MSG_TRUSTED_UPDATE}'",
     ),
 )
 
@@ -275,12 +307,33 @@ def session_requester_binding(params_namespace: str) -> dict[str, Any]:
     return _binding(SESSION_REQUESTER_POLICY, params_namespace)
 
 
+def session_update_policy() -> dict[str, Any]:
+    """What a trusted requester may change on a session it created for a user."""
+    return _policy(
+        SESSION_UPDATE_POLICY,
+        operation="UPDATE",
+        plural=session.PLURAL,
+        variables=[
+            _csv_variable("trustedRequesters", TRUSTED_REQUESTERS_KEY),
+            {"name": "oldAnnotations", "expression": _meta("oldObject", "annotations", "{}")},
+            {"name": "newAnnotations", "expression": _meta("object", "annotations", "{}")},
+        ],
+        validations=SESSION_UPDATE_VALIDATIONS,
+    )
+
+
+def session_update_binding(params_namespace: str) -> dict[str, Any]:
+    return _binding(SESSION_UPDATE_POLICY, params_namespace)
+
+
 def documents(params_namespace: str = DEFAULT_PARAMS_NAMESPACE) -> list[dict[str, Any]]:
     return [
         approval_decision_policy(),
         approval_decision_binding(params_namespace),
         session_requester_policy(),
         session_requester_binding(params_namespace),
+        session_update_policy(),
+        session_update_binding(params_namespace),
     ]
 
 

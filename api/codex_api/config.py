@@ -10,7 +10,7 @@ file is a valid configuration. Unknown keys are errors: a misspelt key that is
 silently ignored would leave a security setting at its default.
 
 Secrets never belong in this file (API keys come from Kubernetes Secrets named
-here), so :func:`redacted_dict` currently has nothing to hide; it exists so that
+here, the Redis URL from an environment variable named here), so :func:`redacted_dict` currently has nothing to hide; it exists so that
 every place that shows the configuration goes through one function.
 """
 
@@ -36,18 +36,21 @@ from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, RiskLevel, SandboxLevel
 __all__ = [
     "ApprovalPolicy",
     "ApprovalWorkflowsConfig",
+    "CacheConfig",
     "CodexConfig",
     "CodexMCPConfig",
     "ConfigError",
     "ConfigIssue",
     "CostConfig",
     "KubernetesConfig",
+    "LimitsConfig",
     "LogLevel",
     "LoggingConfig",
     "MCPConfig",
     "ModelEndpointConfig",
     "ModelPrice",
     "PullPolicy",
+    "RedisConfig",
     "RiskLevel",
     "RiskLevelsConfig",
     "RunnerResourcesConfig",
@@ -773,6 +776,135 @@ class CostConfig(_Section):
         return self.models.get(model, self.default)
 
 
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+class RedisConfig(_Section):
+    """``[redis]``: where the gateway's Redis is and how long it waits for it.
+
+    Redis only holds rate-limit counters, monthly spend and cached responses: a
+    cache, never the truth (sessions and their cost live in CodexSessions).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url_env: str = Field(
+        "REDIS_URL",
+        min_length=1,
+        max_length=128,
+        description=(
+            "Environment variable holding the Redis URL (redis://[:password@]host:port/db, rediss:// "
+            "for TLS). The URL may carry a password, so it never lives in this file; an unset or empty "
+            "variable means no Redis (no rate limits, budget or cache)."
+        ),
+    )
+    key_prefix: str = Field(
+        "codex-mcp",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every key the gateway writes, so several gateways can share one Redis.",
+    )
+    timeout_ms: int = Field(
+        250,
+        ge=10,
+        le=10000,
+        description="Time limit of each Redis operation in milliseconds; a slower Redis counts as down.",
+    )
+    retry_seconds: float = Field(
+        5.0,
+        ge=0.1,
+        le=3600,
+        description=(
+            "After a Redis failure, how long the gateway skips Redis (adding no latency to tool calls) "
+            "before trying it again; it recovers by itself, without a restart."
+        ),
+    )
+
+    @field_validator("url_env")
+    @classmethod
+    def _check_env(cls, value: str) -> str:
+        if not _ENV_VAR.fullmatch(value):
+            raise ValueError(
+                "must be an environment variable name (letters, digits and '_', "
+                f"not starting with a digit), got {value!r}"
+            )
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX.fullmatch(value):
+            raise ValueError(
+                "must start with a letter or digit and contain only letters, digits, '_', '.', ':' "
+                f"or '-', got {value!r}"
+            )
+        return value
+
+
+class LimitsConfig(_Section):
+    """``[limits]``: per-user and per-session rate limits and a monthly budget per user (in Redis)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute_per_user: int = Field(
+        60,
+        ge=0,
+        le=1_000_000,
+        description="Tool calls one user may make per minute (fixed one-minute windows); 0 turns it off.",
+    )
+    requests_per_minute_per_session: int = Field(
+        30,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Tool calls one user may make per minute that name the same session (codex-reply, "
+            "codex-session-info with session_id); 0 turns it off."
+        ),
+    )
+    monthly_budget_usd: float = Field(
+        0.0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Spend in USD per user and calendar month (UTC) after which new sessions are refused; "
+            "0 means no budget."
+        ),
+    )
+    budget_fail_closed: bool = Field(
+        False,
+        description=(
+            "With Redis unreachable, refuse new sessions because the budget cannot be checked "
+            "(true), or let them run unchecked (false, the default)."
+        ),
+    )
+
+
+class CacheConfig(_Section):
+    """``[cache]``: a per-user response cache for repeated identical read-only queries (opt-in)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Answer a repeated identical read-only query from Redis instead of running a new session; "
+            "entries are per user, never shared between users."
+        ),
+    )
+    ttl_seconds: int = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="How long a cached response is served, in seconds.",
+    )
+    max_response_bytes: int = Field(
+        262144,
+        ge=1024,
+        le=16_777_216,
+        description="Responses larger than this (as JSON, in bytes) are not cached.",
+    )
+
+
 class CodexMCPConfig(_Section):
     """The whole configuration file (``config/codex-mcp.toml``)."""
 
@@ -793,6 +925,16 @@ class CodexMCPConfig(_Section):
         default_factory=KubernetesConfig, description="Cluster settings of the operator and runner pods."
     )
     cost: CostConfig = Field(default_factory=CostConfig, description="Price table for cost tracking.")
+    redis: RedisConfig = Field(
+        default_factory=RedisConfig,
+        description="The gateway's Redis (rate-limit counters, monthly spend, response cache).",
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig, description="Per-user and per-session rate limits and monthly budget."
+    )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig, description="Per-user response cache for repeated read-only queries."
+    )
 
 
 # --------------------------------------------------------------------------- errors

@@ -22,6 +22,10 @@ COMPONENT_RUNNER = "runner"
 ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
 # Set (to any value, e.g. a reason) to cancel a session that has not finished.
 ANNOTATION_CANCEL = f"{GROUP}/cancel"
+# Set (to who asked) to remove a session now: the operator cancels it if it
+# has not finished, then deletes it without waiting for its TTL. This is how
+# the gateway's codex-cleanup removes sessions without the right to delete.
+ANNOTATION_CLEANUP = f"{GROUP}/cleanup"
 
 
 def runner_pod(session: str, attempt: int) -> str:

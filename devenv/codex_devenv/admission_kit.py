@@ -96,7 +96,11 @@ def user_rbac(namespace: str, users: Sequence[str] = USERS) -> list[dict[str, An
                 "resources": ["approvalrequests"],
                 "verbs": ["get", "list", "patch", "update"],
             },
-            {"apiGroups": [GROUP], "resources": ["codexsessions"], "verbs": ["get", "list", "create"]},
+            {
+                "apiGroups": [GROUP],
+                "resources": ["codexsessions"],
+                "verbs": ["get", "list", "create", "patch"],
+            },
         ],
     }
     binding = {
@@ -148,6 +152,7 @@ class ScopedAdmission:
             *scoped(
                 policies.session_requester_policy(), policies.session_requester_binding(ns), self.suffix, ns
             ),
+            *scoped(policies.session_update_policy(), policies.session_update_binding(ns), self.suffix, ns),
         ]
         params = policies.params_configmap(ns, [APPROVER_GROUP], list(trusted))
         self._apply([*user_rbac(ns), params])

@@ -157,3 +157,28 @@ def turn_settings(**overrides: Any) -> TurnSettings:
         "api_key_env": "CODEX_MODEL_API_KEY",
     }
     return TurnSettings(**{**base, **overrides})
+
+
+def list_sessions(kube_client: Any, namespace: str) -> list[dict[str, Any]]:
+    listed: Any = client.CustomObjectsApi(kube_client).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "codexsessions"
+    )
+    return list(listed["items"])
+
+
+def play_next_session(
+    kube_client: Any, namespace: str, known: set[str], result: RunnerResult, timeout: float = 30
+) -> str:
+    """Wait for a session not in `known` to get a runner pod, then finish that
+    pod the way a kubelet would; returns the session's name."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for s in list_sessions(kube_client, namespace):
+            name = s["metadata"]["name"]
+            status = s.get("status") or {}
+            if name not in known and status.get("phase") == "Running" and status.get("podName"):
+                set_pod_running(kube_client, namespace, status["podName"])
+                finish_pod(kube_client, namespace, status["podName"], result)
+                return name
+        time.sleep(0.05)
+    raise AssertionError(f"no new running session; sessions: {list_sessions(kube_client, namespace)}")

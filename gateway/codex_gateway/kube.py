@@ -88,13 +88,55 @@ class SessionApi:
         return cast(dict[str, Any], obj)
 
     async def list_by_label(self, label_selector: str) -> list[dict[str, Any]]:
+        selector: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
         try:
             listed = await self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, SESSIONS, label_selector=label_selector
+                GROUP,
+                VERSION,
+                self.namespace,
+                SESSIONS,
+                **selector,
             )
         except ApiException as err:
             raise KubeError(err.status or 500, _message(err)) from err
         return list(cast(dict[str, Any], listed).get("items") or [])
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        return await self.list_by_label("")
+
+    async def annotate(self, name: str, annotations: dict[str, str]) -> dict[str, Any] | None:
+        """Add annotations (a merge patch of metadata only: the one change the
+        gateway's admission policy lets it make). None when the session is gone."""
+        try:
+            patched = await self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                SESSIONS,
+                name,
+                {"metadata": {"annotations": annotations}},
+                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise KubeError(err.status or 500, _message(err)) from err
+        return cast(dict[str, Any], patched)
+
+    async def ping(self, timeout: float = 2.0) -> str | None:
+        """None when the API server answers a cheap list in time, else why not."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, SESSIONS, limit=1
+                )
+        except TimeoutError:
+            return f"no answer within {timeout:g}s"
+        except ApiException as err:
+            return f"HTTP {err.status}: {_message(err)}"
+        except OSError as err:
+            return f"{type(err).__name__}: {err}"
+        return None
 
     async def list_for(self, user: str, conversation: str | None = None) -> list[dict[str, Any]]:
         """The user's sessions (label index, then the exact requestedBy check)."""

@@ -16,17 +16,16 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from codex_api.config import CodexMCPConfig, redacted_dict
-from codex_api.redaction import redact
 from codex_api.session import TERMINAL_PHASES
 
 from .kube import KubeError
+from .logs import record_fields
 from .sessions import session_result
 
 if TYPE_CHECKING:
@@ -61,18 +60,7 @@ class LogRing(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage()
-            if record.exc_info and record.exc_info[0] is not None:
-                message += f" ({record.exc_info[0].__name__})"
-            line = json.dumps(
-                {
-                    "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-                    "level": record.levelname,
-                    "logger": record.name,
-                    "message": redact(message),
-                },
-                ensure_ascii=False,
-            )
+            line = json.dumps(record_fields(record), ensure_ascii=False, default=str)
         except Exception:  # a logging handler never raises
             self.handleError(record)
             return

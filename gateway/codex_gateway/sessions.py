@@ -251,6 +251,10 @@ class SessionResult(BaseModel):
     last_event: str | None = None
     approval: ApprovalOut | None = None
     next_step: str | None = Field(default=None, description="What to do to get the outcome, when not done.")
+    cached: bool | None = Field(
+        default=None,
+        description="True when answered from the response cache (an earlier identical read-only turn).",
+    )
 
 
 class SessionInfoResult(BaseModel):
@@ -352,3 +356,30 @@ def progress_message(obj: dict[str, Any]) -> str:
     phase = status.get("phase") or "Pending"
     last = (status.get("progress") or {}).get("lastEvent")
     return f"{phase}: {last}" if last else phase
+
+
+# --------------------------------------------------------------------------- cleanup
+class CleanupResult(BaseModel):
+    """``codex-cleanup``: which sessions were removed (the operator deletes them
+    on the gateway's request; a running one is cancelled first)."""
+
+    scope: Literal["mine", "all"] = Field(description="Your sessions, or (admins with force) everyone's.")
+    force: bool
+    removed: list[str] = Field(default_factory=list, description="Gone by the time of the answer.")
+    pending: list[str] = Field(
+        default_factory=list, description="Removal requested; the operator finishes it shortly."
+    )
+    cancelled: list[str] = Field(
+        default_factory=list, description="Were still running or waiting: cancelled, then removed."
+    )
+    failed: dict[str, str] = Field(default_factory=dict, description="Session -> why it could not be marked.")
+    kept_active: int = Field(0, description="Your unfinished sessions left alone (use force to remove them).")
+
+
+def cleanup_targets(sessions: list[dict[str, Any]], force: bool) -> tuple[list[dict[str, Any]], int]:
+    """What codex-cleanup removes: finished ("expired") sessions, or with
+    `force` every session; and how many unfinished ones it leaves."""
+    finished = [o for o in sessions if (o.get("status") or {}).get("phase") in TERMINAL_PHASES]
+    if force:
+        return list(sessions), 0
+    return finished, len(sessions) - len(finished)

@@ -65,7 +65,11 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
         return await _finished(ctx, body)
-    cancel = (body["metadata"].get("annotations") or {}).get(names.ANNOTATION_CANCEL)
+    annotations = body["metadata"].get("annotations") or {}
+    cleanup = annotations.get(names.ANNOTATION_CLEANUP)
+    if cleanup is not None:
+        return await _cancel(ctx, body, f"removal requested by {cleanup}" if cleanup else "", "CleanupRequested")
+    cancel = annotations.get(names.ANNOTATION_CANCEL)
     if cancel is not None:
         return await _cancel(ctx, body, cancel)
     try:
@@ -508,6 +512,8 @@ def _count(ctx: Context, phase: str, duration: float | None, fields: dict[str, A
 
 
 def _ttl_remaining(ctx: Context, body: dict[str, Any]) -> float:
+    if names.ANNOTATION_CLEANUP in (body["metadata"].get("annotations") or {}):
+        return 0.05  # removal was requested: no TTL to wait for
     spec = body.get("spec") or {}
     ttl = spec.get("ttlSecondsAfterFinished")
     ttl = ctx.config.kubernetes.default_ttl_seconds_after_finished if ttl is None else ttl
@@ -515,13 +521,15 @@ def _ttl_remaining(ctx: Context, body: dict[str, Any]) -> float:
     return max((completed + timedelta(seconds=ttl) - now()).total_seconds(), 0.0) + 0.05
 
 
-async def _cancel(ctx: Context, body: dict[str, Any], why: str) -> float | None:
+async def _cancel(
+    ctx: Context, body: dict[str, Any], why: str, reason: str = "CancelRequested"
+) -> float | None:
     meta = body["metadata"]
     for pod in list(ctx.store.pods_of(meta["namespace"], meta["name"])):
         if not pod_outcome(pod).finished:
             await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
     message = f"cancelled: {shorten(why, 200)}" if why else "cancelled"
-    return await _finish(ctx, body, "Cancelled", "CancelRequested", message)
+    return await _finish(ctx, body, "Cancelled", reason, message)
 
 
 async def _finished(ctx: Context, body: dict[str, Any]) -> float | None:
@@ -532,9 +540,11 @@ async def _finished(ctx: Context, body: dict[str, Any]) -> float | None:
         for pod in list(ctx.store.pods_of(meta["namespace"], meta["name"])):
             if not pod_outcome(pod).finished and not pod["metadata"].get("deletionTimestamp"):
                 await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
+    cleanup = (meta.get("annotations") or {}).get(names.ANNOTATION_CLEANUP)
     remaining = _ttl_remaining(ctx, body)
     if remaining <= 0.05:
         await ctx.api.delete_custom(SESSIONS, meta["namespace"], meta["name"])
-        log.info("deleted %s/%s: ttlSecondsAfterFinished passed", meta["namespace"], meta["name"])
+        why = f"removal requested by {cleanup}" if cleanup is not None else "ttlSecondsAfterFinished passed"
+        log.info("deleted %s/%s: %s", meta["namespace"], meta["name"], why)
         return None
     return remaining

@@ -25,7 +25,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from codex_api import admission
+from codex_api import admission, names
 from codex_api.common import GROUP, VERSION
 from codex_devenv.admission_kit import ensure_param_keeper, wait_until_denied
 from codex_devenv.admission_kit import message as _message
@@ -102,6 +102,12 @@ def setup(control_plane: Any, kube_client: Any, client_for: Any) -> Iterator[Set
         *_scoped(
             admission.session_requester_policy(),
             admission.session_requester_binding(namespace),
+            suffix,
+            namespace,
+        ),
+        *_scoped(
+            admission.session_update_policy(),
+            admission.session_update_binding(namespace),
             suffix,
             namespace,
         ),
@@ -411,5 +417,60 @@ def test_trusted_requester_from_params_may_name_anyone(
         _assert_create_rejected(
             admin, api("dave"), ns, session(_unique("s")), [admission.MSG_REQUESTER_MISSING]
         )
+    finally:
+        _apply(control_plane, [_params(ns, [GATEWAY])])
+
+
+def test_trusted_requester_may_only_add_the_cancel_or_cleanup_annotation(
+    setup: Setup, admin: Any, api: Any, control_plane: Any
+) -> None:
+    """The gateway's `patch` right exists for codex-cleanup; the policy keeps it from being more."""
+    ns = setup.namespace
+    name = _unique("s")
+    admin_body = session(name, requestedBy="admin")
+    admin_body["metadata"]["labels"] = {"team": "a"}
+    admin_body["metadata"]["annotations"] = {"note": "keep"}
+    _apply(control_plane, [_params(ns, [GATEWAY, "dave"])])
+    try:
+        admin.create_namespaced_custom_object(GROUP, VERSION, ns, SESSIONS, admin_body)
+        dave = api("dave")
+
+        def patch(body: dict[str, Any], who: Any = dave) -> Any:
+            return who.patch_namespaced_custom_object(GROUP, VERSION, ns, SESSIONS, name, body)
+
+        _wait(
+            lambda: dave.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, SESSIONS, name, {"metadata": {"labels": {"team": "b"}}}, dry_run="All"
+            ),
+            admission.MSG_TRUSTED_UPDATE,
+            "session update",
+        )
+        refused = [
+            {"metadata": {"labels": {"team": "b"}}},
+            {"metadata": {"labels": {"extra": "x"}}},
+            {"metadata": {"annotations": {"note": None}}},
+            {"metadata": {"annotations": {"note": "changed"}}},
+            {"metadata": {"annotations": {"other": "x"}}},
+            {"metadata": {"finalizers": ["example.com/hold"]}},
+        ]
+        for body in refused:
+            with pytest.raises(ApiException) as err:
+                patch(body)
+            assert err.value.status == 403, body
+            assert admission.MSG_TRUSTED_UPDATE in _message(err.value), body
+        unchanged = admin.get_namespaced_custom_object(GROUP, VERSION, ns, SESSIONS, name)["metadata"]
+        assert unchanged["labels"] == {"team": "a"} and unchanged["annotations"] == {"note": "keep"}
+        assert not unchanged.get("finalizers")
+
+        patch({"metadata": {"annotations": {names.ANNOTATION_CLEANUP: "alice"}}})
+        patch({"metadata": {"annotations": {names.ANNOTATION_CANCEL: "asked by alice"}}})
+        after = admin.get_namespaced_custom_object(GROUP, VERSION, ns, SESSIONS, name)["metadata"]
+        assert after["annotations"] == {
+            "note": "keep",
+            names.ANNOTATION_CLEANUP: "alice",
+            names.ANNOTATION_CANCEL: "asked by alice",
+        }
+        # Untrusted users are not limited by this policy (RBAC decides for them).
+        patch({"metadata": {"labels": {"team": "c"}}}, who=admin)
     finally:
         _apply(control_plane, [_params(ns, [GATEWAY])])

@@ -21,7 +21,7 @@ from codex_api.session import MAX_PROMPT, Usage
 from codex_devenv.gateway_process import GatewayProcess
 from codex_devenv.gateway_process import start_gateway as launch
 from codex_devenv.process import wait_for
-from codex_devenv.testkit import finish_pod, get_session, set_pod_running
+from codex_devenv.testkit import get_session, list_sessions, play_next_session
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE = "alice-token-" + secrets.token_hex(8)
@@ -60,32 +60,13 @@ def _result(message: str = "def factorial(n): ...", thread: str = "thread-abc") 
 
 
 def _sessions(kube_client: Any, namespace: str) -> list[dict[str, Any]]:
-    listed: Any = client.CustomObjectsApi(kube_client).list_namespaced_custom_object(
-        GROUP, VERSION, namespace, "codexsessions"
-    )
-    return list(listed["items"])
+    return list_sessions(kube_client, namespace)
 
 
 async def _play_node(
     kube_client: Any, namespace: str, known: set[str], result: RunnerResult, timeout: float = 30
 ) -> str:
-    """Wait for a new session (not in `known`) to get a runner pod, then finish it the way a kubelet would."""
-
-    def find() -> tuple[str, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for s in _sessions(kube_client, namespace):
-                name = s["metadata"]["name"]
-                status = s.get("status") or {}
-                if name not in known and status.get("phase") == "Running" and status.get("podName"):
-                    return name, status["podName"]
-            time.sleep(0.05)
-        raise AssertionError(f"no new running session; sessions: {_sessions(kube_client, namespace)}")
-
-    name, pod = await asyncio.to_thread(find)
-    await asyncio.to_thread(set_pod_running, kube_client, namespace, pod)
-    await asyncio.to_thread(finish_pod, kube_client, namespace, pod, result)
-    return name
+    return await asyncio.to_thread(play_next_session, kube_client, namespace, known, result, timeout)
 
 
 def _structured(result: Any) -> dict[str, Any]:

@@ -19,12 +19,13 @@ ALLOWED = [
     ("get", "codexsessions"),
     ("list", "codexsessions"),
     ("watch", "codexsessions"),
+    # codex-cleanup's annotation; the session-update admission policy allows nothing else
+    ("patch", "codexsessions"),
     ("get", "approvalrequests"),
     ("list", "approvalrequests"),
     ("watch", "approvalrequests"),
 ]
 DENIED = [
-    ("patch", "codexsessions"),
     ("update", "codexsessions"),
     ("delete", "codexsessions"),
     ("patch", "codexsessions", "status"),

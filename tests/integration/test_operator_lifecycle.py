@@ -16,6 +16,7 @@ from codex_api.common import GROUP, VERSION
 from codex_api.result import RunnerResult
 from codex_api.session import Usage
 from codex_devenv.admission_kit import ScopedAdmission
+from codex_devenv.process import wait_for
 from codex_devenv.testkit import (
     create_session,
     finish_pod,
@@ -458,6 +459,49 @@ def test_cancel_annotation_ends_the_session_and_its_pod(
         if p.metadata.name.startswith("victim-") and not p.metadata.deletion_timestamp
     ]
     assert live == []
+
+
+@pytest.mark.parametrize("stage", ["Running", "Succeeded"])
+def test_cleanup_annotation_removes_the_session_now(
+    kube_client: Any, namespace: str, run_operator: Any, stage: str
+) -> None:
+    """codex-cleanup's hook: a running session is cancelled first; a finished
+    one is deleted at once although its TTL is an hour away."""
+    run_operator()
+    create_session(kube_client, namespace, "old", ttlSecondsAfterFinished=3600)
+    s = wait_session(kube_client, namespace, "old", phase_is("Running"))
+    if stage == "Succeeded":
+        finish_pod(kube_client, namespace, s["status"]["podName"], _result())
+        wait_session(kube_client, namespace, "old", phase_is("Succeeded"))
+    api = client.CustomObjectsApi(kube_client)
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "codexsessions",
+        "old",
+        {"metadata": {"annotations": {names.ANNOTATION_CLEANUP: "alice"}}},
+    )
+    # The session goes at once; its pod follows through garbage collection
+    # (slow only while the collector is still discovering the CRD).
+    wait_for(
+        lambda: not api.list_namespaced_custom_object(GROUP, VERSION, namespace, "codexsessions")["items"],
+        timeout=10,
+        what="the session to go after its cleanup request",
+    )
+    wait_for(
+        lambda: not [p for p in _pods(kube_client, namespace) if not p.metadata.deletion_timestamp],
+        timeout=90,
+        what="the runner pod to follow its session",
+    )
+    if stage == "Running":
+        # It was cancelled on the way out, and the Event says who asked.
+        events = client.CoreV1Api(kube_client).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=old"
+        )
+        assert any("removal requested by alice" in (e.message or "") for e in events.items), [
+            e.message for e in events.items
+        ]
 
 
 def test_reply_waits_for_a_running_parent(kube_client: Any, namespace: str, run_operator: Any) -> None:

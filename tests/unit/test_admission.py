@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 POLICIES = [
     (admission.approval_decision_policy(), admission.APPROVAL_VALIDATIONS),
     (admission.session_requester_policy(), admission.SESSION_VALIDATIONS),
+    (admission.session_update_policy(), admission.SESSION_UPDATE_VALIDATIONS),
 ]
 FRAGMENTS = {
     "still-pending": admission.MSG_NOT_PENDING,
@@ -28,6 +29,7 @@ FRAGMENTS = {
     "decided-by-caller": admission.MSG_DECIDER,
     "requester-present": admission.MSG_REQUESTER_MISSING,
     "requester-is-caller": admission.MSG_REQUESTER,
+    "trusted-only-annotates": admission.MSG_TRUSTED_UPDATE,
 }
 
 
@@ -52,12 +54,14 @@ def test_rendered_yaml_holds_policies_and_bindings() -> None:
         ("ValidatingAdmissionPolicyBinding", admission.APPROVAL_DECISION_POLICY),
         ("ValidatingAdmissionPolicy", admission.SESSION_REQUESTER_POLICY),
         ("ValidatingAdmissionPolicyBinding", admission.SESSION_REQUESTER_POLICY),
+        ("ValidatingAdmissionPolicy", admission.SESSION_UPDATE_POLICY),
+        ("ValidatingAdmissionPolicyBinding", admission.SESSION_UPDATE_POLICY),
     ]
     assert all(d["apiVersion"] == "admissionregistration.k8s.io/v1" for d in docs)
     assert docs[1]["spec"]["paramRef"]["namespace"] == "ops"
 
 
-@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=["approval", "session"])
+@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=["approval", "session", "update"])
 def test_every_validation_has_a_message_naming_the_problem(
     policy: dict[str, Any], validations: tuple[admission.Validation, ...]
 ) -> None:
@@ -72,7 +76,7 @@ def test_every_validation_has_a_message_naming_the_problem(
         assert entry["expression"].strip()
 
 
-@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=["approval", "session"])
+@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=["approval", "session", "update"])
 def test_policies_read_params_and_fail_closed(
     policy: dict[str, Any], validations: tuple[admission.Validation, ...]
 ) -> None:

@@ -1,0 +1,117 @@
+"""Watches the sessions created through MCP (a periodic list: the gateway
+may list and watch them) and turns what it sees into metrics and budget
+charges. A turn that finishes after its tool call returned, or while no
+gateway replica was waiting for it, is still counted and charged; charges
+are idempotent per session (the guard's marker), so replicas and restarts
+never charge twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from codex_api.session import TERMINAL_PHASES
+
+from .guard import Guard
+from .kube import KubeError, SessionApi
+from .metrics import GatewayMetrics
+from .sessions import GATEWAY, owner
+
+log = logging.getLogger("codex_gateway.observer")
+
+CREATED_BY_GATEWAY = f"app.kubernetes.io/created-by={GATEWAY}"
+
+
+def cost_of(obj: dict[str, Any]) -> float:
+    cost = (obj.get("status") or {}).get("cost") or {}
+    value = cost.get("actualUsd")
+    if value is None:
+        value = cost.get("estimatedUsd")
+    return float(value or 0.0)
+
+
+def usage_of(obj: dict[str, Any]) -> dict[str, int]:
+    usage = (obj.get("status") or {}).get("usage") or {}
+    return {
+        "input": int(usage.get("inputTokens") or 0),
+        "cached_input": int(usage.get("cachedInputTokens") or 0),
+        "output": int(usage.get("outputTokens") or 0),
+        "reasoning": int(usage.get("reasoningTokens") or 0),
+    }
+
+
+class SessionObserver:
+    def __init__(
+        self, sessions: SessionApi, metrics: GatewayMetrics, guard: Guard | None, interval: float = 5.0
+    ) -> None:
+        self.sessions = sessions
+        self.metrics = metrics
+        self.guard = guard
+        self.interval = interval
+        self._seen: set[str] = set()
+        self._primed = False
+        self.active: dict[str, int] = {}
+        self.finished_seen = 0
+        self.last_ok: float | None = None
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(self.interval)
+
+    async def tick(self) -> None:
+        before = set(self._seen)
+        try:
+            items = await self.sessions.list_by_label(CREATED_BY_GATEWAY)
+        except (TimeoutError, KubeError, OSError) as err:
+            if self.last_error is None:
+                log.warning("cannot list sessions for metrics: %s", err)
+            self.last_error = str(err)
+            return
+        self.last_error, self.last_ok = None, time.time()
+        active: dict[str, int] = {}
+        present: set[str] = set()
+        for obj in items:
+            status = obj.get("status") or {}
+            phase = status.get("phase") or "Pending"
+            name = obj["metadata"]["name"]
+            if phase not in TERMINAL_PHASES:
+                active[phase] = active.get(phase, 0) + 1
+                continue
+            present.add(name)
+            if name in self._seen:
+                continue
+            await self.finished(obj, count=self._primed)
+        self.active = active
+        self.metrics.set_active(active)
+        # Forget deleted sessions; on the first pass, what had already finished
+        # is remembered without counting (a restart must not replay counters).
+        # (Names a tool call marked during the list stay marked.)
+        self._seen = present | (self._seen - before)
+        self._primed = True
+
+    async def finished(self, obj: dict[str, Any], count: bool = True) -> None:
+        """A terminal session seen for the first time (also called by a tool
+        call that saw the result itself, so the charge does not wait a tick)."""
+        name = obj["metadata"]["name"]
+        if name in self._seen:
+            return
+        self._seen.add(name)
+        status = obj.get("status") or {}
+        usd = cost_of(obj)
+        user = owner(obj)
+        if self.guard is not None and user and usd > 0:
+            await self.guard.add_cost(user, name, usd)
+        if count:
+            self.finished_seen += 1
+            self.metrics.turn_finished(
+                status.get("phase") or "",
+                (status.get("timings") or {}).get("durationSeconds"),
+                status.get("model") or (obj.get("spec") or {}).get("model") or "",
+                usd,
+                usage_of(obj),
+                wall_bounce=bool((obj.get("spec") or {}).get("wallBounce")),
+            )
