@@ -1,0 +1,1 @@
+"""codex_kubectl: the `kubectl codex` plugin (console script `kubectl-codex`)."""

@@ -1,0 +1,61 @@
+"""What `approve` and `deny` write: exactly the documented
+
+    kubectl patch cxar NAME --type merge -p '{"spec":{"decision":"Approved","decidedBy":"<you>"}}'
+
+with `decidedBy` set to the caller's own username (from a SelfSubjectReview),
+so the decision goes through with or without the operator's stamping
+webhook: the webhook overwrites it with the same name, and the
+ValidatingAdmissionPolicy checks it against the authenticated user either
+way. The patch also carries the resourceVersion it was decided on, so two
+people deciding at the same moment cannot both think they did."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .views import decision_summary
+
+Decision = Literal["Approved", "Denied"]
+MAX_REASON = 1024  # ApprovalRequestSpec.reason
+
+
+def reason_problem(decision: Decision, reason: str | None) -> str | None:
+    """A usage error in the reason, or None."""
+    if reason is not None and len(reason) > MAX_REASON:
+        return f"--reason is {len(reason)} characters long; at most {MAX_REASON} are allowed"
+    if decision == "Denied" and not (reason or "").strip():
+        return "deny needs a reason: --reason TEXT (the requester sees it)"
+    if reason is not None and not reason.strip():
+        return "--reason must not be empty"
+    return None
+
+
+def closed_message(approval: Mapping[str, Any]) -> str | None:
+    """Why this request cannot be decided any more (already decided, expired), or None."""
+    name = (approval.get("metadata") or {}).get("name")
+    spec, status = approval.get("spec") or {}, approval.get("status") or {}
+    if spec.get("decision"):
+        return (
+            f'ApprovalRequest "{name}" is already decided ({decision_summary(approval)}); a decision is final'
+        )
+    if status.get("phase") == "Expired":
+        return (
+            f'ApprovalRequest "{name}" expired at {spec.get("expiresAt")} and counts as denied; '
+            "it can no longer be decided (the requester can ask again with a new session)"
+        )
+    return None
+
+
+def decision_patch(
+    decision: Decision, decided_by: str | None, reason: str | None, resource_version: str | None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"decision": decision}
+    if reason is not None:
+        spec["reason"] = reason.strip()
+    if decided_by:
+        spec["decidedBy"] = decided_by
+    patch: dict[str, Any] = {"spec": spec}
+    if resource_version:
+        patch["metadata"] = {"resourceVersion": resource_version}
+    return patch
