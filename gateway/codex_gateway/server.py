@@ -23,6 +23,8 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 from pydantic import Field, StrictBool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -413,6 +415,8 @@ class CallObserver:
         self.metrics = metrics
         self.audit = audit
         self.known: set[str] = set()
+        self.prompts: set[str] = set()
+        self.tool_arguments: dict[str, set[str]] = {}
 
     def _label(self, name: Any) -> str:
         # A hostile client must not mint metric series: unknown names fold into one.
@@ -430,6 +434,7 @@ class CallObserver:
         started = time.monotonic()
         outcome, error = "ok", None
         try:
+            self._check(method, raw, ctx.params)
             result = await call_next(ctx)
             if _is_error(result):
                 outcome, error = "error", _error_text(result)
@@ -446,6 +451,24 @@ class CallObserver:
             self.metrics.response_time.labels(method, name, outcome).observe(seconds)
             if key:
                 self._finish(method, raw, record, outcome, error, seconds)
+
+    def _check(self, method: str, name: Any, params: Any) -> None:
+        """Refuse what the SDK would let through or answer with an internal
+        error: arguments a tool does not have (they would be silently dropped,
+        and the call run without them), and unknown prompts."""
+        if method == "tools/call" and name in self.tool_arguments and isinstance(params, dict):
+            given = params.get("arguments") or {}
+            if isinstance(given, dict):
+                unknown = sorted(set(given) - self.tool_arguments[name])
+                if unknown:
+                    allowed = ", ".join(sorted(self.tool_arguments[name]))
+                    raise MCPError(
+                        INVALID_PARAMS,
+                        f"invalid arguments: {name} has no argument {', '.join(map(repr, unknown))} "
+                        f"(allowed: {allowed})",
+                    )
+        if method == "prompts/get" and name not in self.prompts:
+            raise MCPError(INVALID_PARAMS, f"unknown prompt {shorten(str(name), 64)!r}")
 
     def _finish(
         self, method: str, raw: Any, record: CallRecord, outcome: str, error: str | None, seconds: float
@@ -616,6 +639,11 @@ def build_server(
     register_prompts(mcp)
     register_resources(mcp, gateway, stats, attach_log_ring())
     observer.known = _registered_names(mcp)
+    observer.prompts = set(getattr(getattr(mcp, "_prompt_manager", None), "_prompts", {}) or {})
+    observer.tool_arguments = {
+        name: set((tool.parameters or {}).get("properties", {}))
+        for name, tool in (getattr(getattr(mcp, "_tool_manager", None), "_tools", {}) or {}).items()
+    }
 
     async def authenticated(request: Request) -> Identity | None:
         if token_verifier is None:

@@ -5,6 +5,7 @@ HTTP. The tests play the node (finish_pod), as the operator tests do."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -249,7 +250,26 @@ BAD_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("codex-session-info", {"session_id": 7}),
     ("codex-session-info", {"list_active": "yes"}),
     ("no-such-tool", {"prompt": "p"}),
+    ("codex", {"prompt": "p", "sandbox": None, "extra": "field"}),  # unknown argument
+    ("codex", {"prompt": "p", "model": "m" * 200}),  # oversized model
+    ("codex", {"prompt": "p", "sandbox": "READ-ONLY"}),  # enum values are exact
+    ("codex", {"prompt": {"text": "p"}}),
+    ("codex-reply", {"prompt": "p", "session_id": "x" * 300}),  # oversized id
+    ("codex-reply", {"prompt": "p", "session_id": "../etc/passwd"}),  # hostile id
+    ("codex-reply", {"prompt": "", "session_id": "cx-1"}),
+    ("codex-session-info", {"session_id": "cx-1", "list_active": True}),  # both
+    ("codex-session-info", {"session_id": "cx-1;drop"}),
+    ("codex-cleanup", {"force": "true"}),
+    ("codex-cleanup", {"force": 1}),
+    ("codex-cleanup", {"everyone": True}),
 ]
+BAD_PROMPTS: list[tuple[str, dict[str, str]]] = [
+    ("no-such-prompt", {"code": "x"}),
+    ("code-review", {}),  # missing code
+    ("debug-helper", {"code": "x"}),  # missing error_message
+    ("refactor-code", {"code": "x" * 300_000, "goal": "g"}),  # oversized
+]
+BAD_RESOURCES = ["codex://nothing/here", "file:///etc/passwd", "codex://sessions/../../secrets"]
 
 
 async def test_bad_inputs_are_mcp_errors_and_create_nothing(
@@ -265,6 +285,64 @@ async def test_bad_inputs_are_mcp_errors_and_create_nothing(
                 continue
             assert result.is_error, (tool, args, result)
             assert result.content and result.content[0].text, (tool, args)  # type: ignore[union-attr]
+        for prompt, prompt_args in BAD_PROMPTS:
+            with pytest.raises(Exception) as err:
+                await mcp_client.get_prompt(prompt, prompt_args)
+            assert str(err.value), prompt
+        for uri in BAD_RESOURCES:
+            with pytest.raises(Exception) as err:
+                await mcp_client.read_resource(uri)
+            assert str(err.value), uri
         assert _sessions(kube_client, namespace) == []
         # and the server keeps serving
         assert len((await mcp_client.list_tools()).tools) >= 3
+
+
+MALFORMED: list[tuple[str, bytes | str]] = [
+    ("not json", b"{this is not json"),
+    ("empty body", b""),
+    ("a JSON string", b'"hello"'),
+    ("wrong jsonrpc version", json.dumps({"jsonrpc": "1.0", "id": 1, "method": "ping"})),
+    ("no method", json.dumps({"jsonrpc": "2.0", "id": 1})),
+    ("params not an object", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": 5})),
+    ("unknown method", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/explode"})),
+    ("invalid UTF-8", b'{"jsonrpc":"2.0","id":1,"method":"\xff\xfe"}' + bytes([0xFF, 0xFE])),
+    (
+        "tool call without a name",
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"arguments": {}}}),
+    ),
+    ("oversized body", json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping", "pad": "x" * 5_000_000})),
+]
+
+
+def test_malformed_json_rpc_gets_errors_and_creates_nothing(
+    start_gateway: Callable[..., Gateway], kube_client: Any, namespace: str
+) -> None:
+    gw = start_gateway()
+    headers = {
+        "Authorization": f"Bearer {ALICE}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": "2026-07-28",
+    }
+    for what, body in MALFORMED:
+        resp = httpx2.post(gw.url, content=body, headers=headers, timeout=30)
+        if resp.status_code == 200:
+            # a JSON-RPC error object in a 200 answer is a proper error too
+            text = resp.text
+            assert '"error"' in text and '"code"' in text, (what, text[:300])
+        else:
+            assert 400 <= resp.status_code < 500, (what, resp.status_code, resp.text[:300])
+    assert _sessions(kube_client, namespace) == []
+    # a well-formed stateless (2026-07-28) request still works
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    ok = httpx2.post(
+        gw.url,
+        json={"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {"_meta": envelope}},
+        headers={**headers, "Mcp-Method": "tools/list"},
+        timeout=30,
+    )
+    assert ok.status_code == 200 and '"error"' not in ok.text and "codex-cleanup" in ok.text, ok.text
