@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+RUNNER_UID = 10001  # the runner image's user (runner/Dockerfile)
+
 if TYPE_CHECKING:
     from codex_devenv.controlplane import ControlPlane
     from codex_devenv.redis_server import RedisServer
@@ -168,3 +170,28 @@ def node_ns(node_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     )
     yield name
     cp.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def model(node_cluster: Any) -> Iterator[Any]:
+    """The scripted fake model on the pod bridge's own address: runner pods
+    reach it, nothing leaves this machine."""
+    from codex_devenv import fake_model as fm
+    from codex_devenv.node import node_env
+    from codex_devenv.process import free_port
+
+    bridge_ip = node_env()["NODE_BRIDGE_ADDR"].split("/")[0]
+    with fm.FakeModelServer(port=free_port(), host=bridge_ip) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def volumes(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory, kube_client: Any) -> Iterator[Path]:
+    """Persistent workspaces for runner pods (a small hostPath provisioner)."""
+    from codex_devenv.local_volumes import LocalVolumeProvisioner
+
+    root = tmp_path_factory.mktemp("volumes")
+    provisioner = LocalVolumeProvisioner(kube_client, root, owner_uid=RUNNER_UID).start()
+    yield root
+    provisioner.stop()
+    provisioner.cleanup()

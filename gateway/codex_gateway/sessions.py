@@ -226,6 +226,7 @@ class ApprovalOut(BaseModel):
     approval_request: str = Field(description="Name of the ApprovalRequest (kubectl get cxar NAME).")
     namespace: str
     command: str = Field(description="The kubectl command an approver (not the requester) runs.")
+    plugin_command: str = Field(description="The same with the kubectl plugin (it fills in who decided).")
 
 
 class SessionResult(BaseModel):
@@ -295,15 +296,20 @@ def session_result(obj: dict[str, Any]) -> SessionResult:
     if phase == "AwaitingApproval":
         ar = status.get("approvalRef") or names.approval_request(name)
         approval = ApprovalOut(
-            approval_request=ar, namespace=namespace, command=approval_command(ar, namespace)
+            approval_request=ar,
+            namespace=namespace,
+            command=approval_command(ar, namespace),
+            plugin_command=f"kubectl codex approve {ar} -n {namespace}",
         )
     next_step = None
     if kind == "running":
         next_step = f"still {phase}: call codex-session-info with session_id={name!r} to get the result"
     elif kind == "awaiting_approval":
         next_step = (
-            f"an approver other than the requester runs: {approval.command if approval else ''}; "
-            f"then call codex-session-info with session_id={name!r}"
+            f"an approver other than the requester runs: {approval.command if approval else ''} "
+            f"(or {approval.plugin_command if approval else ''}); without the operator's webhook the "
+            'patch also needs "decidedBy": the approver\'s own username. '
+            f"Then call codex-session-info with session_id={name!r}"
         )
     return SessionResult(
         session_id=name,

@@ -18,33 +18,13 @@ from kubernetes import client
 
 from codex_api import names
 from codex_devenv import fake_model as fm
-from codex_devenv.local_volumes import LocalVolumeProvisioner
-from codex_devenv.node import node_env
 from codex_devenv.operator_process import start_operator
-from codex_devenv.process import free_port
 from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
 from codex_devenv.testkit import phase_is, wait_session
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-e2e-" + secrets.token_hex(16)
 RUNNER_UID = 10001
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[fm.FakeModelServer]:
-    # The pod bridge's own address: pods reach it, nothing leaves this machine.
-    bridge_ip = node_env()["NODE_BRIDGE_ADDR"].split("/")[0]
-    with fm.FakeModelServer(port=free_port(), host=bridge_ip) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def volumes(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory, kube_client: Any) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("volumes")
-    provisioner = LocalVolumeProvisioner(kube_client, root, owner_uid=RUNNER_UID).start()
-    yield root
-    provisioner.stop()
-    provisioner.cleanup()
 
 
 @pytest.fixture

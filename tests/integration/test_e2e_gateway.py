@@ -1,0 +1,184 @@
+"""End to end through MCP: an MCP client -> the real gateway (its own
+ServiceAccount token, a trusted requester of the admission policies) -> a
+CodexSession -> the real operator -> a runner pod on the real kubelet -> the
+real Codex CLI -> the scripted fake model on the pod bridge -> status -> the
+tool's result. Nothing here is faked but the model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codex_api import names
+from codex_devenv import fake_model as fm
+from codex_devenv.admission_kit import ScopedAdmission
+from codex_devenv.gateway_process import (
+    GATEWAY_USER,
+    GatewayProcess,
+    bind_gateway,
+    gateway_kubeconfig,
+    start_gateway,
+)
+from codex_devenv.operator_process import start_operator
+from codex_devenv.process import wait_for
+from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
+from codex_devenv.testkit import list_sessions
+
+API_KEY = "sk-e2e-" + secrets.token_hex(16)
+ALICE = "alice-token-" + secrets.token_hex(8)
+CAROL = "carol-token-" + secrets.token_hex(8)
+
+
+@pytest.fixture
+def system(
+    node_cluster: Any,
+    node_ns: str,
+    model: fm.FakeModelServer,
+    volumes: Path,
+    operator_kubeconfig: Path,
+    client_for: Any,
+    tmp_path: Path,
+    kube_client: Any,
+) -> Iterator[dict[str, Any]]:
+    cp, _node, refs = node_cluster
+    model.reset()
+    prepare_sessions_namespace(cp, kube_client, node_ns, API_KEY)
+    kubernetes_extra, extra = operator_config(
+        fake_endpoint(model.host, model.port), refs["runner"], tolerate_test_node=True, auto_approve=False
+    )
+    # Isolated turns run without a human; full-access ones need an approver.
+    extra += "\n[security.approval_workflows]\nauto_approve_isolated = true\n"
+    policies = ScopedAdmission(cp, node_ns).install(client_for, trusted=[GATEWAY_USER])
+    op = start_operator(
+        cp,
+        operator_kubeconfig,
+        node_ns,
+        tmp_path,
+        limit=4,
+        kubernetes_extra=kubernetes_extra,
+        extra_config=extra,
+    )
+    bind_gateway(cp, node_ns)
+    # The gateway reads the operator's configuration file: one ConfigMap in an install.
+    gw = start_gateway(
+        cp,
+        node_ns,
+        tmp_path,
+        {ALICE: "alice", CAROL: "carol"},
+        kubeconfig=gateway_kubeconfig(cp, tmp_path),
+        config_file=tmp_path / f"operator-{node_ns}.toml",
+        wait_seconds=45,
+    )
+    yield {"cp": cp, "ns": node_ns, "model": model, "gw": gw}
+    gw.stop()
+    op.stop()
+    policies.uninstall()
+    assert model.errors == []
+
+
+def _structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    return dict(result.structured_content)
+
+
+async def test_codex_then_reply_in_the_same_workspace_then_cleanup(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    ns, model, gw = system["ns"], system["model"], system["gw"]
+    gw: GatewayProcess  # type: ignore[no-redef]
+    model.set_script(
+        fm.apply_patch(
+            "*** Begin Patch\n*** Add File: factorial.py\n+def factorial(n):\n"
+            "+    return 1 if n < 2 else n * factorial(n - 1)\n*** End Patch\n"
+        ),
+        fm.say("Wrote factorial.py", usage=fm.Usage(input_tokens=500, output_tokens=20)),
+    )
+    async with gw.client(ALICE) as alice:
+        first = _structured(
+            await alice.call_tool("codex", {"prompt": "write factorial.py", "sandbox": "isolated"})
+        )
+        assert first["status"] == "completed", first
+        assert first["response"] == "Wrote factorial.py" and first["thread_id"]
+        assert first["usage"]["input_tokens"] >= 500 and first["cost"]["actual_usd"] > 0
+        session = first["session_id"]
+        on_volume = volumes / ns / names.workspace_claim(session) / "workspace" / "factorial.py"
+        assert on_volume.read_text().startswith("def factorial(n):")
+        history = model.responses_requests[-1].input
+
+        model.set_script(
+            fm.exec_command("cat factorial.py"),
+            fm.computed(lambda req: f"It contains: {req.last_tool_output()}"),
+        )
+        second = _structured(
+            await alice.call_tool(
+                "codex-reply", {"prompt": "what is in factorial.py?", "session_id": session}
+            )
+        )
+        assert second["status"] == "completed", second
+        assert second["conversation_id"] == session and second["session_id"] != session
+        assert second["thread_id"] == first["thread_id"]  # the same Codex conversation
+        assert "def factorial(n)" in (second["response"] or "")  # the same workspace
+        resumed = model.responses_requests[-2].input
+        assert resumed[: len(history)] == history  # the whole earlier history
+
+        info = _structured(await alice.call_tool("codex-session-info", {"session_id": second["session_id"]}))
+        assert info["session"]["response"] == second["response"]
+
+        cleaned = _structured(await alice.call_tool("codex-cleanup", {}))
+        assert set(cleaned["removed"]) | set(cleaned["pending"]) == {session, second["session_id"]}
+        await asyncio.to_thread(
+            wait_for, lambda: not list_sessions(kube_client, ns), timeout=60, what="cleanup"
+        )
+
+
+async def test_high_risk_call_waits_for_another_users_kubectl_patch(
+    system: dict[str, Any], kube_client: Any
+) -> None:
+    cp, ns, model, gw = system["cp"], system["ns"], system["model"], system["gw"]
+    model.set_script(fm.say("deployed (pretend)"))
+    async with gw.client(CAROL) as carol:
+        out = _structured(
+            await carol.call_tool("codex", {"prompt": "deploy the hotfix", "sandbox": "full-access"})
+        )
+        assert out["status"] == "awaiting_approval" and out["risk_level"] == "high"
+        command = out["approval"]["command"]
+        request = out["approval"]["approval_request"]
+        assert command.startswith(f"kubectl patch cxar {request} -n {ns} --type merge -p ")
+        patch = json.loads(command.split(" -p ", 1)[1].strip("'"))
+
+        # carol cannot approve her own request, whatever she types
+        own = cp.kubectl(
+            "patch", "cxar", request, "-n", ns, "--type", "merge", "-p",
+            json.dumps({"spec": {**patch["spec"], "decidedBy": "carol"}}),
+            user="carol", check=False,
+        )  # fmt: skip
+        assert own.returncode != 0 and "cannot decide their own request" in own.stderr
+        # alice (an approver) runs the command the tool printed (the decider is hers)
+        approved = cp.kubectl(
+            "patch", "cxar", request, "-n", ns, "--type", "merge", "-p",
+            json.dumps({"spec": {**patch["spec"], "decidedBy": "alice"}}),
+            user="alice", check=False,
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+
+        def done() -> bool:
+            info = (
+                asyncio.run_coroutine_threadsafe(
+                    carol.call_tool("codex-session-info", {"session_id": out["session_id"]}), loop
+                )
+                .result(timeout=30)
+                .structured_content
+            )
+            return bool(info and info["session"]["done"])
+
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(wait_for, done, timeout=120, what="the approved session to finish")
+        final = _structured(await carol.call_tool("codex-session-info", {"session_id": out["session_id"]}))
+        assert final["session"]["status"] == "completed", final
+        assert final["session"]["response"] == "deployed (pretend)"
