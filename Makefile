@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEVENV_ARGS ?=
 
-.PHONY: help deps venv system-deps node-host codex control-plane test test-unit test-integration crds lint dev clean
+.PHONY: help deps venv system-deps node-host codex mcp-clients control-plane helm test test-unit test-integration crds lint dev bench clean
+.PHONY: kind-up kind-load kind-certs deploy e2e-kind undeploy kind-down
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-deps: venv system-deps control-plane node-host codex images ## everything the tests and `make dev` need
+deps: venv system-deps control-plane helm node-host codex mcp-clients images ## everything the tests and `make dev` need
 
 venv: $(VENV)/.installed ## Python virtual environment with the project and dev tools
 
@@ -33,31 +34,47 @@ node-host: ## host setup for the test node: containerd, runc, CNI bridge, kubele
 codex: ## install the pinned Codex CLI from npm (cached outside the checkout)
 	@bash hack/install-codex.sh >/dev/null
 
+mcp-clients: ## install the pinned external MCP clients (Node 22, MCP Inspector, conformance suite) from npm, cached
+	@bash hack/install-mcp-clients.sh >/dev/null
+
 control-plane: ## build (once, cached) etcd, kube-apiserver, controller-manager, scheduler, kubectl
 	@bash hack/build-control-plane.sh >/dev/null
+
+helm: ## build (once, cached) the pinned helm from the Go module proxy (hack/build-helm.sh)
+	@bash hack/build-helm.sh >/dev/null
 
 test: deps ## the whole test suite (unit + integration on a real control plane and Redis)
 	$(PY) -m pytest --durations=10 $(PYTEST_ARGS)
 
-test-unit: venv ## unit tests only: seconds, no control plane
+test-unit: venv helm ## unit tests only: seconds, no control plane (helm renders the chart)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: deps ## integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-crds: venv ## regenerate the CRDs and admission policies from the Python models
+crds: venv ## regenerate the CRDs, admission policies and the chart's config schema from the Python models
 	$(PY) -m codex_api.crdgen
 	$(PY) -m codex_api.admission manifests/base/admission.yaml
+	$(PY) -m codex_api.admission charts/codex-k8s-operator/files/admission.yaml
+	$(PY) -m codex_devenv.helm schema
+	$(PY) -m codex_api.config_reference
 
 lint: venv ## ruff, formatting, mypy, and stale generated files
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy api operator/codex_operator runner gateway devenv
+	$(VENV)/bin/mypy api operator/codex_operator runner gateway devenv kubectl/codex_kubectl
 	$(PY) -m codex_api.crdgen --check
 	$(PY) -m codex_api.admission --check manifests/base/admission.yaml
+	$(PY) -m codex_api.admission --check charts/codex-k8s-operator/files/admission.yaml
+	$(PY) -m codex_devenv.helm schema --check
+	$(PY) -m codex_api.config_reference --check
+	@"$$(bash hack/build-helm.sh)" lint --strict charts/codex-k8s-operator
 
 dev: deps ## run the system locally until Ctrl-C
 	$(VENV)/bin/codex-devenv up $(DEVENV_ARGS)
+
+bench: deps ## the benchmarks on a real control plane and node: bench/operator_bench.py (P1, P2), bench/turn_bench.py (P3)
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
 
 clean: ## remove the venv and local state (the binary cache stays)
 	rm -rf $(VENV) .devenv .pytest_cache .mypy_cache .ruff_cache
@@ -65,3 +82,61 @@ clean: ## remove the venv and local state (the binary cache stays)
 .PHONY: images
 images: ## container images (runner, operator) as OCI archives in the cache, no registry (hack/build-images.sh)
 	@bash hack/build-images.sh
+
+# -- kind: the chart on a local kind cluster -----------------------------------------------
+# Needs kind, kubectl and Docker (or podman: KIND_EXPERIMENTAL_PROVIDER=podman)
+# on your machine; the CI machines have none, so tests/integration/test_chart.py
+# renders and server-side applies everything these targets apply against the
+# test API server instead. `make deploy` installs with helm; the same install
+# as kustomize is `make kind-certs && kubectl apply --server-side -k manifests/overlays/kind`.
+KIND ?= kind
+KIND_CLUSTER ?= codex
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+KUBECTL ?= kubectl
+KUBECTL_KIND = $(KUBECTL) --context $(KIND_CONTEXT)
+HELM_BIN = "$$(bash hack/build-helm.sh)"
+CHART := charts/codex-k8s-operator
+KIND_STATE := .devenv/kind
+KIND_TOKENS := $(KIND_STATE)/tokens.yaml
+# Extra helm flags for `make deploy`, e.g. DEPLOY_VALUES="-f my-values.yaml".
+DEPLOY_VALUES ?=
+
+kind-up: ## create the kind cluster (kind-config.yaml: the gateway's NodePort 30080 on 127.0.0.1:8080)
+	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
+	else $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s; fi
+
+kind-load: ## build the runner, operator and gateway images (hack/build-images.sh) and load them into kind, no registry
+	@set -euo pipefail; IMAGES="runner operator gateway" bash hack/build-images.sh | \
+	while IFS=$$'\t' read -r name archive; do \
+	  echo "kind load $$name <- $$archive"; $(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER); \
+	done
+
+kind-certs: ## the webhook certificate of the kustomize kind overlay (manifests/overlays/kind/webhook-tls, not committed)
+	@bash hack/webhook-cert.sh
+
+deploy: helm ## install on kind with helm (values-kind.yaml), plus the model key (env CODEX_MODEL_API_KEY) and a gateway token
+	$(KUBECTL_KIND) apply --server-side --force-conflicts -f $(CHART)/crds/
+	$(HELM_BIN) upgrade --install codex $(CHART) --kube-context $(KIND_CONTEXT) --namespace default \
+	  -f $(CHART)/values-kind.yaml $(DEPLOY_VALUES)
+	@mkdir -p $(KIND_STATE); if [[ ! -s $(KIND_TOKENS) ]]; then \
+	  (umask 077; printf '%s: alice\n' "$$(openssl rand -hex 24)" > $(KIND_TOKENS)); fi
+	@$(KUBECTL_KIND) -n codex-system create secret generic codex-gateway-tokens \
+	  --from-file=tokens.yaml=$(KIND_TOKENS) --dry-run=client -o yaml | $(KUBECTL_KIND) apply -f -
+	@$(KUBECTL_KIND) -n codex-sessions create secret generic codex-model-api-key \
+	  --from-literal=api-key="$${CODEX_MODEL_API_KEY:-not-a-real-key}" --dry-run=client -o yaml | $(KUBECTL_KIND) apply -f -
+	@for d in codex-redis codex-operator codex-gateway; do \
+	  $(KUBECTL_KIND) -n codex-system rollout status deployment/$$d --timeout=180s || exit 1; done
+	@echo "gateway: http://127.0.0.1:8080/mcp, bearer token in $(KIND_TOKENS)"
+
+e2e-kind: kind-up kind-load ## smoke on kind: the example session through the gateway, answered by an in-cluster fake model
+	$(MAKE) deploy DEPLOY_VALUES="-f hack/kind/e2e-values.yaml"
+	$(KUBECTL_KIND) apply --server-side -f hack/kind/fake-model.yaml
+	$(KUBECTL_KIND) -n codex-system rollout status deployment/codex-fake-model --timeout=120s
+	$(PY) hack/kind/smoke.py --token "$$(cut -d: -f1 $(KIND_TOKENS))"
+
+undeploy: ## remove the install from kind (the release, with its namespaces and Secrets; the CRDs stay)
+	-$(KUBECTL_KIND) delete --ignore-not-found -f hack/kind/fake-model.yaml
+	$(HELM_BIN) uninstall codex --kube-context $(KIND_CONTEXT) --namespace default --wait --ignore-not-found
+
+kind-down: ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)

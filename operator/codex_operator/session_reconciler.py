@@ -68,7 +68,9 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     annotations = body["metadata"].get("annotations") or {}
     cleanup = annotations.get(names.ANNOTATION_CLEANUP)
     if cleanup is not None:
-        return await _cancel(ctx, body, f"removal requested by {cleanup}" if cleanup else "", "CleanupRequested")
+        return await _cancel(
+            ctx, body, f"removal requested by {cleanup}" if cleanup else "", "CleanupRequested"
+        )
     cancel = annotations.get(names.ANNOTATION_CANCEL)
     if cancel is not None:
         return await _cancel(ctx, body, cancel)

@@ -1,0 +1,247 @@
+{{/*
+Names are fixed (one install per cluster), the same as in manifests/base.
+*/}}
+{{- define "codex.partOf" -}}codex-k8s-operator{{- end -}}
+
+{{/* Selector labels of a component: stable across upgrades, shared with manifests/base. */}}
+{{- define "codex.selectorLabels" -}}
+app.kubernetes.io/part-of: {{ include "codex.partOf" . }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of every object; pass (dict "root" $ "component" "operator"), component optional. */}}
+{{- define "codex.labels" -}}
+app.kubernetes.io/part-of: {{ include "codex.partOf" . }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* An image reference from images.<name>: (dict "root" $ "image" .Values.images.operator). */}}
+{{- define "codex.image" -}}
+{{- $tag := .image.tag | default .root.Chart.AppVersion -}}
+{{- if .image.registry -}}
+{{ .image.registry }}/{{ .image.repository }}:{{ $tag }}
+{{- else -}}
+{{ .image.repository }}:{{ $tag }}
+{{- end -}}
+{{- end -}}
+
+{{- define "codex.gatewayServiceAccount" -}}
+system:serviceaccount:{{ .Values.namespaces.system }}:codex-gateway
+{{- end -}}
+
+{{/* The pod-level security context of the operator and the gateway (image user 10001). */}}
+{{- define "codex.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The container security context of every container of the chart: PSS restricted and more. */}}
+{{- define "codex.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+The TOML configuration: values.config plus the [kubernetes] keys the chart
+derives from other values. A derived key set in values.config to something
+else is an error, not silently overridden.
+*/}}
+{{- define "codex.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $kube := get $config "kubernetes" | default dict -}}
+{{- $endpoint := get $kube "model_endpoint" | default dict -}}
+{{- $runner := .Values.images.runner -}}
+{{- $derived := dict
+      "sessions_namespace" .Values.namespaces.sessions
+      "operator_namespace" .Values.namespaces.system
+      "runner_image" (include "codex.image" (dict "root" . "image" $runner))
+      "runner_image_pull_policy" $runner.pullPolicy
+      "runner_service_account" "codex-runner" -}}
+{{- $derivedEndpoint := dict
+      "api_key_secret_name" .Values.modelApiKey.existingSecret
+      "api_key_secret_key" .Values.modelApiKey.key -}}
+{{- range $key, $value := $derived }}
+{{- if and (hasKey $kube $key) (ne (toString (get $kube $key)) (toString $value)) }}
+{{- fail (printf "config.kubernetes.%s is set by the chart (%s); remove it from config" $key (toString $value)) }}
+{{- end }}
+{{- $_ := set $kube $key $value }}
+{{- end }}
+{{- range $key, $value := $derivedEndpoint }}
+{{- if and (hasKey $endpoint $key) (ne (toString (get $endpoint $key)) (toString $value)) }}
+{{- fail (printf "config.kubernetes.model_endpoint.%s is set by the chart from modelApiKey (%s); remove it from config" $key (toString $value)) }}
+{{- end }}
+{{- $_ := set $endpoint $key $value }}
+{{- end }}
+{{- $_ := set $kube "model_endpoint" $endpoint -}}
+{{- $_ := set $config "kubernetes" $kube -}}
+# Rendered by the codex-k8s-operator chart from values.config; validate with
+#   codex-operator config validate codex-mcp.toml
+
+{{ include "codex.toml.table" (dict "path" (list) "table" $config) | trim }}
+{{- end -}}
+
+{{/*
+A TOML table: (dict "path" (list "a" "b") "table" $map). Scalars and inline
+arrays first, then sub-tables ([a.b.c]) and arrays of tables ([[a.b.c]]).
+Keys are sorted; null values are left out (TOML has no null).
+*/}}
+{{- define "codex.toml.table" -}}
+{{- $path := .path -}}
+{{- $table := .table -}}
+{{- range $key := keys $table | sortAlpha }}
+{{- $value := get $table $key }}
+{{- if and (not (kindIs "invalid" $value)) (not (kindIs "map" $value)) (not (include "codex.toml.isTableArray" $value)) }}
+{{ include "codex.toml.key" $key }} = {{ include "codex.toml.value" $value }}
+{{- end }}
+{{- end }}
+{{- range $key := keys $table | sortAlpha }}
+{{- $value := get $table $key }}
+{{- $sub := append $path $key }}
+{{- if kindIs "map" $value }}
+
+[{{ include "codex.toml.path" $sub }}]
+{{- include "codex.toml.table" (dict "path" $sub "table" $value) }}
+{{- else if include "codex.toml.isTableArray" $value }}
+{{- range $item := $value }}
+
+[[{{ include "codex.toml.path" $sub }}]]
+{{- include "codex.toml.table" (dict "path" $sub "table" $item) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* "true" for a non-empty list whose items are all dicts (an array of tables). */}}
+{{- define "codex.toml.isTableArray" -}}
+{{- if and (kindIs "slice" .) (gt (len .) 0) -}}
+{{- $all := true -}}
+{{- range . }}{{ if not (kindIs "map" .) }}{{ $all = false }}{{ end }}{{ end -}}
+{{- if $all }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "codex.toml.key" -}}
+{{- if regexMatch "^[A-Za-z0-9_-]+$" . -}}{{ . }}{{- else -}}{{ toJson . }}{{- end -}}
+{{- end -}}
+
+{{- define "codex.toml.path" -}}
+{{- $parts := list -}}
+{{- range . }}{{ $parts = append $parts (include "codex.toml.key" .) }}{{ end -}}
+{{- join "." $parts -}}
+{{- end -}}
+
+{{/*
+A TOML value. Helm reads numbers from values files as floats, so a whole
+number is written as an integer (the configuration accepts integers for
+floats, never the reverse); strings are JSON-escaped, which is valid TOML.
+*/}}
+{{- define "codex.toml.value" -}}
+{{- if kindIs "string" . -}}
+{{ toJson . }}
+{{- else if kindIs "bool" . -}}
+{{ . }}
+{{- else if or (kindIs "float64" .) (kindIs "float32" .) -}}
+{{- if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ toJson . }}{{ end -}}
+{{- else if or (kindIs "int" .) (kindIs "int64" .) (kindIs "int32" .) (kindIs "uint64" .) -}}
+{{ . }}
+{{- else if kindIs "slice" . -}}
+{{- $items := list -}}
+{{- range . }}{{ $items = append $items (include "codex.toml.value" .) }}{{ end -}}
+[{{ join ", " $items }}]
+{{- else if kindIs "map" . -}}
+{{- $items := list -}}
+{{- $map := . -}}
+{{- range $key := keys $map | sortAlpha }}{{ $items = append $items (printf "%s = %s" (include "codex.toml.key" $key) (include "codex.toml.value" (get $map $key))) }}{{ end -}}
+{ {{- join ", " $items -}} }
+{{- else -}}
+{{ fail (printf "config: cannot write %v (%s) as TOML" . (kindOf .)) }}
+{{- end -}}
+{{- end -}}
+
+{{/* The Redis URL environment variable of the gateway. */}}
+{{- define "codex.redisEnv" -}}
+{{- if .Values.redis.enabled }}
+- name: REDIS_URL
+  value: {{ printf "redis://codex-redis.%s.svc:6379/0" .Values.namespaces.system | quote }}
+{{- else if .Values.redis.existingSecret }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.existingSecretKey }}
+{{- else if .Values.redis.externalUrl }}
+- name: REDIS_URL
+  value: {{ .Values.redis.externalUrl | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Checks across values that the schema cannot express with clear messages. */}}
+{{- define "codex.validate" -}}
+{{- if and .Values.redis.enabled (or .Values.redis.externalUrl .Values.redis.existingSecret) }}
+{{- fail "redis.externalUrl / redis.existingSecret need redis.enabled=false (the in-chart Redis would be unused)" }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.redis.externalUrl .Values.redis.existingSecret }}
+{{- fail "set only one of redis.externalUrl and redis.existingSecret" }}
+{{- end }}
+{{- if and .Values.webhook.enabled .Values.webhook.certificate.existingSecret (not .Values.webhook.certificate.caBundle) }}
+{{- fail "webhook.certificate.existingSecret needs webhook.certificate.caBundle (base64 PEM of the CA that signed it)" }}
+{{- end }}
+{{- if and .Values.webhook.enabled .Values.webhook.certificate.caBundle (not .Values.webhook.certificate.existingSecret) }}
+{{- fail "webhook.certificate.caBundle is only used with webhook.certificate.existingSecret" }}
+{{- end }}
+{{- if and (ne .Values.gateway.service.type "NodePort") (ne .Values.gateway.service.type "LoadBalancer") (not (kindIs "invalid" .Values.gateway.service.nodePort)) }}
+{{- fail "gateway.service.nodePort needs gateway.service.type NodePort or LoadBalancer" }}
+{{- end }}
+{{- if eq .Values.namespaces.system .Values.namespaces.sessions }}
+{{- fail "namespaces.system and namespaces.sessions must differ (runner pods must not share a namespace with the operator's and gateway's credentials)" }}
+{{- end }}
+{{- end -}}
+
+{{/* NetworkPolicy rules shared by the operator and the gateway. */}}
+{{- define "codex.np.dns" -}}
+# DNS, in kube-system.
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end }}
+{{- define "codex.np.apiServer" -}}
+# The Kubernetes API server.
+- ports:
+    {{- range .ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- with .cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- define "codex.np.metrics" -}}
+# Prometheus.
+- ports:
+    - {protocol: TCP, port: 9090}
+  {{- with . }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

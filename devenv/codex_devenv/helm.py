@@ -1,0 +1,212 @@
+"""helm (built once from the Go module proxy, hack/build-helm.sh) and kustomize
+(kubectl's) for the tests of the chart and the manifests, and the generator of
+the configuration part of the chart's values schema.
+
+Usage: python -m codex_devenv.helm schema [--check]   write (or check) values.schema.json's config part
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .assets import REPO_ROOT, ensure_binaries
+
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-helm.sh"
+CHART_DIR = REPO_ROOT / "charts" / "codex-k8s-operator"
+KIND_VALUES = CHART_DIR / "values-kind.yaml"
+SCHEMA_FILE = CHART_DIR / "values.schema.json"
+RELEASE = "codex"
+
+__all__ = [
+    "CHART_DIR",
+    "KIND_VALUES",
+    "RELEASE",
+    "HelmError",
+    "config_schema",
+    "helm_binary",
+    "kustomize",
+    "lint",
+    "notes",
+    "render_schema",
+    "run",
+    "template",
+    "template_text",
+]
+
+
+class HelmError(RuntimeError):
+    """helm (or kustomize) failed; the message is its stderr."""
+
+
+def helm_binary() -> Path:
+    """The pinned helm, built on first use (a no-op on a warm cache); $CODEX_HELM overrides."""
+    override = os.environ.get("CODEX_HELM")
+    if override:
+        return Path(override)
+    path = Path(
+        subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--print-path"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+    if not path.is_file():
+        subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=sys.stderr)
+    return path
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """helm ARGS, without a cluster: its state and caches go to a throwaway home."""
+    with tempfile.TemporaryDirectory(prefix="helm-home-") as home:
+        env = {
+            **os.environ,
+            "HELM_CACHE_HOME": f"{home}/cache",
+            "HELM_CONFIG_HOME": f"{home}/config",
+            "HELM_DATA_HOME": f"{home}/data",
+            "KUBECONFIG": f"{home}/no-kubeconfig",
+        }
+        out = subprocess.run(
+            [str(helm_binary()), *args], capture_output=True, text=True, env=env, timeout=120
+        )
+    if check and out.returncode != 0:
+        raise HelmError(f"helm {' '.join(args)} failed ({out.returncode}):\n{out.stderr.strip()}")
+    return out
+
+
+def _values_args(values: Mapping[str, Any] | None, values_files: Sequence[Path], work: Path) -> list[str]:
+    args: list[str] = []
+    for path in values_files:
+        args += ["-f", str(path)]
+    if values:
+        file = work / "values.yaml"
+        file.write_text(yaml.safe_dump(dict(values)))
+        args += ["-f", str(file)]
+    return args
+
+
+def template_text(
+    values: Mapping[str, Any] | None = None,
+    *,
+    values_files: Sequence[Path] = (),
+    include_crds: bool = False,
+    release: str = RELEASE,
+) -> str:
+    """`helm template` of the chart with these values (written to a file, after values_files)."""
+    with tempfile.TemporaryDirectory(prefix="helm-values-") as work:
+        args = ["template", release, str(CHART_DIR), *_values_args(values, values_files, Path(work))]
+        if include_crds:
+            args.append("--include-crds")
+        return run(*args).stdout
+
+
+def template(
+    values: Mapping[str, Any] | None = None,
+    *,
+    values_files: Sequence[Path] = (),
+    include_crds: bool = False,
+    release: str = RELEASE,
+) -> list[dict[str, Any]]:
+    """The rendered objects; HelmError with helm's message when rendering fails."""
+    text = template_text(values, values_files=values_files, include_crds=include_crds, release=release)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def notes(values: Mapping[str, Any] | None = None, *, values_files: Sequence[Path] = ()) -> str:
+    """templates/NOTES.txt as `helm install` would print it, rendered without a cluster (a
+    copy of the chart with the notes as a named template that a ConfigMap includes)."""
+    with tempfile.TemporaryDirectory(prefix="helm-notes-") as work:
+        chart = Path(work) / CHART_DIR.name
+        shutil.copytree(CHART_DIR, chart)
+        text = (chart / "templates" / "NOTES.txt").read_text()
+        (chart / "templates" / "NOTES.txt").unlink()
+        (chart / "templates" / "_notes.tpl").write_text(
+            '{{- define "test.notes" -}}\n' + text + "{{- end -}}\n"
+        )
+        (chart / "templates" / "notes-test.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-test\n"
+            'data:\n  notes: {{ include "test.notes" . | quote }}\n'
+        )
+        args = ["template", RELEASE, str(chart), "--show-only", "templates/notes-test.yaml"]
+        args += _values_args(values, values_files, Path(work))
+        return str(yaml.safe_load(run(*args).stdout)["data"]["notes"])
+
+
+def lint(values: Mapping[str, Any] | None = None, *, strict: bool = True) -> subprocess.CompletedProcess[str]:
+    """`helm lint [--strict]` of the chart; the CompletedProcess (not raising) so tests can read it."""
+    with tempfile.TemporaryDirectory(prefix="helm-values-") as work:
+        args = ["lint", str(CHART_DIR), *_values_args(values, (), Path(work))]
+        if strict:
+            args.append("--strict")
+        return run(*args, check=False)
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize DIR` with the pinned kubectl (its built-in kustomize)."""
+    out = subprocess.run(
+        [str(ensure_binaries() / "kubectl"), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if out.returncode != 0:
+        raise HelmError(f"kubectl kustomize {directory} failed:\n{out.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+# -- the values schema ------------------------------------------------------------------
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of the TOML configuration (values.config), from the pydantic models."""
+    from codex_api.config import CodexMCPConfig
+
+    return CodexMCPConfig.model_json_schema(mode="validation")
+
+
+def render_schema(current: Mapping[str, Any]) -> dict[str, Any]:
+    """values.schema.json with its generated parts (properties.config, $defs) brought up to date."""
+    generated = config_schema()
+    defs = generated.pop("$defs", {})
+    generated["description"] = (
+        "The TOML configuration (config/codex-mcp.toml) as a nested dict, rendered into the "
+        "ConfigMap codex-config. Generated from api/codex_api/config.py."
+    )
+    schema = json.loads(json.dumps(current))
+    schema["properties"]["config"] = generated
+    schema["$defs"] = defs
+    return dict(schema)
+
+
+def _schema_text(schema: Mapping[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codex_devenv.helm", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    schema = commands.add_parser("schema", help="update the config part of the chart's values.schema.json")
+    schema.add_argument("--check", action="store_true", help="exit 1 if it is stale")
+    args = parser.parse_args(argv)
+    current = json.loads(SCHEMA_FILE.read_text())
+    text = _schema_text(render_schema(current))
+    if args.check:
+        if SCHEMA_FILE.read_text() != text:
+            print(f"stale {SCHEMA_FILE} (run `make crds`)", file=sys.stderr)
+            return 1
+        return 0
+    SCHEMA_FILE.write_text(text)
+    print(f"wrote {SCHEMA_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
