@@ -120,6 +120,15 @@ def template(
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
+def config_toml(values: Mapping[str, Any] | None = None) -> str:
+    """The TOML the chart renders into its ConfigMap for these values: what
+    the operator and the gateway of an install read."""
+    for doc in template(values):
+        if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "codex-config":
+            return str(doc["data"]["codex-mcp.toml"])
+    raise HelmError("the chart rendered no codex-config ConfigMap")
+
+
 def notes(values: Mapping[str, Any] | None = None, *, values_files: Sequence[Path] = ()) -> str:
     """templates/NOTES.txt as `helm install` would print it, rendered without a cluster (a
     copy of the chart with the notes as a named template that a ConfigMap includes)."""

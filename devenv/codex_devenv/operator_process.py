@@ -108,22 +108,24 @@ def start_operator(
     webhook_key: Path | None = None,
     webhook_host: str = "127.0.0.1",
     trusted_requesters: Sequence[str] | None = None,
+    config_file: Path | None = None,
 ) -> OperatorProcess:
     """The operator for `namespace`, ready; with `webhook_port` (and a serving
     cert/key) it also serves its identity-stamping webhook on `webhook_host`."""
-    config = work / f"operator-{namespace}.toml"
-    config.write_text(
-        BASE_CONFIG.format(
-            limit=limit,
-            timeout_ms=timeout_ms,
-            cleanup=cleanup,
-            ttl=ttl,
-            approval_timeout=approval_timeout,
-            attempts=attempts,
-            kubernetes_extra=kubernetes_extra,
+    config = config_file or work / f"operator-{namespace}.toml"
+    if config_file is None:
+        config.write_text(
+            BASE_CONFIG.format(
+                limit=limit,
+                timeout_ms=timeout_ms,
+                cleanup=cleanup,
+                ttl=ttl,
+                approval_timeout=approval_timeout,
+                attempts=attempts,
+                kubernetes_extra=kubernetes_extra,
+            )
+            + extra_config
         )
-        + extra_config
-    )
     metrics_port = free_port()
     webhook_args: list[str] = []
     if webhook_port:

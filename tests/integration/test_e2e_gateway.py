@@ -1,5 +1,6 @@
 """End to end through MCP: an MCP client -> the real gateway (its own
-ServiceAccount token, a trusted requester of the admission policies) -> a
+ServiceAccount token, a trusted requester of the admission policies, the
+chart's ConfigMap shared with the operator) -> a
 CodexSession -> the real operator -> a runner pod on the real kubelet -> the
 real Codex CLI -> the scripted fake model on the pod bridge -> status -> the
 tool's result. Nothing here is faked but the model."""
@@ -17,6 +18,7 @@ import pytest
 
 from codex_api import names
 from codex_devenv import fake_model as fm
+from codex_devenv import helm
 from codex_devenv.admission_kit import ScopedAdmission
 from codex_devenv.gateway_process import (
     GATEWAY_USER,
@@ -25,9 +27,10 @@ from codex_devenv.gateway_process import (
     gateway_kubeconfig,
     start_gateway,
 )
+from codex_devenv.node import TEST_NODE_TAINT
 from codex_devenv.operator_process import start_operator
 from codex_devenv.process import wait_for
-from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
+from codex_devenv.system import fake_endpoint, prepare_sessions_namespace
 from codex_devenv.testkit import list_sessions
 
 API_KEY = "sk-e2e-" + secrets.token_hex(16)
@@ -49,30 +52,20 @@ def system(
     cp, _node, refs = node_cluster
     model.reset()
     prepare_sessions_namespace(cp, kube_client, node_ns, API_KEY)
-    kubernetes_extra, extra = operator_config(
-        fake_endpoint(model.host, model.port), refs["runner"], tolerate_test_node=True, auto_approve=False
-    )
-    # Isolated turns run without a human; full-access ones need an approver.
-    extra += "\n[security.approval_workflows]\nauto_approve_isolated = true\n"
+    # The configuration an install would give both components: the chart's
+    # ConfigMap, rendered from values for this node, model and namespace.
+    config_file = tmp_path / "codex-mcp.toml"
+    config_file.write_text(helm.config_toml(_chart_values(node_ns, refs["runner"], model)))
     policies = ScopedAdmission(cp, node_ns).install(client_for, trusted=[GATEWAY_USER])
-    op = start_operator(
-        cp,
-        operator_kubeconfig,
-        node_ns,
-        tmp_path,
-        limit=4,
-        kubernetes_extra=kubernetes_extra,
-        extra_config=extra,
-    )
+    op = start_operator(cp, operator_kubeconfig, node_ns, tmp_path, config_file=config_file)
     bind_gateway(cp, node_ns)
-    # The gateway reads the operator's configuration file: one ConfigMap in an install.
     gw = start_gateway(
         cp,
         node_ns,
         tmp_path,
         {ALICE: "alice", CAROL: "carol"},
         kubeconfig=gateway_kubeconfig(cp, tmp_path),
-        config_file=tmp_path / f"operator-{node_ns}.toml",
+        config_file=config_file,
         wait_seconds=45,
     )
     yield {"cp": cp, "ns": node_ns, "model": model, "gw": gw}
@@ -80,6 +73,35 @@ def system(
     op.stop()
     policies.uninstall()
     assert model.errors == []
+
+
+def _chart_values(namespace: str, runner_image: str, model: fm.FakeModelServer) -> dict[str, Any]:
+    registry, _, rest = runner_image.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    endpoint = fake_endpoint(model.host, model.port)
+    return {
+        "namespaces": {"sessions": namespace, "create": False},
+        "images": {
+            "runner": {"registry": registry, "repository": repository, "tag": tag, "pullPolicy": "Never"}
+        },
+        "config": {
+            "mcp": {"max_concurrent_sessions": 4},
+            "codex": {"model": endpoint.model},
+            # Isolated turns run without a human; full-access ones need an approver.
+            "security": {"approval_workflows": {"auto_approve_isolated": True}},
+            "kubernetes": {
+                "runner_tolerations": [
+                    {"key": TEST_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                "model_endpoint": {
+                    "provider_id": endpoint.provider_id,
+                    "base_url": endpoint.base_url,
+                    "egress_cidrs": list(endpoint.egress_cidrs),
+                    "egress_ports": list(endpoint.egress_ports),
+                },
+            },
+        },
+    }
 
 
 def _structured(result: Any) -> dict[str, Any]:
