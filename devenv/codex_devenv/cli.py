@@ -1,32 +1,58 @@
 """`codex-devenv up`: the local system for `make dev`.
 
 Starts the real control plane (etcd, kube-apiserver, controller-manager,
-scheduler) with the CRDs installed, and a real Redis, writes a kubeconfig,
-prints how to use them, prints a line `ready` (so scripts and tests can wait
-for it), and keeps everything running until Ctrl-C or SIGTERM, then stops
-every process it started.
+scheduler) with the CRDs installed, and a real Redis, writes a kubeconfig;
+then (unless --no-node) a real node, the model (fake unless
+CODEX_MODEL_API_KEY is set), the admission policies and the operator with its
+identity webhook, and the MCP gateway as its own ServiceAccount on
+127.0.0.1:8080 with a bearer token for a dev user. It runs one example
+session with kubectl and one through MCP (the `codex` tool), prints how to
+use and connect to everything, prints a line `ready` (so scripts and tests
+can wait for it), and keeps everything running until Ctrl-C or SIGTERM, then
+stops every process it started.
+
+For scripts: `.devenv/gateway.env` (CODEX_GATEWAY_URL, CODEX_GATEWAY_TOKEN,
+...) and `.devenv/mcp.json` (an `mcpServers` entry with the URL and header).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import json
 import os
+import re
+import secrets
+import shlex
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .assets import REPO_ROOT, ensure_binaries
-from .controlplane import ControlPlane
+from .assets import REPO_ROOT, ensure_binaries, pinned_versions
+from .controlplane import APPROVERS_GROUP, ControlPlane
 from .process import free_port
 from .redis_server import RedisServer
 
 READY_LINE = "ready"
+DEFAULT_GATEWAY_PORT = 8080
+DEV_USER = "developer"
+GATEWAY_ENV = "gateway.env"
+MCP_JSON = "mcp.json"
+MCP_SERVER_NAME = "codex"
+TOKEN_ENV = "CODEX_GATEWAY_TOKEN"
+# Static users who may use the sessions namespace with kubectl (mallory stays an outsider).
+KUBECTL_USERS = ("alice", "bob", "carol", "dave")
+MCP_EXAMPLE_PROMPT = "In one sentence: what does a Kubernetes operator do?"
+SHIPPED_ADMISSION = REPO_ROOT / "manifests" / "base" / "admission.yaml"
+SHIPPED_WEBHOOK = REPO_ROOT / "manifests" / "base" / "webhook.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,9 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-node",
         action="store_true",
-        help="control plane only: no kubelet, no operator, no example session",
+        help="control plane only: no kubelet, no operator, no gateway, no example session",
     )
     up.add_argument("--namespace", default="codex-sessions", help="sessions namespace")
+    up.add_argument(
+        "--gateway-port",
+        type=int,
+        default=DEFAULT_GATEWAY_PORT,
+        help=f"port of the MCP gateway on 127.0.0.1 (default {DEFAULT_GATEWAY_PORT}; a free one if taken)",
+    )
     up.add_argument(
         "--exit-after-ready",
         action="store_true",
@@ -49,13 +81,217 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --------------------------------------------------------------------------- the gateway's client side
+
+
+@dataclass(frozen=True)
+class GatewayAccess:
+    """How an MCP client reaches the dev gateway: printed, and written for scripts."""
+
+    url: str
+    token: str
+    user: str
+    metrics_url: str
+
+    def env_text(self, kubeconfig: Path) -> str:
+        values = {
+            "CODEX_GATEWAY_URL": self.url,
+            TOKEN_ENV: self.token,
+            "CODEX_GATEWAY_USER": self.user,
+            "CODEX_GATEWAY_METRICS_URL": self.metrics_url,
+            "KUBECONFIG": str(kubeconfig),
+        }
+        return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+
+    def mcp_json(self) -> dict[str, Any]:
+        """An `mcpServers` entry (Cursor's mcp.json; most clients read the same shape)."""
+        return {
+            "mcpServers": {
+                MCP_SERVER_NAME: {"url": self.url, "headers": {"Authorization": f"Bearer {self.token}"}}
+            }
+        }
+
+    def client_lines(self) -> list[str]:
+        inspector = pinned_versions().get("MCP_INSPECTOR_VERSION", "latest")
+        header = f'"Authorization: Bearer {self.token}"'
+        return [
+            f"  Claude Code   claude mcp add --transport http {MCP_SERVER_NAME} {self.url} --header {header}",
+            f"  Codex         export {TOKEN_ENV}={self.token}",
+            f"                codex mcp add {MCP_SERVER_NAME} --url {self.url} --bearer-token-env-var {TOKEN_ENV}",
+            f"  Cursor        ~/.cursor/mcp.json: {json.dumps(self.mcp_json())}",
+            f"  Inspector     npx @modelcontextprotocol/inspector@{inspector} --cli {self.url} --header {header}"
+            " --method tools/list",
+        ]
+
+    def write(self, work_dir: Path, kubeconfig: Path) -> None:
+        for name, text in (
+            (GATEWAY_ENV, self.env_text(kubeconfig)),
+            (MCP_JSON, json.dumps(self.mcp_json(), indent=2) + "\n"),
+        ):
+            path = work_dir / name
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+            path.write_text(text)
+
+
+def _previous_token(work_dir: Path) -> str | None:
+    """The dev user's token of the last run, so configured clients keep working."""
+    with contextlib.suppress(OSError):
+        for line in (work_dir / GATEWAY_ENV).read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == TOKEN_ENV and re.fullmatch(r"[A-Za-z0-9_-]{32,128}", value):
+                return value
+    return None
+
+
+def _gateway_port(wanted: int) -> tuple[int, str]:
+    """`wanted` if it can be bound on 127.0.0.1 (as uvicorn binds: SO_REUSEADDR), else a free one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            port = free_port()
+            return port, f"   (port {wanted} is taken: using {port}; --gateway-port chooses)"
+    return wanted, ""
+
+
+# --------------------------------------------------------------------------- admission
+
+
+def _install_admission(cp: ControlPlane, kube_client: Any, namespace: str) -> None:
+    """The shipped ValidatingAdmissionPolicies (manifests/base/admission.yaml), their
+    params ConfigMap naming the approver group and the gateway as trusted requester,
+    and a Role letting the static users work in the sessions namespace."""
+    import yaml
+    from kubernetes import client
+
+    from codex_api import admission
+    from codex_api.common import GROUP, VERSION
+
+    from .admission_kit import user_rbac, wait_until_denied
+    from .gateway_process import GATEWAY_USER
+
+    params = admission.params_configmap(admission.DEFAULT_PARAMS_NAMESPACE, [APPROVERS_GROUP], [GATEWAY_USER])
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*user_rbac(namespace, KUBECTL_USERS), params]))
+    cp.kubectl("apply", "-f", str(SHIPPED_ADMISSION))
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": "admission-probe"},
+        "spec": {"prompt": "probe", "requestedBy": "alice"},
+    }
+    api = client.CustomObjectsApi(kube_client)
+    wait_until_denied(
+        lambda: api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "codexsessions", body, dry_run="All"
+        ),
+        admission.MSG_REQUESTER,
+        "session requester",
+    )
+
+
+def _install_webhook(
+    cp: ControlPlane, kube_client: Any, namespace: str, port: int, timeout: float = 60
+) -> None:
+    """The shipped MutatingWebhookConfiguration, pointed at the operator's webhook on
+    127.0.0.1 (instead of the in-cluster Service); returns once it stamps requestedBy."""
+    import base64
+
+    import yaml
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from codex_api.common import GROUP, VERSION
+
+    assert cp.certs is not None
+    doc = yaml.safe_load(SHIPPED_WEBHOOK.read_text())
+    ca_bundle = base64.b64encode(cp.certs.ca_cert.read_bytes()).decode()
+    for hook in doc["webhooks"]:
+        path = hook["clientConfig"]["service"]["path"]
+        hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca_bundle}
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    api = client.CustomObjectsApi(kube_client)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": "webhook-probe"},
+        "spec": {"prompt": "probe"},
+    }
+    deadline = time.monotonic() + timeout
+    last = "never probed"
+    while time.monotonic() < deadline:
+        try:
+            out: Any = api.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "codexsessions", body, dry_run="All"
+            )
+            if out["spec"].get("requestedBy") == "admin":
+                return
+            last = json.dumps(out["spec"])
+        except ApiException as err:
+            last = str(err.body)
+        time.sleep(0.2)
+    raise SystemExit(f"the operator's webhook did not stamp spec.requestedBy within {timeout}s: {last}")
+
+
+# --------------------------------------------------------------------------- the MCP example
+
+
+async def _mcp_example(gateway: Any, token: str, timeout: float = 240) -> dict[str, Any]:
+    """One `codex` tool call through the gateway as the dev user (SDK client, streamable
+    HTTP, bearer token); a 'running' answer is followed with codex-session-info."""
+
+    def structured(result: Any) -> dict[str, Any]:
+        if result.is_error:
+            raise SystemExit(f"the MCP example failed: {result.content}")
+        return dict(result.structured_content or {})
+
+    async with gateway.client(token) as mcp:
+        args = {"prompt": MCP_EXAMPLE_PROMPT, "sandbox": "read-only", "reasoning_effort": "low"}
+        out = structured(await mcp.call_tool("codex", args))
+        deadline = time.monotonic() + timeout
+        while out.get("status") == "running" and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            info = structured(await mcp.call_tool("codex-session-info", {"session_id": out["session_id"]}))
+            out = dict(info.get("session") or out)
+        return out
+
+
+def _mcp_example_lines(out: dict[str, Any], user: str) -> list[str]:
+    usage = out.get("usage") or {}
+    cost = out.get("cost") or {}
+    dollars = cost.get("actual_usd") if cost.get("actual_usd") is not None else cost.get("estimated_usd")
+    answer = str(out.get("response") or out.get("message") or out.get("reason"))
+    return [
+        f"  mcp example     codex tool as {user}: {out.get('phase')} -- {answer[:100]!r}",
+        f"                  session {out.get('session_id')}, model {out.get('model')},"
+        f" usage in={usage.get('input_tokens', 0)} (cached {usage.get('cached_input_tokens', 0)})"
+        f" out={usage.get('output_tokens', 0)} reasoning={usage.get('reasoning_tokens', 0)},"
+        f" cost {'n/a' if dollars is None else f'${dollars:.6f}'}",
+    ]
+
+
+# --------------------------------------------------------------------------- the sessions system
+
+
 @contextlib.contextmanager
-def _sessions_system(cp: ControlPlane, work_dir: Path, namespace: str) -> Iterator[list[str]]:
+def _sessions_system(
+    cp: ControlPlane,
+    work_dir: Path,
+    namespace: str,
+    *,
+    redis_url: str | None,
+    gateway_port: int,
+    token: str,
+) -> Iterator[tuple[list[str], GatewayAccess]]:
     """A real node, volumes, the model (fake unless CODEX_MODEL_API_KEY is set), the
-    operator, and the example session run to Succeeded. Yields lines for the banner."""
+    admission policies, the operator with its webhook, the gateway, and the example
+    sessions (kubectl and MCP) run to Succeeded. Yields lines for the banner and how
+    to reach the gateway."""
     from kubernetes import config as kube_config
 
     from .fake_model import FakeModelServer
+    from .gateway_process import GATEWAY_USER, bind_gateway, gateway_kubeconfig, start_gateway
     from .images import build_problems, load_into
     from .local_volumes import LocalVolumeProvisioner
     from .node import TestNode, ensure_kubelet, host_problems, node_env
@@ -91,40 +327,80 @@ def _sessions_system(cp: ControlPlane, work_dir: Path, namespace: str) -> Iterat
             endpoint = fake_endpoint(model.host, model.port)
             model_line = f"{model.url} (fake model; set CODEX_MODEL_API_KEY for a real one)"
         prepare_sessions_namespace(cp, kube_client, namespace, api_key or "fake-key")
+        operator_kc = operator_kubeconfig(cp, work_dir)
+        gateway_kc = gateway_kubeconfig(cp, work_dir)
+        bind_gateway(cp, namespace)
+        _install_admission(cp, kube_client, namespace)
+
         kubernetes_extra, extra = operator_config(
             endpoint, refs["runner"], tolerate_test_node=False, auto_approve=False
         )
+        assert cp.certs is not None
+        webhook_cert, webhook_key = cp.certs.issue(work_dir / "webhook", "operator-webhook", "IP:127.0.0.1")
+        webhook_port = free_port()
         operator = start_operator(
             cp,
-            operator_kubeconfig(cp, work_dir),
+            operator_kc,
             namespace,
             work_dir,
             kubernetes_extra=kubernetes_extra,
             extra_config=extra,
+            webhook_port=webhook_port,
+            webhook_cert=webhook_cert,
+            webhook_key=webhook_key,
+            trusted_requesters=[GATEWAY_USER],
         )
         stack.callback(operator.stop)
+        _install_webhook(cp, kube_client, namespace, webhook_port)
+
+        # The gateway as an install runs it: its ServiceAccount, the operator's config, Redis.
+        gateway = start_gateway(
+            cp,
+            namespace,
+            work_dir,
+            {token: {"user": DEV_USER, "groups": []}},
+            kubeconfig=gateway_kc,
+            config_file=work_dir / f"operator-{namespace}.toml",
+            redis_url=redis_url,
+            port=gateway_port,
+        )
+        stack.callback(gateway.stop)
+        access = GatewayAccess(
+            gateway.url, token, DEV_USER, f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+        )
+
+        # The examples: one with kubectl (as admin), one through MCP (as the dev user), side by side.
         example = REPO_ROOT / "examples" / "session-read-only.yaml"
         cp.kubectl("apply", "-n", namespace, "-f", str(example))
+        mcp_out = asyncio.run(_mcp_example(gateway, token))
         status = _wait_example(cp, namespace, "hello-codex")
+        pids = {**node.pids(), "codex-operator": operator.proc.pid, "codex-gateway": gateway.proc.pid}
         lines = [
             f"  node            {node.name} (kubelet + containerd, images {', '.join(refs.values())})",
             f"  model           {model_line}",
-            f"  operator        metrics http://127.0.0.1:{operator.metrics_port}/metrics",
-            "  node pids       "
-            + " ".join(
-                f"{k}={v}" for k, v in {**node.pids(), "codex-operator": operator.proc.pid}.items() if v
-            ),
+            f"  operator        metrics http://127.0.0.1:{operator.metrics_port}/metrics,"
+            f" identity webhook https://127.0.0.1:{webhook_port}",
+            f"  admission       {SHIPPED_ADMISSION.relative_to(REPO_ROOT)}: approvers {APPROVERS_GROUP},"
+            f" trusted requester {GATEWAY_USER}",
+            f"  gateway         {gateway.url} as {GATEWAY_USER}, Redis {redis_url or '(none)'}",
+            f"  gateway metrics {access.metrics_url}",
+            "  node pids       " + " ".join(f"{k}={v}" for k, v in pids.items() if v),
             f"  example         kubectl get cxs hello-codex -n {namespace}: {status.get('phase')}"
             f" -- {str(status.get('response') or status.get('message'))[:100]!r}",
+            *_mcp_example_lines(mcp_out, DEV_USER),
         ]
         if status.get("phase") != "Succeeded":
-            raise SystemExit("the example session did not succeed:\n" + "\n".join(lines))
-        yield lines
+            raise SystemExit("the kubectl example session did not succeed:\n" + "\n".join(lines))
+        if mcp_out.get("phase") != "Succeeded":
+            raise SystemExit(
+                "the MCP example session did not succeed:\n"
+                + "\n".join(lines)
+                + f"\n--- gateway log ---\n{gateway.proc.tail(40)}"
+            )
+        yield lines, access
 
 
 def _wait_example(cp: ControlPlane, namespace: str, name: str, timeout: float = 180) -> dict[str, Any]:
-    import json
-
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -137,21 +413,40 @@ def _wait_example(cp: ControlPlane, namespace: str, name: str, timeout: float = 
     return status
 
 
-def _banner(cp: ControlPlane, redis: RedisServer | None, work_dir: Path, summary: list[str]) -> str:
+def _banner(
+    cp: ControlPlane,
+    redis: RedisServer | None,
+    work_dir: Path,
+    summary: list[str],
+    access: GatewayAccess | None,
+    port_note: str = "",
+) -> str:
     kubeconfig = work_dir / "kubeconfig"
     kubectl = cp.bin_dir / "kubectl"
     pids = {**cp.pids(), **({"redis-server": redis.proc.pid} if redis and redis.proc else {})}
     users = ", ".join(f"{u.name}[{','.join(u.groups) or '-'}]" for u in cp.users.values())
+    kubeconfigs = cp.work_dir / "kubeconfigs"
     lines = [
         "",
         "codex-k8s-operator development environment",
         f"  kube-apiserver  {cp.server} (Kubernetes {cp.version()})",
-        f"  kubeconfig      {kubeconfig}   (admin; per user: {cp.work_dir / 'kubeconfigs'}/<user>.yaml)",
+        f"  kubeconfig      {kubeconfig}   (admin; per user: {kubeconfigs}/<user>.yaml)",
         f"  users           {users}",
         f"  redis           {redis.url if redis else '(not started)'}",
         f"  logs            {cp.logs_dir}",
         f"  pids            {' '.join(f'{name}={pid}' for name, pid in pids.items())}",
         *summary,
+    ]
+    if access is not None:
+        lines += [
+            "",
+            f"MCP gateway (user {access.user}; also in {work_dir / GATEWAY_ENV} and {work_dir / MCP_JSON}):",
+            f"  MCP URL       {access.url}{port_note}",
+            f"  token         {access.token}",
+            f"  metrics       {access.metrics_url}",
+            *access.client_lines(),
+        ]
+    lines += [
         "",
         "Try:",
         f"  export KUBECONFIG={kubeconfig}",
@@ -159,6 +454,9 @@ def _banner(cp: ControlPlane, redis: RedisServer | None, work_dir: Path, summary
         "  kubectl get cxs -A",
         "  kubectl logs -n codex-sessions hello-codex-runner-1",
         "  kubectl apply -n codex-sessions -f examples/session-isolated-reply.yaml",
+        "  kubectl get cxar -n codex-sessions",
+        f"  kubectl --kubeconfig {kubeconfigs}/alice.yaml -n codex-sessions patch cxar NAME --type merge"
+        """ -p '{"spec":{"decision":"Approved"}}'""",
         "  kubectl explain cxs.spec",
         "",
         "Ctrl-C stops everything.",
@@ -168,6 +466,7 @@ def _banner(cp: ControlPlane, redis: RedisServer | None, work_dir: Path, summary
 
 def up(args: argparse.Namespace) -> int:
     work_dir: Path = args.work_dir.resolve()
+    token = _previous_token(work_dir) or secrets.token_hex(24)
     if work_dir.exists():
         shutil.rmtree(work_dir)  # state of an earlier run: its processes died with it
     stop = threading.Event()
@@ -178,6 +477,7 @@ def up(args: argparse.Namespace) -> int:
     redis: RedisServer | None = None
     stack = contextlib.ExitStack()
     summary: list[str] = []
+    access: GatewayAccess | None = None
     try:
         started = time.monotonic()
         cp.start()
@@ -189,9 +489,21 @@ def up(args: argparse.Namespace) -> int:
         kubeconfig = work_dir / "kubeconfig"
         shutil.copy(cp.kubeconfig("admin"), kubeconfig)
         os.chmod(kubeconfig, 0o600)
+        port_note = ""
         if not args.no_node:
-            summary = stack.enter_context(_sessions_system(cp, work_dir, args.namespace))
-        print(_banner(cp, redis, work_dir, summary), flush=True)
+            gateway_port, port_note = _gateway_port(args.gateway_port)
+            summary, access = stack.enter_context(
+                _sessions_system(
+                    cp,
+                    work_dir,
+                    args.namespace,
+                    redis_url=redis.url if redis else None,
+                    gateway_port=gateway_port,
+                    token=token,
+                )
+            )
+            access.write(work_dir, kubeconfig)
+        print(_banner(cp, redis, work_dir, summary, access, port_note), flush=True)
         print(f"started in {time.monotonic() - started:.1f}s", flush=True)
         print(READY_LINE, flush=True)
         while not args.exit_after_ready and not stop.wait(1.0):

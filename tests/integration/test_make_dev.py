@@ -1,18 +1,28 @@
 """`make dev` (the README's first command) reaches ready, serves a working
-control plane, and stops every process it started on Ctrl-C."""
+control plane and MCP gateway, and stops every process it started on Ctrl-C.
+
+Headless: start it, wait for `ready`, check the example sessions (kubectl and
+MCP), use kubectl and the MCP Inspector CLI with what it printed (a turn that
+needs an approval, approved by another user with kubectl), then SIGINT."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from codex_devenv.mcp_clients import inspector_cli
+
 REPO = Path(__file__).resolve().parents[2]
+NAMESPACE = "codex-sessions"
 
 
 def _gone(pid: int) -> bool:
@@ -22,6 +32,103 @@ def _gone(pid: int) -> bool:
         return True
     stat = Path(f"/proc/{pid}/stat")
     return not stat.exists() or stat.read_text().split()[2] == "Z"
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+
+def _check_gateway(text: str, work: Path, kubectl: str) -> None:
+    """The printed gateway, called as a user would: the MCP Inspector CLI with the printed token."""
+    gateway = _env_file(work / "gateway.env")
+    url, token = gateway["CODEX_GATEWAY_URL"], gateway["CODEX_GATEWAY_TOKEN"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/mcp", url), url
+    assert f"MCP URL       {url}" in text and f"token         {token}" in text, text
+    assert f'claude mcp add --transport http codex {url} --header "Authorization: Bearer {token}"' in text
+    assert f"codex mcp add codex --url {url} --bearer-token-env-var CODEX_GATEWAY_TOKEN" in text
+    mcp_json = json.loads((work / "mcp.json").read_text())
+    assert mcp_json["mcpServers"]["codex"] == {"url": url, "headers": {"Authorization": f"Bearer {token}"}}
+    for secret in ("gateway.env", "mcp.json", "gateway-tokens.json"):
+        assert (work / secret).stat().st_mode & 0o777 == 0o600, secret
+
+    def call(*args: str) -> Any:
+        return inspector_cli(url, token, *args).result
+
+    tools = {t["name"] for t in call("--method", "tools/list")["tools"]}
+    assert {"codex", "codex-reply", "codex-session-info"} <= tools, tools
+
+    # an isolated turn needs an approval: it waits, and shows up as the dev user's active session
+    started = call(
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "codex",
+        "--tool-args-json",
+        json.dumps({"prompt": "say hi", "sandbox": "isolated"}),
+    )
+    assert started["isError"] is False, started
+    pending = started["structuredContent"]
+    assert pending["status"] == "awaiting_approval" and pending["requested_by"] == "developer", pending
+    session_id, approval = pending["session_id"], pending["approval"]["approval_request"]
+
+    info = call(
+        "--method", "tools/call", "--tool-name", "codex-session-info", "--tool-arg", "list_active=true"
+    )
+    assert info["isError"] is False, info
+    assert [s["session_id"] for s in info["structuredContent"]["sessions"]] == [session_id], info
+    [contents] = call("--method", "resources/read", "--uri", "codex://sessions/active")["contents"]
+    active = json.loads(contents["text"])
+    assert active["user"] == "developer", active
+    assert [s["session_id"] for s in active["sessions"]] == [session_id], active
+
+    # alice (an approver, not the requester) approves with the documented command: the
+    # operator's webhook stamps decidedBy and the admission policy accepts it
+    alice = work / "control-plane" / "kubeconfigs" / "alice.yaml"
+    approve = [kubectl, "--kubeconfig", str(alice), "-n", NAMESPACE, "patch", "cxar", approval]
+    approve += ["--type", "merge", "-p", '{"spec":{"decision":"Approved"}}']
+    approved = subprocess.run(approve, capture_output=True, text=True, timeout=60)
+    assert approved.returncode == 0, approved.stderr
+    env = {**os.environ, "KUBECONFIG": str(work / "kubeconfig")}
+
+    def kubectl_out(*args: str) -> str:
+        run = subprocess.run([kubectl, *args], env=env, capture_output=True, text=True, timeout=60)
+        return run.stdout + run.stderr
+
+    deadline = time.monotonic() + 240
+    phase = ""
+    while time.monotonic() < deadline:
+        phase = kubectl_out("get", "cxs", session_id, "-n", NAMESPACE, "-o", "jsonpath={.status.phase}")
+        if phase in ("Succeeded", "Failed", "TimedOut", "Denied", "Cancelled"):
+            break
+        time.sleep(1)
+    if phase != "Succeeded":
+        operator_log = (work / f"operator-{NAMESPACE}.log").read_text(errors="replace")
+        pytest.fail(
+            f"the approved session {session_id} is {phase!r}\n"
+            + kubectl_out("get", "cxs,cxar,pods", "-n", NAMESPACE, "-o", "wide")
+            + kubectl_out("get", "cxs", session_id, "-n", NAMESPACE, "-o", "yaml")
+            + kubectl_out(
+                "describe", "pods", "-n", NAMESPACE, "-l", f"codex.techsapo.io/session={session_id}"
+            )
+            + kubectl_out("logs", "-n", NAMESPACE, f"{session_id}-runner-1", "--tail=40")
+            + "\n--- operator log ---\n"
+            + "\n".join(operator_log.splitlines()[-60:])
+        )
+    done = call(
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "codex-session-info",
+        "--tool-arg",
+        f"session_id={session_id}",
+    )["structuredContent"]["session"]
+    assert done["phase"] == "Succeeded" and done["response"] == "Hello from the fake model.", done
+    decided = kubectl_out("get", "cxar", approval, "-n", NAMESPACE, "-o", "jsonpath={.spec.decidedBy}")
+    assert decided == "alice", decided
 
 
 def test_make_dev_headless(tmp_path: Path) -> None:
@@ -36,6 +143,7 @@ def test_make_dev_headless(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     output: list[str] = []
+    pids: dict[str, int] = {}
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
@@ -54,10 +162,16 @@ def test_make_dev_headless(tmp_path: Path) -> None:
             for name, pid in re.findall(r"(\S+)=(\d+)", line)
         }
         expected = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "redis-server"}
-        expected |= {"containerd", "kubelet", "codex-operator"}
+        expected |= {"containerd", "kubelet", "codex-operator", "codex-gateway"}
         assert expected <= set(pids), pids
-        # the example session ran through the operator, a runner pod and the real Codex CLI
+        # the example sessions ran through the operator, a runner pod and the real Codex CLI:
+        # one applied with kubectl, one a `codex` tool call through the gateway
         assert re.search(r"example .*hello-codex.*: Succeeded -- 'Hello from the fake model.'", text), text
+        assert re.search(
+            r"mcp example +codex tool as developer: Succeeded -- 'Hello from the fake model.'\n"
+            r" +session cx-\S+, model fake-model, usage in=\d+ .* cost ",
+            text,
+        ), text
 
         kubectl = re.search(r"alias kubectl=(\S+)", text)
         assert kubectl is not None
@@ -75,6 +189,8 @@ def test_make_dev_headless(tmp_path: Path) -> None:
             [kubectl.group(1), "get", "cxs"], env=env, capture_output=True, text=True, timeout=60
         )
         assert "hello-codex" in listed.stdout and "read-only" in listed.stdout
+
+        _check_gateway(text, work, kubectl.group(1))
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
