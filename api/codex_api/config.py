@@ -126,6 +126,15 @@ def _check_dns_label(value: str) -> str:
     return value
 
 
+def _check_env_var_name(value: str) -> str:
+    if not _ENV_VAR.fullmatch(value):
+        raise ValueError(
+            "must be an environment variable name (letters, digits and '_', "
+            f"not starting with a digit), got {value!r}"
+        )
+    return value
+
+
 def _check_dns_subdomain(value: str) -> str:
     if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
         raise ValueError(
@@ -558,12 +567,7 @@ class ModelEndpointConfig(_Section):
     @field_validator("api_key_env")
     @classmethod
     def _check_env(cls, value: str) -> str:
-        if not _ENV_VAR.fullmatch(value):
-            raise ValueError(
-                "must be an environment variable name (letters, digits and '_', "
-                f"not starting with a digit), got {value!r}"
-            )
-        return value
+        return _check_env_var_name(value)
 
     @field_validator("api_key_secret_name")
     @classmethod
@@ -823,12 +827,7 @@ class RedisConfig(_Section):
     @field_validator("url_env")
     @classmethod
     def _check_env(cls, value: str) -> str:
-        if not _ENV_VAR.fullmatch(value):
-            raise ValueError(
-                "must be an environment variable name (letters, digits and '_', "
-                f"not starting with a digit), got {value!r}"
-            )
-        return value
+        return _check_env_var_name(value)
 
     @field_validator("key_prefix")
     @classmethod

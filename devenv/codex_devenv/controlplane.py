@@ -86,6 +86,14 @@ class ControlPlane:
             path.chmod(0o600)
         return path
 
+    def service_account_kubeconfig(self, name: str, namespace: str, path: Path) -> Path:
+        """A kubeconfig at `path` holding a fresh token of ServiceAccount
+        `namespace/name`: a component then has exactly its install's rights."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=6h").stdout.strip()
+        path.write_text(self.kubeconfig_text(user=name, token=token))
+        path.chmod(0o600)
+        return path
+
     def kubeconfig_text(self, *, user: str, token: str) -> str:
         assert self.certs is not None
         doc = {

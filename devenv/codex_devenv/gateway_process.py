@@ -36,12 +36,9 @@ def gateway_kubeconfig(control_plane: Any, work: Path) -> Path:
     control_plane.kubectl(
         "apply", "--server-side", "-f", "-", input=yaml.safe_dump_all([namespace, *cluster_wide])
     )
-    token = control_plane.kubectl(
-        "create", "token", "codex-gateway", "-n", "codex-system", "--duration=6h"
-    ).stdout.strip()
-    path = work / "gateway.kubeconfig"
-    path.write_text(control_plane.kubeconfig_text(user="codex-gateway", token=token))
-    return path
+    return Path(
+        control_plane.service_account_kubeconfig("codex-gateway", "codex-system", work / "gateway.kubeconfig")
+    )
 
 
 def bind_gateway(control_plane: Any, namespace: str) -> None:

@@ -71,12 +71,11 @@ class OperatorProcess:
 def operator_kubeconfig(control_plane: Any, work: Path) -> Path:
     """Install the operator's RBAC and write a kubeconfig with a token for its ServiceAccount."""
     control_plane.kubectl("apply", "--server-side", "-f", str(OPERATOR_RBAC))
-    token = control_plane.kubectl(
-        "create", "token", "codex-operator", "-n", "codex-system", "--duration=6h"
-    ).stdout.strip()
-    path = work / "operator.kubeconfig"
-    path.write_text(control_plane.kubeconfig_text(user="codex-operator", token=token))
-    return path
+    return Path(
+        control_plane.service_account_kubeconfig(
+            "codex-operator", "codex-system", work / "operator.kubeconfig"
+        )
+    )
 
 
 def bind_operator(control_plane: Any, namespace: str) -> None:
