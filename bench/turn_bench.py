@@ -1,5 +1,5 @@
-"""P3 without the gateway: one trivial turn end to end, divided by a bare
-`codex exec` against the same fake model, in one run.
+"""P3: one trivial turn end to end, divided by a bare `codex exec` against
+the same fake model, in one run; without and through the gateway.
 
 End to end = create a CodexSession through the API -> the operator -> a
 runner pod (image from the project's Dockerfile) on a real kubelet -> the
@@ -7,24 +7,40 @@ real Codex CLI in the container -> the fake model on the pod bridge ->
 status Succeeded, as seen by a watch. Bare = the same Codex binary run
 directly on the host with a CODEX_HOME for the same fake model.
 
-Usage: .venv/bin/python bench/turn_bench.py [--turns 10]
+Through the gateway (default; --no-through-gateway to skip) = an MCP `codex`
+tool call to the real `codex-gateway` (its own ServiceAccount, SDK client,
+handshake era) until it returns the completed result. The gateway's sessions
+have a persistent workspace (a PersistentVolumeClaim per conversation, bound
+here by the devenv's hostPath provisioner), so the same turn is also
+measured through the API with a persistent workspace: the difference between
+those two rows is the gateway's own cost. The kinds of turn alternate.
+
+Usage: .venv/bin/python bench/turn_bench.py [--turns 10] [--no-through-gateway]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import secrets
 import statistics
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config, watch
 
+from codex_api import names
 from codex_devenv import fake_model as fm
 from codex_devenv.assets import REPO_ROOT, ensure_binaries
 from codex_devenv.codex_cli import run_exec, write_codex_home
 from codex_devenv.controlplane import ControlPlane
+from codex_devenv.gateway_process import GatewayProcess, bind_gateway, gateway_kubeconfig, start_gateway
 from codex_devenv.images import load_into
+from codex_devenv.local_volumes import LocalVolumeProvisioner
 from codex_devenv.node import TestNode, ensure_kubelet, node_env
 from codex_devenv.operator_process import operator_kubeconfig, start_operator
 from codex_devenv.process import free_port
@@ -32,12 +48,94 @@ from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions
 from codex_devenv.testkit import session_body
 
 GROUP, VERSION, NS = "codex.techsapo.io", "v1alpha1", "bench"
+RUNNER_UID = 10001  # the runner image's user (runner/Dockerfile)
+TOKEN = "bench-turn-" + secrets.token_hex(8)
 
 
-def end_to_end(custom: client.CustomObjectsApi, name: str, timeout: float = 120) -> float:
+@dataclass
+class Turn:
+    session: str
+    started: float  # perf_counter when the session was created / the tool was called
+    ended: float  # ... and when the result was seen
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+class PodTimeline:
+    """When each pod first reached each milestone, as a watch sees it: created,
+    bound to the node, container running (or already exited), container
+    exited, pod phase Succeeded/Failed."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.seen: dict[str, dict[str, float]] = {}
+        self.lock = threading.Lock()
+        self._stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        rv = self._list_rv()
+        while not self._stop:
+            try:
+                for event in watch.Watch().stream(
+                    self.core.list_namespaced_pod, NS, resource_version=rv, timeout_seconds=30
+                ):
+                    now, pod = time.perf_counter(), event["object"]
+                    rv = pod.metadata.resource_version
+                    with self.lock:
+                        marks = self.seen.setdefault(pod.metadata.name, {})
+                        marks.setdefault("created", now)
+                        if pod.spec.node_name:
+                            marks.setdefault("bound", now)
+                        for cs in pod.status.container_statuses or []:
+                            if cs.state.running or cs.state.terminated:
+                                marks.setdefault("running", now)
+                            if cs.state.terminated:
+                                marks.setdefault("exited", now)
+                        if pod.status.phase in ("Succeeded", "Failed"):
+                            marks.setdefault("pod done", now)
+            except Exception:
+                if self._stop:
+                    return
+                rv = self._list_rv()
+
+    def _list_rv(self) -> str:
+        listing: Any = self.core.list_namespaced_pod(NS)
+        return str(listing.metadata.resource_version)
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def breakdown(self, turns: list[Turn]) -> str:
+        """Median time between the milestones of these turns' runner pods."""
+        steps = (
+            ("create->pod", "start", "created"),
+            ("pod->bound", "created", "bound"),
+            ("bound->running", "bound", "running"),
+            ("running->exited", "running", "exited"),
+            ("exited->pod done", "exited", "pod done"),
+            ("pod done->result", "pod done", "end"),
+        )
+        spans: dict[str, list[float]] = {label: [] for label, _, _ in steps}
+        with self.lock:
+            for turn in turns:
+                marks = {
+                    **self.seen.get(names.runner_pod(turn.session, 1), {}),
+                    "start": turn.started,
+                    "end": turn.ended,
+                }
+                for label, a, b in steps:
+                    if a in marks and b in marks:
+                        spans[label].append(marks[b] - marks[a])
+        return "  ".join(f"{label} {statistics.median(v) * 1000:.0f}" for label, v in spans.items() if v)
+
+
+def end_to_end(custom: client.CustomObjectsApi, name: str, timeout: float = 120, **spec: Any) -> Turn:
     t0 = time.perf_counter()
-    created = custom.create_namespaced_custom_object(
-        GROUP, VERSION, NS, "codexsessions", session_body(name, prompt="hi")
+    created: Any = custom.create_namespaced_custom_object(
+        GROUP, VERSION, NS, "codexsessions", session_body(name, prompt="hi", **spec)
     )
     stream = watch.Watch()
     for event in stream.stream(
@@ -55,20 +153,57 @@ def end_to_end(custom: client.CustomObjectsApi, name: str, timeout: float = 120)
             stream.stop()
             if phase != "Succeeded":
                 raise RuntimeError(f"{name} ended {phase}: {event['object']['status']}")
-            return time.perf_counter() - t0
-    status = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "codexsessions", name).get("status")
+            return Turn(name, t0, time.perf_counter())
+    last: Any = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "codexsessions", name)
+    status = last.get("status")
     raise TimeoutError(f"{name}: {status}")
+
+
+async def through_gateway(gw: GatewayProcess, turns: int) -> list[Turn]:
+    """`turns` MCP `codex` calls on one connected client, each timed until the
+    completed result is back."""
+    done = []
+    async with gw.client(TOKEN, mode="legacy") as mcp_client:
+        for _ in range(turns):
+            t0 = time.perf_counter()
+            result = await mcp_client.call_tool("codex", {"prompt": "hi"})
+            t1 = time.perf_counter()
+            out = result.structured_content or {}
+            if result.is_error or out.get("status") != "completed" or out.get("cached"):
+                raise RuntimeError(f"gateway turn did not complete: {result.content}")
+            done.append(Turn(out["session_id"], t0, t1))
+    return done
+
+
+def summary(label: str, turns: list[Turn]) -> str:
+    values = [t.seconds for t in turns]
+    return (
+        f"   {label:<48} median {statistics.median(values) * 1000:7.0f} ms  "
+        f"min {min(values) * 1000:6.0f} ms  max {max(values) * 1000:6.0f} ms  (n={len(values)})"
+    )
+
+
+def median(turns: list[Turn]) -> float:
+    return statistics.median(t.seconds for t in turns)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument(
+        "--through-gateway",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the turn as an MCP codex call through the real gateway (default on)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="codex-turn-bench-"))
     cp = ControlPlane(work / "cp", ensure_binaries()).start()
     node: TestNode | None = None
     model = None
     op = None
+    gw = None
+    volumes = None
     try:
         cp.install_crds(REPO_ROOT / "crds")
         ensure_kubelet(cp.bin_dir)
@@ -89,9 +224,37 @@ def main() -> None:
             cp, operator_kubeconfig(cp, work), NS, work, kubernetes_extra=kubernetes_extra, extra_config=extra
         )
         custom = client.CustomObjectsApi(api)
+        if args.through_gateway:
+            volumes = LocalVolumeProvisioner(api, work / "volumes", owner_uid=RUNNER_UID).start()
+            bind_gateway(cp, NS)
+            gateway_config = work / "gateway.toml"
+            gateway_config.write_text(extra)  # the same model and endpoint as the operator's
+            gw = start_gateway(
+                cp,
+                NS,
+                work,
+                {TOKEN: "alice"},
+                kubeconfig=gateway_kubeconfig(cp, work),
+                config_file=gateway_config,
+                wait_seconds=120,  # the call returns the result, never "running"
+            )
 
-        end_to_end(custom, "warmup", timeout=60)  # first pod on the node pays for image unpacking
-        e2e = [end_to_end(custom, f"turn-{i:02d}") for i in range(args.turns)]
+        # Warm-ups: the first pod on the node pays for image unpacking, the
+        # first persistent one for the first volume.
+        end_to_end(custom, "warmup", timeout=60)
+        e2e: list[Turn] = []
+        persistent: list[Turn] = []
+        gateway: list[Turn] = []
+        if gw is not None:
+            end_to_end(custom, "warmup-pvc", timeout=60, workspace={"type": "persistent"})
+            asyncio.run(through_gateway(gw, 1))
+        pods = PodTimeline(api)
+        for i in range(args.turns):
+            e2e.append(end_to_end(custom, f"turn-{i:02d}"))
+            if gw is not None:
+                persistent.append(end_to_end(custom, f"pvc-{i:02d}", workspace={"type": "persistent"}))
+                gateway += asyncio.run(through_gateway(gw, 1))
+        pods.stop()
 
         home = write_codex_home(work / "bare" / "codex-home", model.url)
         (work / "bare" / "ws").mkdir()
@@ -100,20 +263,38 @@ def main() -> None:
             t0 = time.perf_counter()
             result = run_exec("hi", codex_home=home, cwd=work / "bare" / "ws", sandbox="read-only")
             assert result.returncode == 0, result.describe()
-            bare.append(time.perf_counter() - t0)
+            bare.append(Turn("bare", t0, time.perf_counter()))
         bare = bare[1:]
 
-        m_e2e, m_bare = statistics.median(e2e), statistics.median(bare)
-        print(
-            f"P3 end to end (API create -> Succeeded)  median {m_e2e * 1000:7.0f} ms  "
-            f"min {min(e2e) * 1000:6.0f} ms  max {max(e2e) * 1000:6.0f} ms  (n={len(e2e)})"
-        )
-        print(
-            f"   bare codex exec (same fake model)     median {m_bare * 1000:7.0f} ms  "
-            f"min {min(bare) * 1000:6.0f} ms  max {max(bare) * 1000:6.0f} ms  (n={len(bare)})"
-        )
-        print(f"   ratio {m_e2e / m_bare:.1f}x  (goal with the gateway on top: <= 2.0)")
+        m_e2e, m_bare = median(e2e), median(bare)
+        print("P3 one trivial turn, end to end")
+        print(summary("bare codex exec (same fake model)", bare))
+        print(summary("API create -> Succeeded (scratch workspace)", e2e) + f"  {m_e2e / m_bare:5.1f}x")
+        rows = [("scratch", e2e)]
+        if gw is not None:
+            m_pvc, m_gw = median(persistent), median(gateway)
+            print(
+                summary("API create -> Succeeded (persistent workspace)", persistent)
+                + f"  {m_pvc / m_bare:5.1f}x"
+            )
+            print(summary("MCP codex call -> completed (gateway)", gateway) + f"  {m_gw / m_bare:5.1f}x")
+            rows += [("persistent", persistent), ("gateway", gateway)]
+        print("   where the time goes (median ms between what a pod watch saw):")
+        for label, turns in rows:
+            print(f"     {label:<11} {pods.breakdown(turns)}")
+        if gw is not None:
+            print(
+                f"   gateway's own cost (median, vs the same turn through the API): {(m_gw - m_pvc) * 1000:+.0f} ms"
+            )
+            print(f"   ratio through the gateway {m_gw / m_bare:.1f}x  (goal: <= 2.0)")
+        else:
+            print(f"   ratio {m_e2e / m_bare:.1f}x  (goal with the gateway on top: <= 2.0)")
     finally:
+        if gw:
+            gw.stop()
+        if volumes:
+            volumes.stop()
+            volumes.cleanup()
         if op:
             op.stop()
         if model:

@@ -16,6 +16,7 @@ from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from codex_api import names
+from codex_api.aio_client import without_env_lookups
 from codex_api.common import GROUP, VERSION
 
 from .sessions import requester_label
@@ -53,7 +54,9 @@ async def load_client(kubeconfig: str | None = None) -> k8s.ApiClient:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config(client_configuration=configuration)
-    return k8s.ApiClient(configuration)
+    api_client = k8s.ApiClient(configuration)
+    without_env_lookups(api_client)
+    return api_client
 
 
 class SessionApi:

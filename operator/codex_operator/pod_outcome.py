@@ -67,7 +67,27 @@ def pod_outcome(pod: dict[str, Any]) -> PodOutcome:
         return PodOutcome("failed", exit_code, term.get("reason") or reason, message)
     if pod.get("metadata", {}).get("deletionTimestamp"):
         return PodOutcome("deleting", reason="Deleted", message="the runner pod is being deleted")
+    current = _current_termination(pod)
+    if current is not None:
+        # With restartPolicy Never a terminated runner container is final, and
+        # the kubelet reports it about a second before it moves the pod's
+        # phase (one more PLEG relist): ending the turn here saves that second.
+        code = current.get("exitCode")
+        if code == 0:
+            return PodOutcome("succeeded", 0, current.get("reason", ""), current.get("message") or "")
+        return PodOutcome("failed", code, current.get("reason", ""), current.get("message") or "")
     return PodOutcome("running" if phase == "Running" else "pending")
+
+
+def _current_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The runner container's current terminated state, when it cannot change any more."""
+    if (pod.get("spec") or {}).get("restartPolicy") != "Never":
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == RUNNER_CONTAINER:
+            term = (status.get("state") or {}).get("terminated")
+            return dict(term) if term else None
+    return None
 
 
 @dataclass(frozen=True)

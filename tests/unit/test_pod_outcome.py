@@ -88,6 +88,28 @@ def test_terminated_from_last_state_and_runner_container_only() -> None:
     assert pod_outcome(other) == PodOutcome("failed", None, "", "")
 
 
+def test_terminated_runner_ends_the_turn_before_the_pod_phase_moves() -> None:
+    """restartPolicy Never: the container's terminated state is final a PLEG
+    relist before the phase; other restart policies wait for the phase."""
+    done = pod("Running", terminated={"exitCode": 0, "reason": "Completed", "message": "frame"})
+    done["spec"] = {"restartPolicy": "Never"}
+    assert pod_outcome(done) == PodOutcome("succeeded", 0, "Completed", "frame")
+    failed = pod("Running", terminated={"exitCode": 3, "reason": "Error"})
+    failed["spec"] = {"restartPolicy": "Never"}
+    assert pod_outcome(failed) == PodOutcome("failed", 3, "Error", "")
+    restarting = pod("Running", terminated={"exitCode": 0, "reason": "Completed"})
+    restarting["spec"] = {"restartPolicy": "OnFailure"}
+    assert pod_outcome(restarting) == PodOutcome("running")
+    # only the current state counts, not an earlier run's
+    earlier = pod("Running", last_terminated={"exitCode": 0, "reason": "Completed"})
+    earlier["spec"] = {"restartPolicy": "Never"}
+    assert pod_outcome(earlier) == PodOutcome("running")
+    # a sidecar that terminated is not the runner
+    sidecar = pod("Running", terminated={"exitCode": 0}, container="helper")
+    sidecar["spec"] = {"restartPolicy": "Never"}
+    assert pod_outcome(sidecar) == PodOutcome("running")
+
+
 def test_evicted() -> None:
     p = pod("Failed", reason="Evicted", message="The node was low on resource: memory.")
     out = pod_outcome(p)
