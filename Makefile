@@ -73,7 +73,7 @@ lint: venv ## ruff, formatting, mypy, and stale generated files
 dev: deps ## run the system locally until Ctrl-C
 	$(VENV)/bin/codex-devenv up $(DEVENV_ARGS)
 
-bench: deps ## the benchmarks on a real control plane and node: bench/operator_bench.py (P1, P2), bench/turn_bench.py (P3)
+bench: deps ## the benchmarks on a real control plane and node: operator (P1, P2), turn end to end incl. the gateway (P3), gateway reads (P4)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
 
 clean: ## remove the venv and local state (the binary cache stays)
