@@ -23,6 +23,7 @@ from .logs import setup_logging
 from .metrics import GatewayMetrics
 from .observer import SessionObserver
 from .server import DEFAULT_WAIT_SECONDS, Gateway, GatewaySettings, build_server
+from .session_cache import SessionCache
 
 log = logging.getLogger("codex_gateway")
 
@@ -133,7 +134,8 @@ async def serve(
     api_client = await load_client(args.kubeconfig)
     sessions = SessionApi(api_client, args.namespace)
     metrics = GatewayMetrics()
-    observer = SessionObserver(sessions, metrics, guard, interval=args.observe_seconds)
+    cache = SessionCache(sessions)
+    observer = SessionObserver(sessions, metrics, guard, interval=args.observe_seconds, cache=cache)
     stdio = args.transport == "stdio"
     settings = GatewaySettings(
         namespace=args.namespace,
@@ -141,7 +143,9 @@ async def serve(
         default_user=(args.user or getpass.getuser()) if stdio else None,
         default_groups=tuple(args.groups),
     )
-    gateway = Gateway(sessions, config, settings, guard=guard, metrics=metrics, observer=observer)
+    gateway = Gateway(
+        sessions, config, settings, guard=guard, metrics=metrics, observer=observer, cache=cache
+    )
     verifier: Verifier | None = None
     if not stdio:
         verifiers: list[Verifier] = [tokens] if tokens is not None else []
@@ -158,7 +162,10 @@ async def serve(
     )
     if args.metrics_port:
         metrics.serve(args.metrics_port, addr=args.metrics_host or args.host)
-    watcher = asyncio.create_task(observer.run(), name="session-observer")
+    background = [
+        asyncio.create_task(cache.run(), name="session-cache"),
+        asyncio.create_task(observer.run(), name="session-observer"),
+    ]
     try:
         if stdio:
             await mcp.run_stdio_async()
@@ -183,9 +190,10 @@ async def serve(
             )
             await server.serve()
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await guard.close()
         await sessions.close()
 

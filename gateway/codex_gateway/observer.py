@@ -17,11 +17,16 @@ from codex_api.session import TERMINAL_PHASES
 from .guard import Guard
 from .kube import KubeError, SessionApi
 from .metrics import GatewayMetrics
+from .session_cache import SessionCache
 from .sessions import GATEWAY, owner
 
 log = logging.getLogger("codex_gateway.observer")
 
 CREATED_BY_GATEWAY = f"app.kubernetes.io/created-by={GATEWAY}"
+
+
+def _created_by_gateway(obj: dict[str, Any]) -> bool:
+    return (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/created-by") == GATEWAY
 
 
 def cost_of(obj: dict[str, Any]) -> float:
@@ -44,9 +49,15 @@ def usage_of(obj: dict[str, Any]) -> dict[str, int]:
 
 class SessionObserver:
     def __init__(
-        self, sessions: SessionApi, metrics: GatewayMetrics, guard: Guard | None, interval: float = 5.0
+        self,
+        sessions: SessionApi,
+        metrics: GatewayMetrics,
+        guard: Guard | None,
+        interval: float = 5.0,
+        cache: SessionCache | None = None,
     ) -> None:
         self.sessions = sessions
+        self.cache = cache
         self.metrics = metrics
         self.guard = guard
         self.interval = interval
@@ -65,7 +76,10 @@ class SessionObserver:
     async def tick(self) -> None:
         before = set(self._seen)
         try:
-            items = await self.sessions.list_by_label(CREATED_BY_GATEWAY)
+            if self.cache is not None and self.cache.ready:
+                items = [o for o in self.cache.items() if _created_by_gateway(o)]
+            else:
+                items = await self.sessions.list_by_label(CREATED_BY_GATEWAY)
         except (TimeoutError, KubeError, OSError) as err:
             if self.last_error is None:
                 log.warning("cannot list sessions for metrics: %s", err)

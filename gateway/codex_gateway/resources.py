@@ -24,7 +24,6 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from codex_api.config import CodexMCPConfig, redacted_dict
 from codex_api.session import TERMINAL_PHASES
 
-from .kube import KubeError
 from .logs import record_fields
 from .sessions import session_result
 
@@ -224,9 +223,9 @@ def register_resources(mcp: MCPServer, gateway: Gateway, stats: ToolStats, ring:
     async def sessions_active() -> str:
         user = caller()
         try:
-            mine = await gateway.sessions.list_for(user)
-        except KubeError as err:
-            raise ResourceError(f"cannot list sessions: {err}") from None
+            mine = await gateway.mine(user)
+        except ToolError as err:
+            raise ResourceError(str(err)) from None
         return _dumps(active_sessions(user, mine))
 
     @mcp.resource(

@@ -43,6 +43,7 @@ from .metrics import GatewayMetrics
 from .observer import SessionObserver
 from .prompts import register_prompts
 from .resources import ToolStats, attach_log_ring, register_resources
+from .session_cache import SessionCache
 from .sessions import (
     CleanupResult,
     CodexArgs,
@@ -145,8 +146,10 @@ class Gateway:
         guard: Guard | None = None,
         metrics: GatewayMetrics | None = None,
         observer: SessionObserver | None = None,
+        cache: SessionCache | None = None,
     ) -> None:
         self.sessions = sessions
+        self.cache = cache
         self.config = config
         self.settings = settings
         self.guard = guard or Guard(config, None)
@@ -185,11 +188,24 @@ class Gateway:
             self.metrics.redis_up.set(1 if self.guard.status().get("reachable") is not False else 0)
 
     # -- API access ----------------------------------------------------------------
-    async def _own(self, user: str, session_id: str) -> dict[str, Any]:
-        obj = await self._get(session_id)
+    async def _own(self, user: str, session_id: str, *, fresh: bool = False) -> dict[str, Any]:
+        obj = None if fresh else self._cached(session_id)
+        obj = obj or await self._get(session_id)
         if obj is None or owner(obj) != user:
             raise _not_found(session_id)
         return obj
+
+    def _cached(self, name: str) -> dict[str, Any] | None:
+        return self.cache.get(name) if self.cache is not None and self.cache.ready else None
+
+    async def mine(self, user: str) -> list[dict[str, Any]]:
+        """The user's sessions: from the watch-fed cache when it is in sync."""
+        if self.cache is not None and self.cache.ready:
+            return self.cache.owned_by(user)
+        try:
+            return await self.sessions.list_for(user)
+        except KubeError as err:
+            raise CallError(f"cannot list sessions: {err}") from None
 
     async def _get(self, name: str) -> dict[str, Any] | None:
         try:
@@ -282,7 +298,9 @@ class Gateway:
         except InvalidArguments as err:
             raise _invalid(str(err)) from None
         await self._limits(user, ident, spends=True)
-        conversation = conversation_of(await self._own(user, ident)) if kind == "session" else ident
+        conversation = (
+            conversation_of(await self._own(user, ident, fresh=True)) if kind == "session" else ident
+        )
         try:
             turns = await self.sessions.list_for(user, conversation)
         except KubeError as err:
@@ -328,10 +346,7 @@ class Gateway:
         await self._limits(user, session_id)
         if session_id:
             return SessionInfoResult(session=await self._answer(await self._own(user, session_id)))
-        try:
-            mine = await self.sessions.list_for(user)
-        except KubeError as err:
-            raise CallError(f"cannot list sessions: {err}") from None
+        mine = await self.mine(user)
         active = [o for o in mine if (o.get("status") or {}).get("phase") not in TERMINAL_PHASES]
         active.sort(key=lambda o: o["metadata"].get("creationTimestamp") or "")
         return SessionInfoResult(sessions=[session_result(o) for o in active])
@@ -687,6 +702,11 @@ def build_server(
                     "last_listed_at": gateway.observer.last_ok,
                 },
                 "redis": gateway.guard.status(),
+                "cache": {
+                    "ready": bool(gateway.cache and gateway.cache.ready),
+                    "sessions": len(gateway.cache.items()) if gateway.cache else 0,
+                    "last_error": gateway.cache.last_error if gateway.cache else None,
+                },
             }
         )
 

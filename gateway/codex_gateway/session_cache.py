@@ -1,0 +1,123 @@
+"""The sessions of the gateway's namespace in memory, kept current by a
+watch (list, then watch from the list's resourceVersion; relist when the
+watch expires or breaks) — an informer, for the read paths.
+
+`codex-session-info` and `codex://sessions/active` answer from here instead
+of one GET or LIST per call (P4: a LIST of a user's sessions was 43% of a
+resource read). Writes and the reply path still ask the API server: a reply
+must resume from the conversation's true latest turn. Until the first list
+has arrived, and while a broken watch is being re-established, `ready` is
+false and callers read from the API server instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from kubernetes_asyncio import watch as k8s_watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from codex_api import names
+from codex_api.common import GROUP, VERSION
+
+from .kube import SESSIONS, KubeError, SessionApi
+from .sessions import requester_label
+
+log = logging.getLogger("codex_gateway.session_cache")
+
+WATCH_SECONDS = 240
+RETRY_SECONDS = (0.5, 1, 2, 5, 10)
+
+
+class SessionCache:
+    def __init__(self, sessions: SessionApi) -> None:
+        self.sessions = sessions
+        self._objects: dict[str, dict[str, Any]] = {}
+        self.ready = False
+        self.last_error: str | None = None
+
+    # -- reads ---------------------------------------------------------------------
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._objects.get(name)
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self._objects.values())
+
+    def owned_by(self, user: str) -> list[dict[str, Any]]:
+        label = requester_label(user)
+        return [
+            o
+            for o in self._objects.values()
+            if (o["metadata"].get("labels") or {}).get(names.LABEL_REQUESTER) == label
+            and (o.get("spec") or {}).get("requestedBy") == user
+        ]
+
+    # -- the informer loop ------------------------------------------------------------
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                version = await self._relist()
+                failures = 0
+                await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except (ApiException, KubeError, OSError, ValueError, TimeoutError) as err:
+                self.ready = False
+                self.last_error = f"{type(err).__name__}: {err}"
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                if failures == 1:
+                    log.warning("session watch broke (%s); reading from the API server meanwhile", err)
+                await asyncio.sleep(delay)
+
+    async def _relist(self) -> str:
+        listed = await self.sessions.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.sessions.namespace, SESSIONS
+        )
+        self._objects = {o["metadata"]["name"]: o for o in listed.get("items") or []}
+        self.ready, self.last_error = True, None
+        return str(listed["metadata"]["resourceVersion"])
+
+    async def _watch(self, version: str) -> None:
+        """Follow changes from `version` until the server ends the watch or
+        the version is too old (410: relist, by returning)."""
+        while True:
+            watcher = k8s_watch.Watch()
+            try:
+                async for event in watcher.stream(
+                    self.sessions.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.sessions.namespace,
+                    SESSIONS,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=WATCH_SECONDS,
+                ):
+                    kind, obj = event.get("type"), event.get("object")
+                    if kind == "ERROR":
+                        code = obj.get("code") if isinstance(obj, dict) else None
+                        if code == 410:
+                            return
+                        raise ValueError(f"watch error: {obj}")
+                    if not isinstance(obj, dict):
+                        continue
+                    version = obj["metadata"].get("resourceVersion") or version
+                    if kind == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    if kind == "DELETED":
+                        self._objects.pop(name, None)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        self._objects[name] = obj
+            except ApiException as err:
+                if err.status == 410:
+                    return
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.close()
