@@ -419,3 +419,37 @@ async def test_killing_the_gateway_with_20_calls_in_flight_loses_nothing(
         for name in names:
             info = _structured(await alice.call_tool("codex-session-info", {"session_id": name}))
             assert info["session"]["response"] == name
+
+
+# --------------------------------------------------------------------------- TokenReview
+async def test_token_review_accepts_cluster_tokens_for_the_audience(
+    launch: Callable[..., GatewayProcess], control_plane: Any, namespace: str
+) -> None:
+    """gateway.tokenReview as the chart installs it: the auth-delegator binding
+    from the rendered chart, the gateway's own ServiceAccount, an audience."""
+    from codex_devenv import helm
+
+    rendered = helm.template({"gateway": {"tokenReview": {"enabled": True, "audiences": ["codex-gateway"]}}})
+    binding = next(o for o in rendered if o["kind"] == "ClusterRoleBinding")
+    control_plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(binding))
+    control_plane.kubectl("create", "serviceaccount", "mcp-robot", "-n", namespace)
+
+    def token(audience: str | None) -> str:
+        extra = ["--audience", audience] if audience else []
+        return str(
+            control_plane.kubectl("create", "token", "mcp-robot", "-n", namespace, *extra).stdout.strip()
+        )
+
+    gw = launch(extra_args=("--token-review", "--token-audience", "codex-gateway"))
+    try:
+        async with gw.client(token("codex-gateway")) as robot:
+            out = _structured(await robot.call_tool("codex", {"prompt": "from a robot"}))
+            assert out["requested_by"] == f"system:serviceaccount:{namespace}:mcp-robot"
+        # a token for the API server's own audience is not for the gateway
+        headers = {"Authorization": f"Bearer {token(None)}"}
+        assert httpx2.get(f"{gw.base}/mcp/codex/health", headers=headers, timeout=10).status_code == 401
+        # the static tokens still work next to it
+        async with gw.client(ALICE) as alice:
+            _structured(await alice.call_tool("codex-session-info", {"list_active": True}))
+    finally:
+        control_plane.kubectl("delete", "-f", "-", input=json.dumps(binding), check=False)

@@ -276,6 +276,25 @@ def test_gateway_flags_parse_with_the_real_cli(defaults: Objects) -> None:
     assert "codex-gateway.codex-system.svc:*" in args.allowed_hosts
 
 
+def test_token_review_adds_the_flag_and_only_the_auth_delegator_binding(defaults: Objects) -> None:
+    from codex_gateway.cli import parser as gateway_parser
+
+    assert not [o for o in defaults if o["kind"] == "ClusterRoleBinding"]
+    assert "--token-review" not in args_of(defaults, "codex-gateway")
+    objects = helm.template({"gateway": {"tokenReview": {"enabled": True, "audiences": ["codex-gateway"]}}})
+    args = gateway_parser().parse_args(args_of(objects, "codex-gateway"))
+    assert args.token_review and args.token_audience == ["codex-gateway"]
+    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "system:auth-delegator",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "codex-gateway", "namespace": "codex-system"}
+    ]
+
+
 def test_gateway_values(tmp_path: Path) -> None:
     objects = helm.template(
         {
@@ -668,6 +687,11 @@ def test_notes_tell_how_to_reach_the_gateway_and_approve() -> None:
             "additional properties 'max_concurent_sessions'",
         ),
         ({"config": {"codex": {"sandbox": "none"}}}, "at '/config/codex/sandbox'"),
+        ({"gateway": {"tokenReview": {"enabled": "yes"}}}, "at '/gateway/tokenReview/enabled'"),
+        (
+            {"gateway": {"tokenReview": {"enabled": True, "audiences": ["a,b"]}}},
+            "at '/gateway/tokenReview/audiences/0'",
+        ),
         (
             {"config": {"unknown_table": {}}},
             "at '/config': additional properties 'unknown_table' not allowed",
