@@ -179,9 +179,7 @@ class Gateway:
             if spends:
                 await self.guard.check_budget(user)
         except RateLimited as err:
-            raise CallError(
-                f"rate limited: {err}; retry in {err.retry_after_seconds}s", "rate_limited"
-            ) from None
+            raise CallError(f"rate limited: {err}", "rate_limited") from None
         except BudgetExceeded as err:
             raise CallError(f"budget exceeded: {err}", "budget_exceeded") from None
         finally:

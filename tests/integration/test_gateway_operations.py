@@ -288,7 +288,7 @@ async def test_limits_and_cache_then_redis_outage_and_recovery(
             _structured(await alice.call_tool("codex-session-info", {"list_active": True}))
         before = len(list_sessions(kube_client, namespace))
         limited = _error(await alice.call_tool("codex", {"prompt": "one more"}))
-        assert "rate limited" in limited and "retry in" in limited
+        assert "rate limited" in limited and "try again in" in limited
         assert len(list_sessions(kube_client, namespace)) == before
 
     # Redis down under load: 20 concurrent calls, then more, all served quickly
