@@ -25,11 +25,19 @@ import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import ErrorDetails
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, RiskLevel, SandboxLevel
 
@@ -58,10 +66,12 @@ __all__ = [
     "SandboxLevel",
     "SecurityConfig",
     "ServerConfig",
+    "WallBounceProviderConfig",
     "format_key_path",
     "load_config",
     "parse_config",
     "redacted_dict",
+    "wall_bounce_api_key_env",
 ]
 
 ApprovalPolicy = Literal["risk-based", "always-manual", "auto-approve"]
@@ -600,6 +610,82 @@ class ModelEndpointConfig(_Section):
         return _check_labels(value)
 
 
+MAX_WALL_BOUNCE_PROVIDERS = 8
+# What CodexSession spec.wallBounce.providers accepts (the CRD's item pattern)
+# intersected with a Codex provider id: a configured provider must be nameable
+# in a session.
+_WALL_BOUNCE_ID = re.compile(r"^[a-z][a-z0-9_-]*$")
+_MODEL_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+def wall_bounce_api_key_env(provider_id: str) -> str:
+    """The default ``api_key_env`` of a wall-bounce provider: ``CODEX_WB_<PROVIDER_ID>_API_KEY``."""
+    return f"CODEX_WB_{provider_id.upper().replace('-', '_')}_API_KEY"
+
+
+class WallBounceProviderConfig(ModelEndpointConfig):
+    """``[[kubernetes.wall_bounce_providers]]``: one provider a wall-bounce session consults.
+
+    Everything a ``[kubernetes.model_endpoint]`` has (its endpoint, API key Secret
+    and egress), plus the model to ask. ``provider_id`` and ``model`` are required.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider_id: str = Field(
+        min_length=1,
+        max_length=63,
+        description=(
+            "Id of this provider (required, unique among the wall-bounce providers): what "
+            "spec.wallBounce.providers names and status.wallBounce.providersUsed reports; a lowercase "
+            "letter, then lowercase letters, digits, '_' or '-'."
+        ),
+    )
+    model: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Model slug to ask at this provider (required), e.g. gpt-5-codex.",
+    )
+    api_key_env: str = Field(
+        "",
+        max_length=128,
+        description=(
+            "Environment variable in the runner that holds this provider's API key. Default: "
+            "CODEX_WB_<PROVIDER_ID>_API_KEY (the id upper-cased, '-' as '_'). Must differ from every "
+            "other provider's and from [kubernetes.model_endpoint].api_key_env."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_env(cls, data: Any) -> Any:
+        # Derived from the id rather than the position, so reordering the
+        # providers does not rename their variables.
+        if isinstance(data, dict) and "api_key_env" not in data and isinstance(data.get("provider_id"), str):
+            return {**data, "api_key_env": wall_bounce_api_key_env(data["provider_id"])}
+        return data
+
+    @field_validator("provider_id")
+    @classmethod
+    def _check_provider_id(cls, value: str) -> str:
+        if not _WALL_BOUNCE_ID.fullmatch(value):
+            raise ValueError(
+                "must start with a lowercase letter and contain only lowercase letters, digits, '_' or '-' "
+                f"(spec.wallBounce.providers names it), got {value!r}"
+            )
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if not _MODEL_SLUG.fullmatch(value):
+            raise ValueError(
+                "must be a model slug (a letter or digit, then letters, digits, '.', '_', ':', '/' or '-'), "
+                f"got {value!r}"
+            )
+        return value
+
+
 class RunnerToleration(_Section):
     """A toleration added to runner pods (e.g. for a dedicated, tainted node pool)."""
 
@@ -710,6 +796,15 @@ class KubernetesConfig(_Section):
         default_factory=ModelEndpointConfig,
         description="The model API runners call, its API key Secret, and the egress it needs.",
     )
+    wall_bounce_providers: list[WallBounceProviderConfig] = Field(
+        default_factory=list,
+        max_length=MAX_WALL_BOUNCE_PROVIDERS,
+        description=(
+            "Providers a wall-bounce session consults (``[[kubernetes.wall_bounce_providers]]``, at most "
+            f"{MAX_WALL_BOUNCE_PROVIDERS}); each is a model endpoint plus a model. Ids and api_key_env "
+            "values must be unique. Empty: no wall-bounce sessions can run."
+        ),
+    )
 
     @field_validator("sessions_namespace", "operator_namespace")
     @classmethod
@@ -722,6 +817,43 @@ class KubernetesConfig(_Section):
         if any(c.isspace() for c in value):
             raise ValueError(f"must be an image reference without whitespace, got {value!r}")
         return value
+
+    @field_validator("wall_bounce_providers")
+    @classmethod
+    def _check_wall_bounce_providers(
+        cls, providers: list[WallBounceProviderConfig], info: ValidationInfo
+    ) -> list[WallBounceProviderConfig]:
+        ids: dict[str, int] = {}
+        envs: dict[str, str] = {}
+        main = info.data.get("model_endpoint")
+        if isinstance(main, ModelEndpointConfig):
+            envs[main.api_key_env] = "[kubernetes.model_endpoint].api_key_env"
+        for index, provider in enumerate(providers):
+            first = ids.setdefault(provider.provider_id, index)
+            if first != index:
+                raise _conflict(
+                    index,
+                    "provider_id",
+                    f"provider_id {provider.provider_id!r} is already used by wall_bounce_providers[{first}]",
+                )
+            owner = envs.setdefault(provider.api_key_env, f"wall_bounce_providers[{index}].api_key_env")
+            if owner != f"wall_bounce_providers[{index}].api_key_env":
+                raise _conflict(
+                    index,
+                    "api_key_env",
+                    f"api_key_env {provider.api_key_env!r} is already used by {owner}; "
+                    "every provider needs its own variable (set api_key_env explicitly)",
+                )
+        return providers
+
+
+def _conflict(index: int, key: str, message: str) -> PydanticCustomError:
+    """A problem with one list entry found by a validator of the whole list.
+
+    ``at`` is appended to the error's location by :func:`parse_config`, so the
+    message names (and the line points at) the entry and key, not just the list.
+    """
+    return PydanticCustomError("config_conflict", "{message}", {"message": message, "at": [index, key]})
 
 
 class ModelPrice(_Section):
@@ -1036,16 +1168,27 @@ _BOUNDS = {
 def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The model class that validates the table at ``loc``, to list its allowed keys."""
     model: type[BaseModel] = CodexMCPConfig
+    item: type[BaseModel] | None = None  # the item model, after a key holding an array of tables
     for part in loc:
-        if not isinstance(part, str):
+        if isinstance(part, int):
+            if item is None:
+                return None
+            model, item = item, None
+            continue
+        if item is not None:
             return None
         by_key = {(info.alias or name): info for name, info in model.model_fields.items()}
         info = by_key.get(part)
         annotation = info.annotation if info is not None else None
+        if get_origin(annotation) is list:
+            (inner,) = get_args(annotation)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                item = inner
+                continue
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation
-    return model
+    return None if item is not None else model
 
 
 def _reason(error: ErrorDetails) -> str:
@@ -1129,15 +1272,28 @@ def _read_key(line: str, pos: int) -> tuple[tuple[str, ...], int] | None:
         return tuple(parts), pos
 
 
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:
     """Best-effort map of key paths and table headers to their line numbers.
 
-    Only used to point at a line in error messages, after tomllib has accepted
-    the text; anything this scanner does not understand just gets no line.
+    Entries of an array of tables (``[[a.b]]``) get their index in the path,
+    ``("a", "b", 1, "key")``, so a problem in the second entry points at its
+    own line. Only used to point at a line in error messages, after tomllib
+    has accepted the text; anything this scanner does not understand just
+    gets no line.
     """
-    found: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
+    found: dict[tuple[str | int, ...], int] = {}
+    table: tuple[str | int, ...] = ()
+    arrays: dict[tuple[str, ...], int] = {}  # array-of-tables path -> index of its latest entry
     closing: str | None = None
+
+    def indexed(keys: tuple[str, ...]) -> tuple[str | int, ...]:
+        path: list[str | int] = []
+        for size in range(1, len(keys) + 1):
+            path.append(keys[size - 1])
+            if keys[:size] in arrays and size < len(keys):
+                path.append(arrays[keys[:size]])
+        return tuple(path)
+
     for lineno, line in enumerate(text.splitlines(), start=1):
         if closing is not None:
             if closing in line:
@@ -1145,11 +1301,16 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
             continue
         stripped = line.lstrip()
         if stripped.startswith("["):
-            start = 2 if stripped.startswith("[[") else 1
-            parsed = _read_key(stripped, start)
+            is_array = stripped.startswith("[[")
+            parsed = _read_key(stripped, 2 if is_array else 1)
             if parsed is not None and stripped[parsed[1] : parsed[1] + 1] == "]":
-                table = parsed[0]
+                keys = parsed[0]
+                table = indexed(keys)
                 found.setdefault(table, lineno)
+                if is_array:
+                    arrays[keys] = arrays.get(keys, -1) + 1
+                    table = (*table, arrays[keys])
+                    found.setdefault(table, lineno)
             continue
         parsed = _read_key(line, 0)
         if parsed is None or line[parsed[1] : parsed[1] + 1] != "=":
@@ -1164,14 +1325,9 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
     return found
 
 
-def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str, ...], int]) -> int | None:
-    keys: list[str] = []
-    for part in loc:
-        if not isinstance(part, str):
-            break
-        keys.append(part)
-    for size in range(len(keys), 0, -1):
-        line = lines.get(tuple(keys[:size]))
+def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    for size in range(len(loc), 0, -1):
+        line = lines.get(loc[:size])
         if line is not None:
             return line
     return None
@@ -1198,10 +1354,10 @@ def parse_config(text: str, source: str = "<string>") -> CodexMCPConfig:
         return CodexMCPConfig.model_validate(data)
     except ValidationError as exc:
         lines = _key_lines(text)
-        issues = [
-            ConfigIssue(format_key_path(tuple(err["loc"])), _reason(err), _line_of(tuple(err["loc"]), lines))
-            for err in exc.errors(include_url=False)
-        ]
+        issues = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"]) + tuple((err.get("ctx") or {}).get("at") or ())
+            issues.append(ConfigIssue(format_key_path(loc), _reason(err), _line_of(loc, lines)))
         # File order reads better than model field order; issues without a line last.
         issues.sort(key=lambda issue: (issue.line is None, issue.line or 0))
         raise ConfigError(issues, source) from None

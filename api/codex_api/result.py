@@ -10,7 +10,7 @@ when the log is gone, and turns it into CodexSession status.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,37 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 RunnerOutcome = Literal["completed", "turn_failed", "config_error", "codex_missing", "internal_error"]
 
+# A wall-bounce run's answer as kept in the frame (the chosen one is the result's final_message).
+MAX_RUN_MESSAGE = 4000
+
+
+class ProviderRun(BaseModel):
+    """One provider's run within a wall-bounce turn."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    provider: str = Field(max_length=64)
+    model: str | None = Field(default=None, max_length=128)
+    outcome: RunnerOutcome
+    final_message: str | None = None  # clipped by the runner to MAX_RUN_MESSAGE characters
+    usage: Usage = Field(default_factory=Usage)
+    errors: list[str] = Field(default_factory=list, max_length=10)
+    duration_seconds: float | None = Field(default=None, ge=0)
+
+
+class WallBounceOutcome(BaseModel):
+    """What a wall-bounce turn (one prompt, several providers, compared) produced."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    providers_used: list[str] = Field(default_factory=list, max_length=8)  # providers whose run completed
+    consensus_score: float | None = Field(default=None, ge=0, le=1)  # mean pairwise similarity
+    confidence_score: float | None = Field(default=None, ge=0, le=1)  # the chosen answer's mean similarity
+    chosen_provider: str | None = None
+    min_providers: int
+    quality_threshold: float
+    runs: list[ProviderRun] = Field(default_factory=list, max_length=8)
+
 
 class RunnerResult(BaseModel):
     """What one turn produced, as the runner reports it."""
@@ -46,16 +77,48 @@ class RunnerResult(BaseModel):
     exit_code: int = 0
     duration_seconds: float | None = Field(default=None, ge=0)
     truncated: bool = False
+    wall_bounce: WallBounceOutcome | None = Field(
+        default=None, description="Set for a wall-bounce turn; usage is then the sum over its runs."
+    )
 
     def frame(self) -> str:
         return FRAME_PREFIX + self.model_dump_json(exclude_none=True)
 
     def bounded_frame(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
-        """The frame shortened to fit a termination message: long text goes first."""
+        """The frame shortened to fit a termination message: long text goes first.
+
+        First the wall-bounce runs' answers (their usage and outcome stay),
+        then the errors are clipped and the final message shortened to fit;
+        only if that is not enough, the runs' errors, then the runs, then the
+        wall-bounce summary and finally the errors go.
+        """
         text = self.frame()
         if len(text.encode()) <= limit:
             return text
-        slim = self.model_copy(update={"errors": [e[:200] for e in self.errors[:3]], "truncated": True})
+        if self.wall_bounce is not None and any(r.final_message is not None for r in self.wall_bounce.runs):
+            wall_bounce = self._slim_wall_bounce(final_messages=False)
+            text = self.model_copy(update={"wall_bounce": wall_bounce, "truncated": True}).frame()
+            if len(text.encode()) <= limit:
+                return text
+        slim = self.model_copy(
+            update={
+                "errors": [e[:200] for e in self.errors[:3]],
+                "truncated": True,
+                "wall_bounce": self._slim_wall_bounce(final_messages=False, run_errors=1),
+            }
+        )
+        fallbacks: list[dict[str, Any]] = [
+            {},
+            {"wall_bounce": self._slim_wall_bounce(final_messages=False, run_errors=0)},
+            {"wall_bounce": self._slim_wall_bounce(final_messages=False, run_errors=0, runs=False)},
+            {"wall_bounce": None},
+            {"wall_bounce": None, "errors": [e[:50] for e in self.errors[:1]]},
+            {"wall_bounce": None, "errors": []},
+        ]
+        for fallback in fallbacks:
+            slim = slim.model_copy(update=fallback)
+            if len(slim.model_copy(update={"final_message": ""}).frame().encode()) <= limit:
+                break
         budget = limit - len(slim.model_copy(update={"final_message": ""}).frame().encode()) - 16
         message = (self.final_message or "").encode()[: max(budget, 0)].decode(errors="ignore")
 
@@ -69,6 +132,22 @@ class RunnerResult(BaseModel):
             mid = (low + high + 1) // 2
             low, high = (mid, high) if fits(mid) else (low, mid - 1)
         return slim.model_copy(update={"final_message": message[:low]}).frame()
+
+    def _slim_wall_bounce(
+        self, *, final_messages: bool, run_errors: int | None = None, runs: bool = True
+    ) -> WallBounceOutcome | None:
+        if self.wall_bounce is None:
+            return None
+        kept = [
+            r.model_copy(
+                update={
+                    "final_message": r.final_message if final_messages else None,
+                    "errors": r.errors if run_errors is None else [e[:200] for e in r.errors[:run_errors]],
+                }
+            )
+            for r in self.wall_bounce.runs
+        ]
+        return self.wall_bounce.model_copy(update={"runs": kept if runs else []})
 
 
 def parse_frame(text: str) -> RunnerResult | None:

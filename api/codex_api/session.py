@@ -77,7 +77,7 @@ class WallBounceSpec(KubeModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "!has(self.providers) || self.minProviders <= size(self.providers)",
+                    "!has(self.providers) || size(self.providers) == 0 || self.minProviders <= size(self.providers)",
                     "minProviders must not exceed the number of providers",
                     field_path=".minProviders",
                 )

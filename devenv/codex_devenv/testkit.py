@@ -12,7 +12,7 @@ from kubernetes import client
 
 from codex_api.common import GROUP, VERSION
 from codex_api.result import RunnerResult
-from codex_runner.contract import TurnSettings
+from codex_runner.contract import TurnSettings, WallBounceProvider, WallBounceSettings
 
 from .process import wait_for
 
@@ -157,6 +157,28 @@ def turn_settings(**overrides: Any) -> TurnSettings:
         "api_key_env": "CODEX_MODEL_API_KEY",
     }
     return TurnSettings(**{**base, **overrides})
+
+
+def wall_bounce_provider(n: int, **overrides: Any) -> WallBounceProvider:
+    """Wall-bounce provider number ``n`` with plain defaults (id pN, key env PN_API_KEY)."""
+    base: dict[str, Any] = {
+        "provider_id": f"p{n}",
+        "base_url": f"http://127.0.0.1:{18080 + n}/v1",
+        "api_key_env": f"P{n}_API_KEY",
+        "model": "gpt-5-codex",
+    }
+    return WallBounceProvider(**{**base, **overrides})
+
+
+def wall_bounce_settings(
+    *providers: WallBounceProvider, min_providers: int = 2, quality_threshold: float = 0.7
+) -> WallBounceSettings:
+    """WallBounceSettings; without providers, two plain ones (p1, p2)."""
+    return WallBounceSettings(
+        providers=providers or (wall_bounce_provider(1), wall_bounce_provider(2)),
+        min_providers=min_providers,
+        quality_threshold=quality_threshold,
+    )
 
 
 def list_sessions(kube_client: Any, namespace: str) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ from .prompts import register_prompts
 from .resources import ToolStats, attach_log_ring, register_resources
 from .session_cache import SessionCache
 from .sessions import (
+    WALL_BOUNCE_DESCRIPTION,
     CleanupResult,
     CodexArgs,
     InvalidArguments,
@@ -285,7 +286,10 @@ class Gateway:
         if not self.config.cache.enabled or spec.get("sandbox") != "read-only":
             return None
         keys = ("prompt", "model", "sandbox", "mode", "fullAuto", "reasoningEffort", "verbosity")
-        return {k: spec.get(k) for k in keys}
+        cache_args = {k: spec.get(k) for k in keys}
+        if "wallBounce" in spec:  # a wall-bounce answer is not an ordinary turn's answer
+            cache_args["wallBounce"] = spec["wallBounce"]
+        return cache_args
 
     async def reply(self, args: ReplyArgs, ctx: Context | None = None) -> SessionResult:
         user = self.user()
@@ -589,6 +593,7 @@ def build_server(
             ReasoningEffort | None, Field(description="minimal | low | medium | high")
         ] = None,
         verbosity: Annotated[Verbosity | None, Field(description="low | medium | high")] = None,
+        wall_bounce: Annotated[StrictBool | None, Field(description=WALL_BOUNCE_DESCRIPTION)] = None,
     ) -> SessionResult:
         try:
             args = CodexArgs(
@@ -599,6 +604,7 @@ def build_server(
                 full_auto=full_auto,
                 reasoning_effort=reasoning_effort,
                 verbosity=verbosity,
+                wall_bounce=wall_bounce,
             )
         except ValueError as err:
             raise _invalid(str(err)) from None

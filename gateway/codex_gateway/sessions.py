@@ -68,6 +68,11 @@ class CodexArgs(BaseModel):
     full_auto: StrictBool | None = None
     reasoning_effort: ReasoningEffort | None = None
     verbosity: Verbosity | None = None
+    wall_bounce: StrictBool | None = None
+
+
+WALL_BOUNCE_DESCRIPTION = "Ask every configured provider and compare the answers (read-only sandbox only)."
+MIN_WALL_BOUNCE_PROVIDERS = 2
 
 
 class ReplyArgs(BaseModel):
@@ -178,6 +183,8 @@ def build_session(
         chosen = pick(value, key)
         if chosen is not None:
             spec[key] = chosen
+    if args.wall_bounce:
+        spec["wallBounce"] = _wall_bounce(spec["sandbox"], config)
     conversation = name
     if parent is not None:
         spec["resumeFrom"] = parent["metadata"]["name"]
@@ -185,6 +192,10 @@ def build_session(
     # The same model the API server's schema enforces: a body that passes here
     # is not rejected there for its shape.
     checked = CodexSessionSpec.model_validate(spec).to_k8s()
+    if "wallBounce" in checked and not checked["wallBounce"].get("providers"):
+        # Left out, not []: empty means "all configured" to the operator, but the
+        # CRD's rule checks minProviders against the size of a list that is present.
+        del checked["wallBounce"]["providers"]
     return {
         "apiVersion": API_VERSION,
         "kind": "CodexSession",
@@ -202,6 +213,28 @@ def build_session(
     }
 
 
+def _wall_bounce(sandbox: str, config: CodexMCPConfig) -> dict[str, Any]:
+    """spec.wallBounce for a ``wall_bounce=true`` call: every configured provider
+    (``providers`` left out), the thresholds from ``[mcp]``. Refuses what the
+    operator would fail, so nothing is created for it."""
+    if not config.mcp.enable_wall_bounce:
+        raise InvalidArguments("wall_bounce: wall-bounce sessions are disabled on this server")
+    if sandbox != "read-only":
+        raise InvalidArguments(f"wall_bounce needs sandbox read-only, not {sandbox}")
+    configured = len(config.kubernetes.wall_bounce_providers)
+    if configured < MIN_WALL_BOUNCE_PROVIDERS:
+        raise InvalidArguments(
+            f"wall_bounce needs at least {MIN_WALL_BOUNCE_PROVIDERS} configured providers; "
+            f"this server has {configured}"
+        )
+    if config.mcp.min_providers > configured:
+        raise InvalidArguments(
+            f"wall_bounce: the server requires {config.mcp.min_providers} providers to answer "
+            f"but has only {configured} configured"
+        )
+    return {"minProviders": config.mcp.min_providers, "qualityThreshold": config.mcp.quality_threshold}
+
+
 # --------------------------------------------------------------------------- status -> result
 class UsageOut(BaseModel):
     input_tokens: int = 0
@@ -213,6 +246,14 @@ class UsageOut(BaseModel):
 class CostOut(BaseModel):
     estimated_usd: float | None = None
     actual_usd: float | None = None
+
+
+class WallBounceOut(BaseModel):
+    """A wall-bounce turn's outcome: who answered and how well they agreed."""
+
+    providers_used: list[str] = Field(default_factory=list)
+    consensus_score: float | None = None
+    confidence_score: float | None = None
 
 
 class TimingsOut(BaseModel):
@@ -250,6 +291,7 @@ class SessionResult(BaseModel):
     cost: CostOut | None = None
     timings: TimingsOut | None = None
     last_event: str | None = None
+    wall_bounce: WallBounceOut | None = None
     approval: ApprovalOut | None = None
     next_step: str | None = Field(default=None, description="What to do to get the outcome, when not done.")
     cached: bool | None = Field(
@@ -292,6 +334,7 @@ def session_result(obj: dict[str, Any]) -> SessionResult:
     usage = status.get("usage")
     cost = status.get("cost")
     timings = status.get("timings")
+    wall_bounce = status.get("wallBounce")
     approval = None
     if phase == "AwaitingApproval":
         ar = status.get("approvalRef") or names.approval_request(name)
@@ -346,6 +389,13 @@ def session_result(obj: dict[str, Any]) -> SessionResult:
         if timings
         else None,
         last_event=(status.get("progress") or {}).get("lastEvent"),
+        wall_bounce=WallBounceOut(
+            providers_used=wall_bounce.get("providersUsed") or [],
+            consensus_score=wall_bounce.get("consensusScore"),
+            confidence_score=wall_bounce.get("confidenceScore"),
+        )
+        if wall_bounce
+        else None,
         approval=approval,
         next_step=next_step,
     )

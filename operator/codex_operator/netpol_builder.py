@@ -11,6 +11,7 @@ node's credentials.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
 from codex_api import names
@@ -123,15 +124,24 @@ def build_network_policy(
     conversation: str,
     sandbox: str,
     endpoint: ModelEndpointConfig,
+    extra_endpoints: Sequence[ModelEndpointConfig] = (),
 ) -> dict[str, Any]:
-    """The NetworkPolicy that confines every runner pod of ``session_name``."""
+    """The NetworkPolicy that confines every runner pod of ``session_name``.
+
+    ``extra_endpoints`` are further model endpoints the runner calls (the
+    providers of a wall-bounce session), each allowed like ``endpoint``.
+    """
     if sandbox not in ("read-only", "isolated", "full-access"):
         raise ValueError(f"sandbox must be read-only, isolated or full-access; got {sandbox!r}")
     dns = {
         "to": [{"namespaceSelector": {"matchLabels": {_NAMESPACE_NAME_LABEL: DNS_NAMESPACE}}}],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
-    egress = [dns, *_model_endpoint_rules(endpoint)]
+    egress = [dns]
+    for rule in (r for ep in (endpoint, *extra_endpoints) for r in _model_endpoint_rules(ep)):
+        # Providers on the same addresses and ports need the rule only once.
+        if rule not in egress:
+            egress.append(rule)
     if sandbox == "full-access":
         # No "ports": every port and protocol, to public addresses only.
         egress.append({"to": _public_peers()})

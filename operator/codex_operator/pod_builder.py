@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from codex_api import names
-from codex_api.config import CodexMCPConfig
+from codex_api.config import CodexMCPConfig, ModelEndpointConfig, WallBounceProviderConfig
 from codex_api.result import TERMINATION_MESSAGE_PATH
 from codex_api.session import CodexSessionSpec
-from codex_runner.contract import RUNNER_COMMAND, TurnSettings, runner_args
+from codex_runner.contract import RUNNER_COMMAND, RunnerArgsError, TurnSettings, runner_args
 
 __all__ = [
     "COMPONENT_WORKSPACE",
@@ -34,6 +34,7 @@ __all__ = [
     "WORKSPACE_SUBPATH",
     "build_runner_pod",
     "build_workspace_claim",
+    "wall_bounce_endpoints",
     "workspace_size",
 ]
 
@@ -66,6 +67,26 @@ def workspace_size(spec: CodexSessionSpec, config: CodexMCPConfig) -> str:
     if spec.workspace is not None and spec.workspace.size:
         return spec.workspace.size
     return config.kubernetes.runner_resources.workspace_size
+
+
+def wall_bounce_endpoints(settings: TurnSettings, config: CodexMCPConfig) -> list[WallBounceProviderConfig]:
+    """The configured providers a wall-bounce turn consults (none for an ordinary turn)."""
+    if settings.wall_bounce is None:
+        return []
+    configured = {p.provider_id: p for p in config.kubernetes.wall_bounce_providers}
+    missing = [p.provider_id for p in settings.wall_bounce.providers if p.provider_id not in configured]
+    if missing:
+        raise RunnerArgsError(f"wall-bounce provider(s) not configured: {', '.join(missing)}")
+    return [configured[p.provider_id] for p in settings.wall_bounce.providers]
+
+
+def _secret_env(endpoint: ModelEndpointConfig) -> dict[str, Any]:
+    return {
+        "name": endpoint.api_key_env,
+        "valueFrom": {
+            "secretKeyRef": {"name": endpoint.api_key_secret_name, "key": endpoint.api_key_secret_key}
+        },
+    }
 
 
 def _is_persistent(spec: CodexSessionSpec) -> bool:
@@ -148,15 +169,9 @@ def build_runner_pod(
             {"name": "TMPDIR", "value": TMP_DIR},
             # The key only ever exists in the Secret and the container's env;
             # the pod spec (readable by anyone who can get pods) names it.
-            {
-                "name": endpoint.api_key_env,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": endpoint.api_key_secret_name,
-                        "key": endpoint.api_key_secret_key,
-                    }
-                },
-            },
+            _secret_env(endpoint),
+            # A wall-bounce turn also gets the key of every provider it consults.
+            *(_secret_env(provider) for provider in wall_bounce_endpoints(settings, config)),
         ],
         "resources": {
             # The API server would default the ephemeral-storage request to

@@ -3,6 +3,7 @@ becomes CodexSession status. Pure functions."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ from codex_api.result import (
     clip_response,
     parse_frame,
 )
-from codex_api.session import Cost
+from codex_api.session import Cost, WallBounceStatus
 
 from . import cost
 
@@ -107,24 +108,56 @@ _FAILURE_REASONS = {
 
 
 def turn_result(
-    outcome: PodOutcome, log_tail: str | None, model: str, prices: CostConfig, estimate: Cost | None
+    outcome: PodOutcome,
+    log_tail: str | None,
+    model: str,
+    prices: CostConfig,
+    estimate: Cost | None,
+    *,
+    provider_models: Mapping[str, str] | None = None,
 ) -> TurnResult:
-    """Status of a finished turn from the runner's frame (log first, then termination message)."""
+    """Status of a finished turn from the runner's frame (log first, then termination message).
+
+    For a wall-bounce turn each run is priced with the model it reports, else
+    with ``provider_models[provider]`` (the configured one), else with ``model``.
+    """
     result = parse_frame(log_tail or "") or parse_frame(outcome.message)
     if result is None:
         detail = f"exit code {outcome.exit_code}" + (f", {outcome.reason}" if outcome.reason else "")
         reason = "OOMKilled" if outcome.reason == "OOMKilled" else "NoResult"
         return TurnResult("Failed", reason, f"the runner ended without a result ({detail})", {})
-    return _from_result(result, model, prices, estimate)
+    return _from_result(result, model, prices, estimate, provider_models or {})
 
 
-def _from_result(result: RunnerResult, model: str, prices: CostConfig, estimate: Cost | None) -> TurnResult:
+def _cost(
+    result: RunnerResult, model: str, prices: CostConfig, estimate: Cost | None, models: Mapping[str, str]
+) -> Cost:
+    wb = result.wall_bounce
+    if wb is None or not wb.runs:
+        return cost.actual(result.usage, model, prices, estimate_=estimate)
+    runs = [(run.provider, run.usage, run.model or models.get(run.provider) or model) for run in wb.runs]
+    return cost.actual_providers(runs, prices, estimate_=estimate)
+
+
+def _from_result(
+    result: RunnerResult,
+    model: str,
+    prices: CostConfig,
+    estimate: Cost | None,
+    provider_models: Mapping[str, str],
+) -> TurnResult:
     response, truncated = clip_response(result.final_message)
     fields: dict[str, Any] = {
         "usage": result.usage.to_k8s(),
-        "cost": cost.actual(result.usage, model, prices, estimate_=estimate).to_k8s(),
+        "cost": _cost(result, model, prices, estimate, provider_models).to_k8s(),
         "progress": {"commands": result.commands, "fileChanges": result.file_changes},
     }
+    if result.wall_bounce is not None:
+        fields["wallBounce"] = WallBounceStatus(
+            providers_used=result.wall_bounce.providers_used,
+            consensus_score=result.wall_bounce.consensus_score,
+            confidence_score=result.wall_bounce.confidence_score,
+        ).to_k8s()
     if result.thread_id:
         fields["threadId"] = result.thread_id
     if response is not None:

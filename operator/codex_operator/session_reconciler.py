@@ -34,6 +34,7 @@ from .netpol_builder import build_network_policy
 from .pod_builder import build_runner_pod, build_workspace_claim
 from .pod_outcome import RUNNER_CONTAINER, pod_outcome, turn_result
 from .risk import assess_risk
+from .wall_bounce import WallBounceRefused, plan_wall_bounce
 
 log = logging.getLogger("codex_operator.session")
 
@@ -127,7 +128,16 @@ def _timings(body: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 def _timeout(ctx: Context, spec: CodexSessionSpec) -> int:
-    return spec.timeout_seconds or max(ctx.config.mcp.session_timeout_ms // 1000, 10)
+    timeout = spec.timeout_seconds or max(ctx.config.mcp.session_timeout_ms // 1000, 10)
+    if spec.wall_bounce is not None:
+        # The runner asks the providers one after another: each gets the whole timeout.
+        try:
+            plan = plan_wall_bounce(spec, ctx.config)
+        except WallBounceRefused:
+            plan = None
+        if plan is not None:
+            return timeout * len(plan.providers)
+    return timeout
 
 
 # --------------------------------------------------------------------------- new
@@ -171,6 +181,10 @@ def _parent(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> Paren
 
 
 async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
+    try:
+        wall_bounce = plan_wall_bounce(spec, ctx.config)
+    except WallBounceRefused as refused:
+        return await _finish(ctx, body, "Failed", refused.reason, refused.message)
     parent = _parent(ctx, body, spec)
     if isinstance(parent, Refusal):
         return await _finish(ctx, body, "Failed", parent.reason, parent.message)
@@ -183,9 +197,13 @@ async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> 
     conversation = parent.conversation if isinstance(parent, Parent) else name
     risk = assess_risk(spec, ctx.config.security.risk_levels)
     model = spec.model or ctx.config.codex.model
-    estimate = cost.estimate(
-        spec.prompt, model, ctx.config.cost, extra_chars=len(spec.base_instructions or "")
-    )
+    extra_chars = len(spec.base_instructions or "")
+    if wall_bounce is not None:
+        estimate = cost.estimate_providers(
+            spec.prompt, wall_bounce.models(), ctx.config.cost, extra_chars=extra_chars
+        )
+    else:
+        estimate = cost.estimate(spec.prompt, model, ctx.config.cost, extra_chars=extra_chars)
     decision = decide(spec, risk, ctx.config)
     fields: dict[str, Any] = {
         "riskLevel": risk,
@@ -232,6 +250,8 @@ def _approval_body(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, r
     for key, value in (("reasoningEffort", spec.reasoning_effort), ("resumeFrom", spec.resume_from)):
         if value:
             arguments[key] = value
+    if spec.wall_bounce is not None:  # approvers see that every provider gets the prompt
+        arguments["wallBounce"] = ",".join(spec.wall_bounce.providers) or "all configured providers"
     tool = (meta.get("annotations") or {}).get(f"{names.PREFIX}tool", "codex")
     spec_out: dict[str, Any] = {
         "sessionRef": meta["name"],
@@ -313,6 +333,9 @@ async def _start_or_queue(
     merged = {**(body.get("status") or {}), **fields}
     try:
         pod = await _ensure_children(ctx, body, spec, merged, attempt=1)
+    except WallBounceRefused as refused:  # the configuration changed since admission
+        ctx.release_slot(meta["namespace"], meta["name"])
+        return await _finish(ctx, body, "Failed", refused.reason, refused.message)
     except RunnerArgsError as err:
         ctx.release_slot(meta["namespace"], meta["name"])
         return await _finish(ctx, body, "Failed", "InvalidTurnSettings", shorten(str(err), 900))
@@ -351,11 +374,13 @@ async def _ensure_children(
     if isinstance(parent, Refusal):
         raise RuntimeError(f"{parent.reason}: {parent.message}")
     k8s_cfg = ctx.config.kubernetes
+    wall_bounce = plan_wall_bounce(spec, ctx.config)
     settings = turn_settings_for(
         spec,
         model=status.get("model") or ctx.config.codex.model,
         resume_thread_id=thread,
         endpoint=k8s_cfg.model_endpoint,
+        wall_bounce=wall_bounce.settings() if wall_bounce is not None else None,
     )
     if spec.workspace and spec.workspace.type == "persistent":
         owner = names.owner_reference("CodexSession", name, uid, controller=False)
@@ -378,6 +403,7 @@ async def _ensure_children(
             conversation=conversation,
             sandbox=spec.sandbox,
             endpoint=k8s_cfg.model_endpoint,
+            extra_endpoints=wall_bounce.providers if wall_bounce is not None else (),
         ),
     )
     pod = await ctx.api.create_pod(
@@ -428,7 +454,10 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
             )
         estimate = Cost.model_validate(status["cost"]) if status.get("cost") else None
         model = status.get("model") or ctx.config.codex.model
-        result = turn_result(outcome, log_tail, model, ctx.config.cost, estimate)
+        provider_models = {p.provider_id: p.model for p in ctx.config.kubernetes.wall_bounce_providers}
+        result = turn_result(
+            outcome, log_tail, model, ctx.config.cost, estimate, provider_models=provider_models
+        )
         return await _finish(ctx, body, result.phase, result.reason, result.message, extra=result.status)
     started = parse_time((status.get("timings") or {}).get("startedAt")) or now()
     remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
@@ -446,7 +475,10 @@ async def _lost(
     limit = ctx.config.kubernetes.max_pod_attempts
     if attempts >= limit:
         return await _finish(ctx, body, "Failed", reason, f"{message}; gave up after {attempts} attempt(s)")
-    pod = await _ensure_children(ctx, body, spec, status, attempt=attempts + 1)
+    try:
+        pod = await _ensure_children(ctx, body, spec, status, attempt=attempts + 1)
+    except WallBounceRefused as refused:  # the configuration changed since the first attempt
+        return await _finish(ctx, body, "Failed", refused.reason, refused.message)
     pod_name = pod["metadata"]["name"]
     await _write(
         ctx,

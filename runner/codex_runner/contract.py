@@ -12,6 +12,8 @@ is an argument; the value comes from a Secret through the pod's env.
 
 from __future__ import annotations
 
+import json
+import math
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -30,9 +32,13 @@ __all__ = [
     "RUNNER_COMMAND",
     "SANDBOXES",
     "VERBOSITIES",
+    "WALL_BOUNCE_MAX_PROVIDERS",
+    "WALL_BOUNCE_MIN_PROVIDERS",
     "RunnerArgsError",
     "Sandbox",
     "TurnSettings",
+    "WallBounceProvider",
+    "WallBounceSettings",
     "parse_runner_args",
     "runner_args",
     "turn_settings_for",
@@ -57,9 +63,144 @@ SUBCOMMAND = "run"
 # while the settings are built, where the operator can report it.
 MAX_ARG_BYTES = 131072 - 1
 
+WALL_BOUNCE_MIN_PROVIDERS = 2
+WALL_BOUNCE_MAX_PROVIDERS = 8
+
 
 class RunnerArgsError(ValueError):
     """Bad runner settings or a bad runner command line; the message says which flag and why."""
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise RunnerArgsError(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise RunnerArgsError(f"{name} must not be empty")
+    if "\x00" in value:
+        raise RunnerArgsError(f"{name} must not contain a NUL character")
+
+
+@dataclass(frozen=True)
+class WallBounceProvider:
+    """One provider a wall-bounce turn asks: its endpoint, the env var holding its key, its model."""
+
+    provider_id: str
+    base_url: str
+    api_key_env: str
+    model: str
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_text(f"wall_bounce provider {f.name}", getattr(self, f.name))
+        # The result frame's ProviderRun holds provider and model with these bounds.
+        for name, most in (("provider_id", 64), ("model", 128)):
+            if len(getattr(self, name)) > most:
+                raise RunnerArgsError(f"wall_bounce provider {name} must be at most {most} characters")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise RunnerArgsError(
+                f"wall_bounce provider base_url must be an http(s) URL, got {_clip(self.base_url)}"
+            )
+
+
+@dataclass(frozen=True)
+class WallBounceSettings:
+    """Ask every provider the same prompt (one Codex run each, in order), then compare the answers."""
+
+    providers: tuple[WallBounceProvider, ...]
+    min_providers: int
+    quality_threshold: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.providers, (tuple, list)) or not all(
+            isinstance(p, WallBounceProvider) for p in self.providers
+        ):
+            raise RunnerArgsError("wall_bounce providers must be a sequence of WallBounceProvider")
+        object.__setattr__(self, "providers", tuple(self.providers))
+        count = len(self.providers)
+        if not WALL_BOUNCE_MIN_PROVIDERS <= count <= WALL_BOUNCE_MAX_PROVIDERS:
+            raise RunnerArgsError(
+                f"wall_bounce needs {WALL_BOUNCE_MIN_PROVIDERS} to {WALL_BOUNCE_MAX_PROVIDERS} providers, got {count}"
+            )
+        for name in ("provider_id", "api_key_env"):
+            values = [getattr(p, name) for p in self.providers]
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            if duplicates:
+                raise RunnerArgsError(
+                    f"wall_bounce providers must have distinct {name}s; repeated: {', '.join(duplicates)}"
+                )
+        if isinstance(self.min_providers, bool) or not isinstance(self.min_providers, int):
+            raise RunnerArgsError(
+                f"wall_bounce min_providers must be an integer, got {type(self.min_providers).__name__}"
+            )
+        if not 1 <= self.min_providers <= count:
+            raise RunnerArgsError(
+                f"wall_bounce min_providers must be between 1 and the number of providers ({count}), "
+                f"got {self.min_providers}"
+            )
+        threshold = self.quality_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise RunnerArgsError(
+                f"wall_bounce quality_threshold must be a number, got {type(threshold).__name__}"
+            )
+        if not (math.isfinite(threshold) and 0 <= threshold <= 1):
+            raise RunnerArgsError(f"wall_bounce quality_threshold must be between 0 and 1, got {threshold!r}")
+        object.__setattr__(self, "quality_threshold", float(threshold))
+
+    def to_json(self) -> str:
+        """The canonical JSON of ``--wall-bounce``."""
+        return json.dumps(
+            {
+                "providers": [{f.name: getattr(p, f.name) for f in fields(p)} for p in self.providers],
+                "min_providers": self.min_providers,
+                "quality_threshold": self.quality_threshold,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WallBounceSettings:
+        """The inverse of :meth:`to_json`; exactly its keys, with their types."""
+        try:
+            raw = json.loads(text)
+        except ValueError as err:
+            raise RunnerArgsError(f"not valid JSON ({err})") from None
+        _check_keys("the value", raw, ("providers", "min_providers", "quality_threshold"))
+        providers = raw["providers"]
+        if not isinstance(providers, list):
+            raise RunnerArgsError(f"providers must be a list, got {_json_type(providers)}")
+        parsed = []
+        for i, item in enumerate(providers):
+            where = f"providers[{i}]"
+            _check_keys(where, item, tuple(f.name for f in fields(WallBounceProvider)))
+            for key, value in item.items():
+                if not isinstance(value, str):
+                    raise RunnerArgsError(f"{where}.{key} must be a string, got {_json_type(value)}")
+            parsed.append(WallBounceProvider(**item))
+        min_providers = raw["min_providers"]
+        if isinstance(min_providers, bool) or not isinstance(min_providers, int):
+            raise RunnerArgsError(f"min_providers must be an integer, got {_json_type(min_providers)}")
+        threshold = raw["quality_threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise RunnerArgsError(f"quality_threshold must be a number, got {_json_type(threshold)}")
+        return cls(providers=tuple(parsed), min_providers=min_providers, quality_threshold=threshold)
+
+
+def _json_type(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _check_keys(where: str, value: object, keys: tuple[str, ...]) -> None:
+    if not isinstance(value, dict):
+        raise RunnerArgsError(f"{where} must be a JSON object, got {_json_type(value)}")
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        raise RunnerArgsError(f"{where} has unknown keys: {', '.join(map(_clip, unknown))}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise RunnerArgsError(f"{where} is missing keys: {', '.join(missing)}")
 
 
 @dataclass(frozen=True)
@@ -81,6 +222,8 @@ class TurnSettings:
     api_key_env: str
     codex_home: str = DEFAULT_CODEX_HOME
     workspace: str = DEFAULT_WORKSPACE
+    # Several providers, one run each, compared (the provider fields above are then not used).
+    wall_bounce: WallBounceSettings | None = None
 
     # Validating here, not only in the parser, makes the round trip hold for
     # every TurnSettings that can exist: runner_args never writes a command
@@ -119,6 +262,23 @@ class TurnSettings:
             raise RunnerArgsError(
                 f"codex_home ({self.codex_home!r}) and workspace ({self.workspace!r}) must not contain each other"
             )
+        if self.wall_bounce is not None:
+            self._check_wall_bounce(self.wall_bounce)
+
+    def _check_wall_bounce(self, wall_bounce: WallBounceSettings) -> None:
+        if not isinstance(wall_bounce, WallBounceSettings):
+            raise RunnerArgsError(f"wall_bounce must be WallBounceSettings, got {type(wall_bounce).__name__}")
+        # Every provider would write the same workspace, one after the other.
+        if self.sandbox != "read-only":
+            raise RunnerArgsError(f"wall_bounce needs sandbox read-only, got {self.sandbox!r}")
+        # Each provider starts a thread of its own; there is no one thread to resume.
+        if self.resume_thread_id is not None:
+            raise RunnerArgsError("wall_bounce cannot resume a thread (resume_thread_id must not be set)")
+        size = len(wall_bounce.to_json().encode("utf-8", "surrogatepass"))
+        if size > MAX_ARG_BYTES:
+            raise RunnerArgsError(
+                f"wall_bounce is {size} bytes as JSON; a command-line argument may be at most {MAX_ARG_BYTES} bytes"
+            )
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -142,6 +302,7 @@ _VALUE_FLAGS: tuple[tuple[str, str], ...] = (
     ("--api-key-env", "api_key_env"),
     ("--codex-home", "codex_home"),
     ("--workspace", "workspace"),
+    ("--wall-bounce", "wall_bounce"),
     ("--base-instructions", "base_instructions"),
     ("--prompt", "prompt"),
 )
@@ -156,7 +317,7 @@ def runner_args(t: TurnSettings) -> list[str]:
         value = getattr(t, name)
         if value is None:
             continue
-        args += [flag, value]
+        args += [flag, value.to_json() if isinstance(value, WallBounceSettings) else value]
         if flag == "--mode" and t.full_auto:
             args.append(_FULL_AUTO)
     return args
@@ -177,6 +338,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "--reasoning-effort": REASONING_EFFORTS,
     "--verbosity": VERBOSITIES,
 }
+_META: dict[str, str] = {"--wall-bounce": "JSON"}
 
 
 def usage() -> str:
@@ -184,11 +346,17 @@ def usage() -> str:
     parts = [*RUNNER_COMMAND, SUBCOMMAND]
     for flag, name in _VALUE_FLAGS:
         choice = _CHOICES.get(flag)
-        meta = "{" + ",".join(choice) + "}" if choice else name.upper()
+        meta = "{" + ",".join(choice) + "}" if choice else _META.get(flag, name.upper())
         parts.append(f"{flag} {meta}" if flag in _REQUIRED else f"[{flag} {meta}]")
         if flag == "--mode":
             parts.append(f"[{_FULL_AUTO}]")
-    return "usage: " + " ".join(parts)
+    return (
+        "usage: "
+        + " ".join(parts)
+        + "\n  --wall-bounce JSON: "
+        + '{"min_providers":N,"providers":[{"api_key_env":..,"base_url":..,"model":..,"provider_id":..},...],'
+        + '"quality_threshold":0..1} (2-8 providers, sandbox read-only, no resume)'
+    )
 
 
 def _clip(word: str) -> str:
@@ -253,6 +421,11 @@ def parse_runner_args(argv: Sequence[str]) -> TurnSettings:
     kwargs: dict[str, Any] = {name: None for flag, name in _VALUE_FLAGS if flag not in _REQUIRED}
     kwargs.update(codex_home=DEFAULT_CODEX_HOME, workspace=DEFAULT_WORKSPACE)
     kwargs.update({_FLAG_OF[flag]: value for flag, value in values.items()})
+    if "--wall-bounce" in values:
+        try:
+            kwargs["wall_bounce"] = WallBounceSettings.from_json(values["--wall-bounce"])
+        except RunnerArgsError as err:
+            _fail(f"argument --wall-bounce: {err}")
     return TurnSettings(full_auto=full_auto, **kwargs)
 
 
@@ -262,6 +435,7 @@ def turn_settings_for(
     model: str,
     resume_thread_id: str | None,
     endpoint: ModelEndpointConfig,
+    wall_bounce: WallBounceSettings | None = None,
 ) -> TurnSettings:
     """The settings of one turn of ``spec``; ``model`` is already resolved against the config default."""
     return TurnSettings(
@@ -278,4 +452,5 @@ def turn_settings_for(
         provider_id=endpoint.provider_id,
         base_url=endpoint.base_url,
         api_key_env=endpoint.api_key_env,
+        wall_bounce=wall_bounce,
     )

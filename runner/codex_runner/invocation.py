@@ -12,6 +12,7 @@ provider key by name.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from .contract import TurnSettings
@@ -82,6 +83,19 @@ def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(_toml_str(v) for v in values) + "]"
 
 
+def _toml_key(value: str) -> str:
+    # A bare key when TOML allows one; "a.b" bare would be two nested tables.
+    return value if re.fullmatch(r"[A-Za-z0-9_-]+", value) else _toml_str(value)
+
+
+def secret_env_names(settings: TurnSettings) -> list[str]:
+    """The env vars holding model keys: this turn's, and in a wall-bounce turn every provider's."""
+    names = [settings.api_key_env]
+    if settings.wall_bounce is not None:
+        names += [p.api_key_env for p in settings.wall_bounce.providers]
+    return list(dict.fromkeys(names))
+
+
 def codex_sandbox(settings: TurnSettings, *, inner_sandbox: bool) -> str:
     """The Codex sandbox mode. Without a working inner sandbox (bubblewrap
     fails in restricted pods) Codex runs unconfined inside the pod, and the
@@ -125,7 +139,7 @@ def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
         "[analytics]",
         "enabled = false",
         "",
-        f"[model_providers.{provider}]",
+        f"[model_providers.{_toml_key(provider)}]",
         f"name = {_toml_str(provider)}",
         f"base_url = {_toml_str(settings.base_url)}",
         f"env_key = {_toml_str(settings.api_key_env)}",
@@ -136,7 +150,7 @@ def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
         "[shell_environment_policy]",
         'inherit = "core"',
         "ignore_default_excludes = false",
-        f"exclude = {_toml_list([*SECRET_PATTERNS, settings.api_key_env])}",
+        f"exclude = {_toml_list([*SECRET_PATTERNS, *secret_env_names(settings)])}",
     ]
     if sandbox_mode == "workspace-write":
         # Only the workspace is writable: by default Codex also opens /tmp and $TMPDIR.

@@ -1,11 +1,18 @@
 """Run one turn: write Codex's config, run the real Codex CLI with stdin
 closed, stream every JSONL event to stdout (so `kubectl logs` shows
 progress), then print one framed result line and write a bounded copy to
-the termination message. The exit code says what happened."""
+the termination message. The exit code says what happened.
+
+A wall-bounce turn runs Codex once per provider, in order, in the same
+CODEX_HOME and workspace (read-only), each run its own thread, with a
+`{"type":"codex-runner","wall_bounce_provider":...}` line before each
+run's events; then the answers are compared (consensus.py) and one frame
+reports them all."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -29,7 +36,8 @@ from codex_api.result import (
 )
 from codex_api.session import Usage
 
-from .contract import TurnSettings
+from .consensus import wall_bounce_result
+from .contract import TurnSettings, WallBounceProvider, WallBounceSettings
 from .events import TurnAccumulator, subtract
 from .invocation import build_invocation
 
@@ -89,6 +97,20 @@ def _log(out: IO[str], message: str, **fields: Any) -> None:
     out.flush()
 
 
+class _Stop:
+    """SIGTERM while the turn runs (the pod is being deleted): pass it to Codex,
+    let it stop and report, and start no further wall-bounce run."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.requested = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+
 def run_turn(
     settings: TurnSettings, *, out: IO[str] | None = None, termination_path: str | None = None
 ) -> int:
@@ -114,14 +136,96 @@ def run_turn(
             raise OSError(f"workspace {workspace} does not exist")
         env = {**os.environ, "CODEX_HOME": str(codex_home)}
         inner = probe_inner_sandbox(codex_bin, str(workspace), env)
-        invocation = build_invocation(settings, codex_bin=codex_bin, inner_sandbox=inner)
-        (codex_home / "config.toml").write_text(invocation.config_toml)
-        for name, text in invocation.files.items():
-            (codex_home / name).write_text(text)
     except OSError as err:
         result = RunnerResult(outcome="config_error", exit_code=EXIT_CONFIG_ERROR, errors=[str(err)])
         _emit(result, out, termination_path)
         return EXIT_CONFIG_ERROR
+
+    stop = _Stop()
+    previous_handler = signal.signal(signal.SIGTERM, stop)
+    try:
+        if settings.wall_bounce is None:
+            result = _run_codex(settings, codex_bin=codex_bin, env=env, inner=inner, out=out, stop=stop)
+        else:
+            result = _run_wall_bounce(
+                settings, settings.wall_bounce, codex_bin=codex_bin, env=env, inner=inner, out=out, stop=stop
+            )
+    except OSError as err:  # writing Codex's config
+        result = RunnerResult(outcome="config_error", exit_code=EXIT_CONFIG_ERROR, errors=[str(err)])
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    result = result.model_copy(update={"duration_seconds": round(time.monotonic() - started, 3)})
+    _emit(result, out, termination_path)
+    return result.exit_code
+
+
+def provider_settings(settings: TurnSettings, provider: WallBounceProvider) -> TurnSettings:
+    """One wall-bounce run: the turn's settings with this provider's endpoint, key and model.
+
+    wall_bounce stays set, so Codex's config keeps every provider's key from
+    the commands the model runs."""
+    return dataclasses.replace(
+        settings,
+        provider_id=provider.provider_id,
+        base_url=provider.base_url,
+        api_key_env=provider.api_key_env,
+        model=provider.model,
+    )
+
+
+def _run_wall_bounce(
+    settings: TurnSettings,
+    wall_bounce: WallBounceSettings,
+    *,
+    codex_bin: str,
+    env: dict[str, str],
+    inner: bool,
+    out: IO[str],
+    stop: _Stop,
+) -> RunnerResult:
+    keys = {settings.api_key_env, *(p.api_key_env for p in wall_bounce.providers)}
+    runs: list[tuple[WallBounceProvider, RunnerResult]] = []
+    for provider in wall_bounce.providers:
+        if stop.requested:
+            runs.append(
+                (
+                    provider,
+                    RunnerResult(
+                        outcome="turn_failed",
+                        exit_code=EXIT_TURN_FAILED,
+                        errors=["not run: the runner was asked to stop"],
+                    ),
+                )
+            )
+            continue
+        out.write(json.dumps({"type": "codex-runner", "wall_bounce_provider": provider.provider_id}) + "\n")
+        out.flush()
+        # Each Codex sees only its own provider's key.
+        own_env = {k: v for k, v in env.items() if k not in keys or k == provider.api_key_env}
+        started = time.monotonic()
+        run = _run_codex(
+            provider_settings(settings, provider),
+            codex_bin=codex_bin,
+            env=own_env,
+            inner=inner,
+            out=out,
+            stop=stop,
+        )
+        runs.append(
+            (provider, run.model_copy(update={"duration_seconds": round(time.monotonic() - started, 3)}))
+        )
+    return wall_bounce_result(wall_bounce, runs)
+
+
+def _run_codex(
+    settings: TurnSettings, *, codex_bin: str, env: dict[str, str], inner: bool, out: IO[str], stop: _Stop
+) -> RunnerResult:
+    """One `codex exec`: write its config, run it, stream its events to ``out``; the result, not emitted."""
+    codex_home = Path(settings.codex_home)
+    invocation = build_invocation(settings, codex_bin=codex_bin, inner_sandbox=inner)
+    (codex_home / "config.toml").write_text(invocation.config_toml)
+    for name, text in invocation.files.items():
+        (codex_home / name).write_text(text)
     _log(
         out,
         "starting codex",
@@ -138,11 +242,12 @@ def run_turn(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=workspace,
+        cwd=settings.workspace,
         env=env,
         text=True,
         bufsize=1,
     )
+    stop.proc = proc
 
     def forward_stderr() -> None:
         assert proc.stderr is not None
@@ -151,11 +256,10 @@ def run_turn(
             sys.stderr.write(line)
             sys.stderr.flush()
 
-    def terminate(signum: int, _frame: Any) -> None:
-        proc.send_signal(signum)  # the pod is being deleted: let Codex stop, then report
-
-    threading.Thread(target=forward_stderr, daemon=True).start()
-    previous_handler = signal.signal(signal.SIGTERM, terminate)
+    stderr_thread = threading.Thread(target=forward_stderr, daemon=True)
+    stderr_thread.start()
+    if stop.requested:  # SIGTERM came between the runs' start and here
+        proc.terminate()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -164,7 +268,8 @@ def run_turn(
             acc.feed(line)
         code = proc.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        stop.proc = None
+    stderr_thread.join(timeout=2)  # the tail explains a failure
 
     previous = _previous_usage(codex_home, acc.thread_id) if settings.resume_thread_id else None
     usage = subtract(acc.cumulative_usage, previous) if acc.cumulative_usage else Usage()
@@ -180,7 +285,7 @@ def run_turn(
     errors = list(acc.errors)
     if outcome != "completed" and not errors:
         errors = [line for line in stderr_tail if line][-3:] or [f"codex exited with {code}"]
-    result = RunnerResult(
+    return RunnerResult(
         outcome=outcome,
         thread_id=acc.thread_id,
         final_message=acc.final_message,
@@ -189,7 +294,4 @@ def run_turn(
         file_changes=acc.file_changes,
         errors=errors,
         exit_code=exit_code,
-        duration_seconds=round(time.monotonic() - started, 3),
     )
-    _emit(result, out, termination_path)
-    return exit_code

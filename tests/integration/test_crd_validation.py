@@ -417,3 +417,15 @@ def test_valid_objects_are_accepted_with_defaults(kube_client: Any, namespace: s
         GROUP, VERSION, namespace, APPROVALS, "a1", {"spec": {"decision": "Approved", "reason": "ok"}}
     )
     assert decided["spec"]["decision"] == "Approved"
+
+
+def test_wall_bounce_with_an_empty_provider_list_means_all_configured(
+    kube_client: Any, namespace: str
+) -> None:
+    """`providers: []` (or none) leaves the choice to the configuration; only a
+    non-empty list is held against minProviders."""
+    api = _api(kube_client)
+    body = session(wallBounce={"providers": []})
+    body["metadata"]["name"] = "wb-empty"
+    created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, SESSIONS, body)
+    assert created["spec"]["wallBounce"]["minProviders"] == 2

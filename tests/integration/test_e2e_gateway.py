@@ -38,11 +38,21 @@ ALICE = "alice-token-" + secrets.token_hex(8)
 CAROL = "carol-token-" + secrets.token_hex(8)
 
 
+@pytest.fixture(scope="module")
+def model2(model: fm.FakeModelServer) -> Iterator[fm.FakeModelServer]:
+    """A second provider for wall-bounce turns, on the same pod bridge."""
+    from codex_devenv.process import free_port
+
+    with fm.FakeModelServer(port=free_port(), host=model.host) as server:
+        yield server
+
+
 @pytest.fixture
 def system(
     node_cluster: Any,
     node_ns: str,
     model: fm.FakeModelServer,
+    model2: fm.FakeModelServer,
     volumes: Path,
     operator_kubeconfig: Path,
     client_for: Any,
@@ -51,11 +61,12 @@ def system(
 ) -> Iterator[dict[str, Any]]:
     cp, _node, refs = node_cluster
     model.reset()
+    model2.reset()
     prepare_sessions_namespace(cp, kube_client, node_ns, API_KEY)
     # The configuration an install would give both components: the chart's
     # ConfigMap, rendered from values for this node, model and namespace.
     config_file = tmp_path / "codex-mcp.toml"
-    config_file.write_text(helm.config_toml(_chart_values(node_ns, refs["runner"], model)))
+    config_file.write_text(helm.config_toml(_chart_values(node_ns, refs["runner"], model, model2)))
     policies = ScopedAdmission(cp, node_ns).install(client_for, trusted=[GATEWAY_USER])
     op = start_operator(cp, operator_kubeconfig, node_ns, tmp_path, config_file=config_file)
     bind_gateway(cp, node_ns)
@@ -68,14 +79,29 @@ def system(
         config_file=config_file,
         wait_seconds=45,
     )
-    yield {"cp": cp, "ns": node_ns, "model": model, "gw": gw}
+    yield {"cp": cp, "ns": node_ns, "model": model, "model2": model2, "gw": gw}
     gw.stop()
     op.stop()
     policies.uninstall()
-    assert model.errors == []
+    assert model.errors == [] and model2.errors == []
 
 
-def _chart_values(namespace: str, runner_image: str, model: fm.FakeModelServer) -> dict[str, Any]:
+def _provider(provider_id: str, server: fm.FakeModelServer) -> dict[str, Any]:
+    endpoint = fake_endpoint(server.host, server.port)
+    return {
+        "provider_id": provider_id,
+        "model": endpoint.model,
+        "base_url": endpoint.base_url,
+        "api_key_secret_name": "codex-model-api-key",
+        "api_key_secret_key": "api-key",
+        "egress_cidrs": list(endpoint.egress_cidrs),
+        "egress_ports": list(endpoint.egress_ports),
+    }
+
+
+def _chart_values(
+    namespace: str, runner_image: str, model: fm.FakeModelServer, model2: fm.FakeModelServer
+) -> dict[str, Any]:
     registry, _, rest = runner_image.partition("/")
     repository, _, tag = rest.rpartition(":")
     endpoint = fake_endpoint(model.host, model.port)
@@ -90,6 +116,8 @@ def _chart_values(namespace: str, runner_image: str, model: fm.FakeModelServer) 
             # Isolated turns run without a human; full-access ones need an approver.
             "security": {"approval_workflows": {"auto_approve_isolated": True}},
             "kubernetes": {
+                # Two providers for wall-bounce turns (one per fake model server).
+                "wall_bounce_providers": [_provider("alpha", model), _provider("beta", model2)],
                 "runner_tolerations": [
                     {"key": TEST_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
                 ],
@@ -204,3 +232,27 @@ async def test_high_risk_call_waits_for_another_users_kubectl_patch(
         final = _structured(await carol.call_tool("codex-session-info", {"session_id": out["session_id"]}))
         assert final["session"]["status"] == "completed", final
         assert final["session"]["response"] == "deployed (pretend)"
+
+
+async def test_wall_bounce_asks_both_providers_and_reports_consensus(system: dict[str, Any]) -> None:
+    model, model2, gw = system["model"], system["model2"], system["gw"]
+    model.set_script(fm.say("The answer is 42.", usage=fm.Usage(input_tokens=100, output_tokens=10)))
+    model2.set_script(fm.say("The answer is 42.", usage=fm.Usage(input_tokens=200, output_tokens=20)))
+    async with gw.client(ALICE) as alice:
+        out = _structured(
+            await alice.call_tool("codex", {"prompt": "what is the answer?", "wall_bounce": True})
+        )
+        assert out["status"] == "completed", out
+        assert out["response"] == "The answer is 42."
+        assert out["wall_bounce"]["providers_used"] == ["alpha", "beta"]
+        assert out["wall_bounce"]["consensus_score"] == 1.0
+        assert out["usage"]["input_tokens"] >= 300  # both providers' usage
+        # each provider got the prompt, with the key from the Secret
+        for server in (model, model2):
+            assert server.responses_requests, server
+            assert server.responses_requests[-1].authorization == f"Bearer {API_KEY}"
+        # a wall-bounce call that asks for a writable sandbox is refused, nothing created
+        refused = await alice.call_tool(
+            "codex", {"prompt": "write it", "wall_bounce": True, "sandbox": "isolated"}
+        )
+        assert refused.is_error and "read-only" in refused.content[0].text  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,43 @@ def test_valid_kubernetes_values_are_accepted() -> None:
     assert cfg.kubernetes.model_endpoint.in_cluster_pod_labels == {"app": "vllm"}
 
 
+def test_wall_bounce_providers_are_model_endpoints_with_a_model() -> None:
+    cfg = parse_config(
+        "[kubernetes.model_endpoint]\n"
+        'api_key_env = "MAIN_KEY"\n'
+        + _WB_OPENAI
+        + _WB_ANTHROPIC
+        + 'base_url = "http://claude.models.svc:8080/v1"\n'
+        'api_key_env = "ANTHROPIC_KEY"\n'
+        'api_key_secret_name = "anthropic"\n'
+        'egress_cidrs = ["192.0.2.7"]\n'
+        "egress_ports = [8080]\n"
+        "[[kubernetes.wall_bounce_providers]]\n"
+        'provider_id = "local-llm"\n'
+        'model = "qwen/qwen3-coder:30b"\n'
+    )
+    first, second, third = cfg.kubernetes.wall_bounce_providers
+    assert isinstance(second, ModelEndpointConfig)
+    assert (first.provider_id, first.model, first.base_url) == (
+        "openai",
+        "gpt-5-codex",
+        "https://api.openai.com/v1",
+    )
+    # The default variable is derived from the id, never the main endpoint's.
+    assert first.api_key_env == "CODEX_WB_OPENAI_API_KEY"
+    assert third.api_key_env == "CODEX_WB_LOCAL_LLM_API_KEY"
+    assert (second.api_key_env, second.api_key_secret_name, second.api_key_secret_key) == (
+        "ANTHROPIC_KEY",
+        "anthropic",
+        "api-key",
+    )
+    # The endpoint validators apply: a bare address becomes a /32.
+    assert (second.egress_cidrs, second.egress_ports) == (["192.0.2.7/32"], [8080])
+    data = redacted_dict(cfg)
+    assert data["kubernetes"]["wall_bounce_providers"][0]["api_key_env"] == "CODEX_WB_OPENAI_API_KEY"
+    assert CodexMCPConfig.model_validate(data) == cfg
+
+
 def test_redacted_dict_uses_toml_spellings_and_round_trips() -> None:
     cfg = load_config(DEV_CONFIG)
     data = redacted_dict(cfg)
@@ -198,6 +236,8 @@ def _all_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[
     seen.add(model)
     for info in model.model_fields.values():
         annotation = info.annotation
+        if typing.get_origin(annotation) is list:  # arrays of tables
+            (annotation,) = typing.get_args(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
             _all_models(annotation, seen)
     return seen
@@ -205,7 +245,7 @@ def _all_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[
 
 def test_every_model_forbids_extra_keys_and_documents_every_field() -> None:
     models = _all_models(CodexMCPConfig, set())
-    assert len(models) == 16
+    assert len(models) == 18  # with RunnerToleration and WallBounceProviderConfig
     for model in models:
         assert model.model_config.get("extra") == "forbid", model.__name__
         for name, info in model.model_fields.items():
@@ -225,6 +265,9 @@ def test_risk_levels_only_accept_the_dashed_sandbox_names() -> None:
 
 
 # --------------------------------------------------------------------------- bad files
+
+_WB_OPENAI = '[[kubernetes.wall_bounce_providers]]\nprovider_id = "openai"\nmodel = "gpt-5-codex"\n\n'
+_WB_ANTHROPIC = '[[kubernetes.wall_bounce_providers]]\nprovider_id = "anthropic"\nmodel = "claude-sonnet-4"\n'
 
 # (id, TOML text, dotted key path that must be reported, reason fragment, line)
 BAD_CONFIGS = [
@@ -497,6 +540,84 @@ BAD_CONFIGS = [
         "kubernetes.model_endpoint.in_cluster_pod_labels",
         "label value '-vllm' of 'app' is not a valid Kubernetes label value",
         2,
+    ),
+    (
+        "wall-bounce-duplicate-id",
+        _WB_OPENAI
+        + _WB_ANTHROPIC
+        + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "openai"\nmodel = "o1"\n',
+        "kubernetes.wall_bounce_providers[2].provider_id",
+        "provider_id 'openai' is already used by wall_bounce_providers[0]",
+        9,
+    ),
+    (
+        "wall-bounce-env-collides-with-main-endpoint",
+        _WB_OPENAI + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "b"\nmodel = "m"\n'
+        'api_key_env = "CODEX_MODEL_API_KEY"\n',
+        "kubernetes.wall_bounce_providers[1].api_key_env",
+        "api_key_env 'CODEX_MODEL_API_KEY' is already used by [kubernetes.model_endpoint].api_key_env",
+        8,
+    ),
+    (
+        "wall-bounce-derived-env-collides",
+        # "a-b" and "a_b" both derive CODEX_WB_A_B_API_KEY.
+        '[[kubernetes.wall_bounce_providers]]\nprovider_id = "a-b"\nmodel = "m"\n'
+        '[[kubernetes.wall_bounce_providers]]\nprovider_id = "a_b"\nmodel = "m"\n',
+        "kubernetes.wall_bounce_providers[1].api_key_env",
+        "'CODEX_WB_A_B_API_KEY' is already used by wall_bounce_providers[0].api_key_env; every provider "
+        "needs its own variable (set api_key_env explicitly)",
+        4,
+    ),
+    (
+        "wall-bounce-model-missing",
+        _WB_OPENAI + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "b"\n',
+        "kubernetes.wall_bounce_providers[1].model",
+        "required key is missing",
+        5,
+    ),
+    (
+        "wall-bounce-provider-id-missing",
+        '[[kubernetes.wall_bounce_providers]]\nmodel = "m"\n',
+        "kubernetes.wall_bounce_providers[0].provider_id",
+        "required key is missing",
+        1,
+    ),
+    (
+        "wall-bounce-uppercase-id",
+        '[[kubernetes.wall_bounce_providers]]\nprovider_id = "OpenAI"\nmodel = "m"\n',
+        "kubernetes.wall_bounce_providers[0].provider_id",
+        "must start with a lowercase letter",
+        2,
+    ),
+    (
+        "wall-bounce-bad-model",
+        _WB_OPENAI + _WB_ANTHROPIC.replace('"claude-sonnet-4"', '"claude sonnet"'),
+        "kubernetes.wall_bounce_providers[1].model",
+        "must be a model slug",
+        7,
+    ),
+    (
+        "wall-bounce-empty-env",
+        '[[kubernetes.wall_bounce_providers]]\nprovider_id = "a"\nmodel = "m"\napi_key_env = ""\n',
+        "kubernetes.wall_bounce_providers[0].api_key_env",
+        "must be an environment variable name",
+        4,
+    ),
+    (
+        "wall-bounce-unknown-key",
+        _WB_OPENAI + _WB_ANTHROPIC + "api_key = 'sk-x'\n",
+        "kubernetes.wall_bounce_providers[1].api_key",
+        "unknown key; allowed keys here: provider_id, base_url",
+        8,
+    ),
+    (
+        "wall-bounce-too-many",
+        "".join(
+            f'[[kubernetes.wall_bounce_providers]]\nprovider_id = "p{i}"\nmodel = "m"\n' for i in range(9)
+        ),
+        "kubernetes.wall_bounce_providers",
+        "must have at most 8 items, got 9",
+        1,
     ),
     (
         "unknown-nested-kubernetes-key",

@@ -197,3 +197,125 @@ async def test_token_store() -> None:
         TokenStore({"short": "alice"})
     with pytest.raises(TokenFileError):
         TokenStore({"c" * 20: ""})
+
+
+# --------------------------------------------------------------------------- wall bounce
+WB_CONFIG = parse_config(
+    "[mcp]\nmin_providers = 3\nquality_threshold = 0.8\n"
+    + "".join(
+        f'[[kubernetes.wall_bounce_providers]]\nprovider_id = "{p}"\nmodel = "m-{p}"\n'
+        for p in ("openai", "anthropic", "gemini")
+    )
+)
+
+
+def test_wall_bounce_uses_every_configured_provider_and_the_configured_thresholds() -> None:
+    body = build_session(CodexArgs(prompt="p", wall_bounce=True), user="alice", config=WB_CONFIG)
+    spec = body["spec"]
+    assert spec["sandbox"] == "read-only"
+    # providers left out (= all configured): the CRD compares minProviders with a list's size.
+    assert spec["wallBounce"] == {"minProviders": 3, "qualityThreshold": 0.8, "consensusThreshold": 0.6}
+    assert "wallBounce" not in build_session(CodexArgs(prompt="p"), user="a", config=WB_CONFIG)["spec"]
+    off = build_session(CodexArgs(prompt="p", wall_bounce=False), user="a", config=WB_CONFIG)["spec"]
+    assert "wallBounce" not in off
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "fragment"),
+    [
+        (
+            {"sandbox": "isolated"},
+            WB_CONFIG,
+            "wall_bounce needs sandbox read-only, not isolated",
+        ),
+        # The configured default sandbox counts, not only an explicit one.
+        ({}, CONFIG, "wall_bounce needs sandbox read-only, not isolated"),
+        (
+            {"sandbox": "read-only"},
+            parse_config("[mcp]\nenable_wall_bounce = false\n"),
+            "wall-bounce sessions are disabled",
+        ),
+        ({"sandbox": "read-only"}, parse_config(""), "at least 2 configured providers; this server has 0"),
+        (
+            {"sandbox": "read-only"},
+            parse_config(
+                "[mcp]\nmin_providers = 3\n"
+                '[[kubernetes.wall_bounce_providers]]\nprovider_id = "a"\nmodel = "m"\n'
+                '[[kubernetes.wall_bounce_providers]]\nprovider_id = "b"\nmodel = "m"\n'
+            ),
+            "requires 3 providers to answer but has only 2 configured",
+        ),
+    ],
+    ids=["isolated", "config-default-isolated", "disabled", "no-providers", "min-above-configured"],
+)
+def test_wall_bounce_refusals(args: dict[str, Any], config: Any, fragment: str) -> None:
+    with pytest.raises(InvalidArguments, match=fragment):
+        build_session(CodexArgs(prompt="p", wall_bounce=True, **args), user="alice", config=config)
+
+
+def test_wall_bounce_must_be_a_real_boolean() -> None:
+    with pytest.raises(ValidationError):
+        CodexArgs(prompt="p", wall_bounce="true")  # type: ignore[arg-type]
+
+
+def test_wall_bounce_status_becomes_result() -> None:
+    obj = {
+        "metadata": {"name": "cx-wb", "namespace": "ns"},
+        "spec": {"requestedBy": "alice", "sandbox": "read-only", "wallBounce": {"minProviders": 2}},
+        "status": {
+            "phase": "Succeeded",
+            "response": "A",
+            "wallBounce": {"providersUsed": ["openai", "anthropic"], "consensusScore": 0.9},
+            "cost": {"actualUsd": 0.1, "providers": [{"provider": "openai", "actualUsd": 0.04}]},
+        },
+    }
+    result = session_result(obj)
+    assert result.wall_bounce is not None
+    assert result.wall_bounce.providers_used == ["openai", "anthropic"]
+    assert (result.wall_bounce.consensus_score, result.wall_bounce.confidence_score) == (0.9, None)
+    assert result.cost is not None and result.cost.actual_usd == 0.1
+    assert session_result({**obj, "status": {"phase": "Running"}}).wall_bounce is None
+
+
+class _RecordingSessions:
+    """Just enough of SessionApi for a codex call: create, and a wait that sees it finish."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        obj = {**body, "metadata": {**body["metadata"], "namespace": "ns"}}
+        self.created.append(obj)
+        return obj
+
+    async def wait(self, name: str, done: Any, timeout: float, on_change: Any = None) -> dict[str, Any]:
+        obj = self.created[-1]
+        return {
+            **obj,
+            "status": {"phase": "Succeeded", "response": "A", "wallBounce": {"providersUsed": ["openai"]}},
+        }
+
+
+async def test_codex_tool_accepts_wall_bounce_and_refuses_it_without_creating() -> None:
+    from mcp import Client
+
+    from codex_gateway.server import Gateway, GatewaySettings, build_server
+
+    sessions = _RecordingSessions()
+    gateway = Gateway(sessions, WB_CONFIG, GatewaySettings(namespace="ns", default_user="alice"))  # type: ignore[arg-type]
+    async with Client(build_server(gateway)) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        prop = tools["codex"].input_schema["properties"]["wall_bounce"]
+        assert "Ask every configured provider" in str(prop)
+
+        ok = await client.call_tool("codex", {"prompt": "p", "wall_bounce": True})
+        assert not ok.is_error
+        assert ok.structured_content["wall_bounce"]["providers_used"] == ["openai"]
+        assert sessions.created[-1]["spec"]["wallBounce"]["minProviders"] == 3
+
+        refused = await client.call_tool("codex", {"prompt": "p", "wall_bounce": True, "sandbox": "isolated"})
+        assert refused.is_error
+        assert "invalid arguments: wall_bounce needs sandbox read-only" in refused.content[0].text  # type: ignore[union-attr]
+        not_bool = await client.call_tool("codex", {"prompt": "p", "wall_bounce": "yes"})
+        assert not_bool.is_error
+        assert len(sessions.created) == 1

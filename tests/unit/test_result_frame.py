@@ -9,7 +9,9 @@ import pytest
 from codex_api.result import (
     FRAME_PREFIX,
     TERMINATION_MESSAGE_LIMIT,
+    ProviderRun,
     RunnerResult,
+    WallBounceOutcome,
     clip_response,
     parse_frame,
 )
@@ -213,3 +215,141 @@ def test_clip_response() -> None:
     huge, truncated = clip_response("日" * (MAX_RESPONSE * 3))
     assert truncated is True
     assert huge == "日" * (MAX_RESPONSE - 1) + "…"
+
+
+# --------------------------------------------------------------------------- wall-bounce
+
+
+def wall_bounce_result(answers: dict[str, str], **kw: object) -> RunnerResult:
+    runs = [
+        ProviderRun(
+            provider=provider,
+            model=f"model-{provider}",
+            outcome="completed",
+            final_message=answer,
+            usage=USAGE,
+            duration_seconds=3.25,
+        )
+        for provider, answer in answers.items()
+    ]
+    first = next(iter(answers))
+    return full(
+        final_message=answers[first],
+        usage=Usage(
+            input_tokens=USAGE.input_tokens * len(runs),
+            cached_input_tokens=USAGE.cached_input_tokens * len(runs),
+            output_tokens=USAGE.output_tokens * len(runs),
+            reasoning_tokens=USAGE.reasoning_tokens * len(runs),
+        ),
+        wall_bounce=WallBounceOutcome(
+            providers_used=list(answers),
+            consensus_score=0.75,
+            confidence_score=0.8125,
+            chosen_provider=first,
+            min_providers=2,
+            quality_threshold=0.7,
+            runs=runs,
+        ),
+        **kw,
+    )
+
+
+def test_wall_bounce_frame_round_trip() -> None:
+    result = wall_bounce_result({"openai": "4", "anthropic": "four", "gemini": "4."})
+    assert parse_frame(result.frame()) == result
+    assert result.bounded_frame() == result.frame()
+    body = json.loads(result.frame()[len(FRAME_PREFIX) :])
+    assert body["wall_bounce"]["runs"][1] == {
+        "provider": "anthropic",
+        "model": "model-anthropic",
+        "outcome": "completed",
+        "final_message": "four",
+        "usage": USAGE.model_dump(),
+        "errors": [],
+        "duration_seconds": 3.25,
+    }
+    assert "wall_bounce" not in json.loads(full().frame()[len(FRAME_PREFIX) :])
+
+
+@pytest.mark.parametrize("name", sorted(HUGE_MESSAGES))
+def test_bounded_wall_bounce_frame_drops_the_runs_answers_first(name: str) -> None:
+    message = HUGE_MESSAGES[name]
+    clipped = message[:4000]
+    result = wall_bounce_result({"openai": clipped, "anthropic": clipped[::-1], "gemini": clipped.upper()})
+    result = result.model_copy(update={"final_message": message})
+    text = result.bounded_frame()
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    back = parse_frame(text)
+    assert back is not None and back.truncated is True
+    assert back.usage == result.usage  # the sum over the runs
+    assert back.wall_bounce is not None and result.wall_bounce is not None
+    assert [r.final_message for r in back.wall_bounce.runs] == [None] * 3
+    assert [(r.provider, r.outcome, r.usage, r.duration_seconds) for r in back.wall_bounce.runs] == [
+        (r.provider, r.outcome, r.usage, r.duration_seconds) for r in result.wall_bounce.runs
+    ]
+    assert back.wall_bounce.model_copy(update={"runs": []}) == result.wall_bounce.model_copy(
+        update={"runs": []}
+    )
+    assert back.final_message is not None and message.startswith(back.final_message)
+    assert len(back.final_message) >= 100
+
+
+def test_bounded_wall_bounce_frame_keeps_the_whole_chosen_answer_when_it_can() -> None:
+    answer = "The answer is 42. " * 100  # 1800 characters: three runs of it do not fit, one does
+    result = wall_bounce_result({"a": answer, "b": answer, "c": answer})
+    assert len(result.frame().encode()) > TERMINATION_MESSAGE_LIMIT
+    back = parse_frame(result.bounded_frame())
+    assert back is not None and back.truncated is True
+    assert back.final_message == answer
+    assert back.wall_bounce is not None and all(r.final_message is None for r in back.wall_bounce.runs)
+
+
+def test_bounded_wall_bounce_frame_worst_case_still_fits() -> None:
+    errors = ["\x01" * 2000 for _ in range(10)]
+    runs = [
+        ProviderRun(
+            provider=f"{i}" + "p" * 63,
+            model="m" * 128,
+            outcome="turn_failed",
+            final_message="\x02" * 4000,
+            usage=USAGE,
+            errors=errors,
+            duration_seconds=1.5,
+        )
+        for i in range(8)
+    ]
+    result = full(
+        outcome="turn_failed",
+        exit_code=1,
+        final_message="\x03" * 50_000,
+        errors=errors,
+        wall_bounce=WallBounceOutcome(
+            providers_used=[r.provider for r in runs],
+            chosen_provider=runs[0].provider,
+            min_providers=8,
+            quality_threshold=1.0,
+            runs=runs,
+        ),
+    )
+    text = result.bounded_frame()
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    back = parse_frame(text)
+    assert back is not None and back.truncated is True
+    assert back.usage == USAGE and back.outcome == "turn_failed" and back.exit_code == 1
+
+
+def test_wall_bounce_models_ignore_unknown_fields() -> None:
+    text = FRAME_PREFIX + json.dumps(
+        {
+            "outcome": "completed",
+            "wall_bounce": {
+                "min_providers": 2,
+                "quality_threshold": 0.5,
+                "future": 1,
+                "runs": [{"provider": "a", "outcome": "completed", "future": 2}],
+            },
+        }
+    )
+    back = parse_frame(text)
+    assert back is not None and back.wall_bounce is not None
+    assert back.wall_bounce.runs == [ProviderRun(provider="a", outcome="completed")]

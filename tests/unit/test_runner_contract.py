@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import random
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from codex_api.config import ModelEndpointConfig
 from codex_api.session import CodexSessionSpec
-from codex_devenv.testkit import turn_settings
+from codex_devenv.testkit import turn_settings, wall_bounce_provider, wall_bounce_settings
 from codex_runner.contract import (
     MAX_ARG_BYTES,
     MODES,
@@ -22,6 +23,8 @@ from codex_runner.contract import (
     VERBOSITIES,
     RunnerArgsError,
     TurnSettings,
+    WallBounceProvider,
+    WallBounceSettings,
     parse_runner_args,
     runner_args,
     turn_settings_for,
@@ -109,23 +112,42 @@ def test_round_trip_random_settings() -> None:
     def maybe(value: str) -> str | None:
         return None if rng.random() < 0.4 else value
 
+    def wall_bounce() -> WallBounceSettings:
+        count = rng.randint(2, 8)
+        providers = tuple(
+            WallBounceProvider(
+                provider_id=f"{i}{text()}"[:64],
+                base_url=rng.choice(["http://", "https://"]) + text(),
+                api_key_env=f"{i}{text()}",
+                model=text(),
+            )
+            for i in range(count)
+        )
+        return WallBounceSettings(
+            providers=providers,
+            min_providers=rng.randint(1, count),
+            quality_threshold=rng.choice([0, 1, 0.5, rng.random()]),
+        )
+
     for _ in range(500):
+        bounce = rng.random() < 0.3
         t = TurnSettings(
             prompt=rng.choice(["-", "--"]) * rng.randint(0, 1) + text(),
             model=text(),
-            sandbox=rng.choice(SANDBOXES),  # type: ignore[arg-type]
+            sandbox="read-only" if bounce else rng.choice(SANDBOXES),  # type: ignore[arg-type]
             mode=rng.choice(MODES),
             full_auto=rng.random() < 0.5,
             reasoning_effort=maybe(rng.choice(REASONING_EFFORTS)),
             verbosity=maybe(rng.choice(VERBOSITIES)),
             base_instructions=maybe(rng.choice(["", text()])),
             response_language=maybe(rng.choice(["en", "ja", "pt-BR"])),
-            resume_thread_id=maybe(text()),
+            resume_thread_id=None if bounce else maybe(text()),
             provider_id=text(),
             base_url=text(),
             api_key_env=text(),
             codex_home=rng.choice(["/codex/home", "/state/codex"]),
             workspace=rng.choice(["/workspace", "/src"]),
+            wall_bounce=wall_bounce() if bounce else None,
         )
         assert parse_runner_args(runner_args(t)) == t, t
 
@@ -396,6 +418,7 @@ def test_usage_lists_every_flag() -> None:
         assert flag in text
     assert "[--full-auto]" in text
     assert "[--base-instructions BASE_INSTRUCTIONS]" in text
+    assert "[--wall-bounce JSON]" in text
 
 
 def test_errors_quote_a_long_stray_word_briefly() -> None:
@@ -404,3 +427,263 @@ def test_errors_quote_a_long_stray_word_briefly() -> None:
         parse_runner_args([*runner_args(settings()), stray])
     assert len(str(caught.value)) < 200
     assert "unrecognized argument: 'xxx" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- wall-bounce
+
+THREE = wall_bounce_settings(
+    wall_bounce_provider(1),
+    wall_bounce_provider(2, model="claude-x", base_url="https://api.example.com/v1"),
+    wall_bounce_provider(3, provider_id="gem.ini", api_key_env="GEMINI_KEY"),
+    min_providers=2,
+    quality_threshold=0.6,
+)
+
+
+def test_wall_bounce_round_trip_and_canonical_json() -> None:
+    t = settings(wall_bounce=THREE)
+    args = runner_args(t)
+    value = args[args.index("--wall-bounce") + 1]
+    assert value == json.dumps(
+        {
+            "min_providers": 2,
+            "providers": [dataclasses.asdict(p) for p in THREE.providers],
+            "quality_threshold": 0.6,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    assert value.startswith('{"min_providers":2,"providers":[{"api_key_env":"P1_API_KEY","base_url":')
+    # short settings first, long free text last
+    assert args.index("--workspace") < args.index("--wall-bounce") < args.index("--prompt")
+    assert parse_runner_args(args) == t
+    assert "--wall-bounce" not in runner_args(settings())
+    assert settings().wall_bounce is None
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXT)
+def test_wall_bounce_round_trip_of_tricky_text(text: str) -> None:
+    bounce = wall_bounce_settings(
+        wall_bounce_provider(1, provider_id=text[:64], model=text, api_key_env=text),
+        wall_bounce_provider(2, base_url="https://" + text),
+    )
+    t = settings(wall_bounce=bounce, prompt=text)
+    assert parse_runner_args(runner_args(t)) == t
+
+
+def test_wall_bounce_threshold_is_a_float_and_providers_a_tuple() -> None:
+    bounce = WallBounceSettings(
+        providers=[wall_bounce_provider(1), wall_bounce_provider(2)],  # type: ignore[arg-type]
+        min_providers=2,
+        quality_threshold=1,
+    )
+    assert isinstance(bounce.providers, tuple)
+    assert isinstance(bounce.quality_threshold, float) and bounce.quality_threshold == 1.0
+    t = settings(wall_bounce=bounce)
+    assert parse_runner_args(runner_args(t)) == t
+
+
+def test_wall_bounce_equals_form() -> None:
+    t = settings(wall_bounce=THREE)
+    args = runner_args(t)
+    i = args.index("--wall-bounce")
+    args[i : i + 2] = [f"--wall-bounce={args[i + 1]}"]
+    assert parse_runner_args(args) == t
+
+
+def test_turn_settings_for_passes_wall_bounce_through() -> None:
+    spec = CodexSessionSpec(prompt="hi")
+    t = turn_settings_for(
+        spec, model="m", resume_thread_id=None, endpoint=ModelEndpointConfig(), wall_bounce=THREE
+    )
+    assert t.wall_bounce == THREE
+    assert parse_runner_args(runner_args(t)) == t
+    assert (
+        turn_settings_for(spec, model="m", resume_thread_id=None, endpoint=ModelEndpointConfig()).wall_bounce
+        is None
+    )
+
+
+def _bounce_json(**overrides: Any) -> str:
+    body: dict[str, Any] = json.loads(THREE.to_json())
+    body.update(overrides)
+    return json.dumps(body)
+
+
+def _with_bounce(value: str) -> list[str]:
+    return [*runner_args(settings()), "--wall-bounce", value]
+
+
+BAD_WALL_BOUNCE: list[tuple[str, str, str]] = [
+    ("malformed JSON", '{"providers": [', "argument --wall-bounce: not valid JSON"),
+    ("not an object", "[1, 2]", "argument --wall-bounce: the value must be a JSON object, got a list"),
+    ("unknown key", _bounce_json(extra=1), "the value has unknown keys: 'extra'"),
+    (
+        "missing key",
+        json.dumps({"providers": json.loads(THREE.to_json())["providers"], "min_providers": 2}),
+        "the value is missing keys: quality_threshold",
+    ),
+    ("providers not a list", _bounce_json(providers={"a": 1}), "providers must be a list, got an object"),
+    ("provider not an object", _bounce_json(providers=["p1", "p2"]), "providers[0] must be a JSON object"),
+    (
+        "provider unknown key",
+        _bounce_json(providers=[{**dataclasses.asdict(p), "api_key": "sk-x"} for p in THREE.providers]),
+        "providers[0] has unknown keys: 'api_key'",
+    ),
+    (
+        "provider missing key",
+        _bounce_json(providers=[{"provider_id": "a", "base_url": "http://a", "model": "m"}] * 2),
+        "providers[0] is missing keys: api_key_env",
+    ),
+    (
+        "provider wrong type",
+        _bounce_json(providers=[{**dataclasses.asdict(p), "model": 5} for p in THREE.providers]),
+        "providers[0].model must be a string, got a number",
+    ),
+    (
+        "min_providers a string",
+        _bounce_json(min_providers="2"),
+        "min_providers must be an integer, got a string",
+    ),
+    (
+        "min_providers a float",
+        _bounce_json(min_providers=2.0),
+        "min_providers must be an integer, got a number",
+    ),
+    (
+        "min_providers a bool",
+        _bounce_json(min_providers=True),
+        "min_providers must be an integer, got a boolean",
+    ),
+    (
+        "threshold a string",
+        _bounce_json(quality_threshold="0.5"),
+        "quality_threshold must be a number, got a string",
+    ),
+    ("threshold null", _bounce_json(quality_threshold=None), "quality_threshold must be a number, got null"),
+    (
+        "threshold NaN",
+        _bounce_json(quality_threshold=float("nan")),
+        "quality_threshold must be between 0 and 1",
+    ),
+    ("threshold above 1", _bounce_json(quality_threshold=1.5), "quality_threshold must be between 0 and 1"),
+    ("min_providers 0", _bounce_json(min_providers=0), "min_providers must be between 1 and the number"),
+    ("min_providers too many", _bounce_json(min_providers=4), "(3), got 4"),
+    (
+        "one provider",
+        _bounce_json(providers=json.loads(THREE.to_json())["providers"][:1]),
+        "2 to 8 providers, got 1",
+    ),
+    (
+        "nine providers",
+        _bounce_json(providers=[dataclasses.asdict(wall_bounce_provider(i)) for i in range(9)]),
+        "2 to 8 providers, got 9",
+    ),
+    (
+        "empty model",
+        _bounce_json(providers=[{**dataclasses.asdict(p), "model": ""} for p in THREE.providers]),
+        "wall_bounce provider model must not be empty",
+    ),
+    (
+        "ftp url",
+        _bounce_json(providers=[{**dataclasses.asdict(p), "base_url": "ftp://x"} for p in THREE.providers]),
+        "base_url must be an http(s) URL, got 'ftp://x'",
+    ),
+    (
+        "duplicate provider ids",
+        _bounce_json(
+            providers=[dataclasses.asdict(wall_bounce_provider(i, provider_id="same")) for i in (1, 2)]
+        ),
+        "distinct provider_ids; repeated: same",
+    ),
+    (
+        "duplicate key envs",
+        _bounce_json(
+            providers=[dataclasses.asdict(wall_bounce_provider(i, api_key_env="KEY")) for i in (1, 2)]
+        ),
+        "distinct api_key_envs; repeated: KEY",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(b[1], b[2]) for b in BAD_WALL_BOUNCE], ids=[b[0] for b in BAD_WALL_BOUNCE]
+)
+def test_bad_wall_bounce_argument(value: str, message: str) -> None:
+    with pytest.raises(RunnerArgsError) as caught:
+        parse_runner_args(_with_bounce(value))
+    assert str(caught.value).startswith("invalid runner arguments: argument --wall-bounce: ")
+    assert message in str(caught.value)
+
+
+def test_wall_bounce_given_twice() -> None:
+    with pytest.raises(RunnerArgsError, match="--wall-bounce given more than once"):
+        parse_runner_args([*runner_args(settings(wall_bounce=THREE)), "--wall-bounce", THREE.to_json()])
+
+
+def test_wall_bounce_needs_read_only_and_no_resume_on_the_command_line() -> None:
+    args = runner_args(settings(sandbox="isolated"))
+    with pytest.raises(RunnerArgsError, match="wall_bounce needs sandbox read-only, got 'isolated'"):
+        parse_runner_args([*args, "--wall-bounce", THREE.to_json()])
+    args = runner_args(settings(resume_thread_id="thread-1"))
+    with pytest.raises(RunnerArgsError, match="wall_bounce cannot resume a thread"):
+        parse_runner_args([*args, "--wall-bounce", THREE.to_json()])
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: wall_bounce_settings(wall_bounce_provider(1)), "2 to 8 providers, got 1"),
+        (lambda: wall_bounce_settings(*(wall_bounce_provider(i) for i in range(9))), "got 9"),
+        (
+            lambda: wall_bounce_settings(wall_bounce_provider(1), wall_bounce_provider(2, provider_id="p1")),
+            "distinct provider_ids; repeated: p1",
+        ),
+        (
+            lambda: wall_bounce_settings(
+                wall_bounce_provider(1), wall_bounce_provider(2, api_key_env="P1_API_KEY")
+            ),
+            "distinct api_key_envs; repeated: P1_API_KEY",
+        ),
+        (lambda: wall_bounce_provider(1, provider_id=""), "provider_id must not be empty"),
+        (lambda: wall_bounce_provider(1, base_url=""), "base_url must not be empty"),
+        (lambda: wall_bounce_provider(1, api_key_env=""), "api_key_env must not be empty"),
+        (lambda: wall_bounce_provider(1, model=""), "model must not be empty"),
+        (lambda: wall_bounce_provider(1, model=None), "model must be a string, got NoneType"),
+        (lambda: wall_bounce_provider(1, api_key_env="A\x00B"), "must not contain a NUL"),
+        (lambda: wall_bounce_provider(1, base_url="api.example.com"), "must be an http(s) URL"),
+        (lambda: wall_bounce_provider(1, provider_id="p" * 65), "provider_id must be at most 64"),
+        (lambda: wall_bounce_provider(1, model="m" * 129), "model must be at most 128"),
+        (lambda: wall_bounce_settings(min_providers=0), "between 1 and the number of providers (2), got 0"),
+        (lambda: wall_bounce_settings(min_providers=3), "got 3"),
+        (lambda: wall_bounce_settings(min_providers=True), "min_providers must be an integer, got bool"),
+        (lambda: wall_bounce_settings(quality_threshold=-0.01), "between 0 and 1, got -0.01"),
+        (lambda: wall_bounce_settings(quality_threshold=1.01), "between 0 and 1, got 1.01"),
+        (lambda: wall_bounce_settings(quality_threshold=float("inf")), "between 0 and 1, got inf"),
+        (lambda: wall_bounce_settings(quality_threshold="0.5"), "must be a number, got str"),
+        (lambda: settings(wall_bounce=THREE, sandbox="isolated"), "needs sandbox read-only, got 'isolated'"),
+        (lambda: settings(wall_bounce=THREE, sandbox="full-access"), "needs sandbox read-only"),
+        (lambda: settings(wall_bounce=THREE, resume_thread_id="t"), "cannot resume a thread"),
+        (lambda: settings(wall_bounce={"providers": []}), "wall_bounce must be WallBounceSettings, got dict"),
+        (
+            lambda: settings(
+                wall_bounce=wall_bounce_settings(
+                    wall_bounce_provider(1, model="m" * 100, base_url="http://" + "x" * 70_000),
+                    wall_bounce_provider(2, base_url="http://" + "y" * 70_000),
+                )
+            ),
+            f"a command-line argument may be at most {MAX_ARG_BYTES} bytes",
+        ),
+    ],
+)
+def test_invalid_wall_bounce_settings_cannot_be_built(build: Any, message: str) -> None:
+    with pytest.raises(RunnerArgsError) as caught:
+        build()
+    assert message in str(caught.value)
+
+
+def test_wall_bounce_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        THREE.min_providers = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        THREE.providers[0].model = "x"  # type: ignore[misc]

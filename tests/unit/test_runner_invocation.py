@@ -7,9 +7,10 @@ import tomllib
 
 import pytest
 
-from codex_devenv.testkit import turn_settings
+from codex_devenv.testkit import turn_settings, wall_bounce_provider, wall_bounce_settings
 from codex_runner.contract import TurnSettings
-from codex_runner.invocation import build_invocation, codex_sandbox
+from codex_runner.invocation import build_invocation, codex_sandbox, secret_env_names
+from codex_runner.runner import provider_settings
 
 
 def _settings(**kw: object) -> TurnSettings:
@@ -147,3 +148,69 @@ def test_config_is_valid_toml_for_hostile_values() -> None:
     assert config["model"] == 'm"\nx = 1'
     assert config["model_providers"]["fake"]["base_url"] == 'http://x/v1"\n[evil]\nkey = "1'
     assert config["shell_environment_policy"]["exclude"] == ["*KEY*", "*TOKEN*", "*SECRET*", "MY_KEY"]
+
+
+@pytest.mark.parametrize("provider", ["gem.ini", "a b", 'x"]\n[evil]', "日本"])
+def test_provider_ids_that_are_not_bare_keys_are_quoted(provider: str) -> None:
+    config = tomllib.loads(
+        build_invocation(_settings(provider_id=provider), codex_bin="c", inner_sandbox=True).config_toml
+    )
+    assert config["model_provider"] == provider
+    assert list(config["model_providers"]) == [provider]
+    assert "evil" not in config
+
+
+def test_wall_bounce_run_is_a_normal_turn_with_the_providers_endpoint_and_all_keys_excluded() -> None:
+    bounce = wall_bounce_settings(
+        wall_bounce_provider(1, model="model-one", base_url="http://127.0.0.1:1/v1"),
+        wall_bounce_provider(2, provider_id="two", api_key_env="ANTHROPIC_CREDENTIAL", model="gpt-5"),
+    )
+    settings = _settings(sandbox="read-only", wall_bounce=bounce)
+    assert secret_env_names(settings) == ["CODEX_MODEL_API_KEY", "P1_API_KEY", "ANTHROPIC_CREDENTIAL"]
+    assert secret_env_names(_settings()) == ["CODEX_MODEL_API_KEY"]
+
+    second = provider_settings(settings, bounce.providers[1])
+    assert second == _settings(
+        sandbox="read-only",
+        wall_bounce=bounce,
+        provider_id="two",
+        base_url="http://127.0.0.1:18082/v1",
+        api_key_env="ANTHROPIC_CREDENTIAL",
+        model="gpt-5",
+    )
+    inv = build_invocation(second, codex_bin="codex", inner_sandbox=True)
+    assert inv.argv == [
+        "codex",
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "-c",
+        'sandbox_mode="read-only"',
+        "--",
+        "Write factorial.py",
+    ]
+    config = tomllib.loads(inv.config_toml)
+    assert (config["model"], config["model_provider"]) == ("gpt-5", "two")
+    assert config["model_providers"]["two"] == {
+        "name": "two",
+        "base_url": "http://127.0.0.1:18082/v1",
+        "env_key": "ANTHROPIC_CREDENTIAL",
+        "wire_api": "responses",
+        "request_max_retries": 1,
+        "stream_max_retries": 1,
+    }
+    # commands the model runs see no provider's key, not only this run's
+    assert config["shell_environment_policy"]["exclude"] == [
+        "*KEY*",
+        "*TOKEN*",
+        "*SECRET*",
+        "ANTHROPIC_CREDENTIAL",
+        "P1_API_KEY",
+    ]
+    assert "model_catalog_json" not in config  # gpt-5 is a known slug
+
+    first = build_invocation(
+        provider_settings(settings, bounce.providers[0]), codex_bin="c", inner_sandbox=True
+    )
+    assert "model-catalog.json" in first.files
+    assert tomllib.loads(first.config_toml)["model_providers"]["p1"]["base_url"] == "http://127.0.0.1:1/v1"
