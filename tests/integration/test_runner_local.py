@@ -9,11 +9,7 @@ machines) is what keeps a read-only session from writing."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,40 +20,14 @@ from codex_api.result import (
     EXIT_COMPLETED,
     EXIT_CONFIG_ERROR,
     EXIT_TURN_FAILED,
-    RunnerResult,
     parse_frame,
 )
 from codex_devenv import fake_model as fm
-from codex_devenv.codex_cli import codex_binary
+from codex_devenv.runner_process import RunnerRun, run_runner_process, runner_dirs
 from codex_devenv.testkit import turn_settings
 from codex_runner.contract import runner_args
 
 API_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    termination: str
-
-    @property
-    def result(self) -> RunnerResult:
-        frame = parse_frame(self.stdout)
-        assert frame is not None, self.stdout + self.stderr
-        return frame
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stdout.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                out.append(event)
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +45,7 @@ def fake(model: fm.FakeModelServer) -> Iterator[fm.FakeModelServer]:
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> dict[str, Path]:
-    # CODEX_HOME and the workspace as on the conversation volume; TMPDIR beside, never above them.
-    out = {name: tmp_path / name for name in ("home", "workspace", "tmp", "userhome")}
-    for path in out.values():
-        path.mkdir()
-    return out
+    return runner_dirs(tmp_path)
 
 
 def run_runner(
@@ -91,7 +57,7 @@ def run_runner(
     resume: str | None = None,
     codex_bin: str | None = None,
     argv: list[str] | None = None,
-) -> Run:
+) -> RunnerRun:
     if argv is None:
         settings = turn_settings(
             prompt=prompt,
@@ -104,27 +70,7 @@ def run_runner(
             workspace=str(dirs["workspace"]),
         )
         argv = runner_args(settings)
-    termination = dirs["tmp"] / "termination-log"
-    termination.unlink(missing_ok=True)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(dirs["userhome"]),
-        "TMPDIR": str(dirs["tmp"]),
-        "CODEX_BIN": codex_bin if codex_bin is not None else str(codex_binary()),
-        "CODEX_MODEL_API_KEY": API_KEY,
-        "CODEX_TERMINATION_LOG": str(termination),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "codex_runner", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    return Run(
-        proc.returncode, proc.stdout, proc.stderr, termination.read_text() if termination.exists() else ""
-    )
+    return run_runner_process(argv, dirs, api_key=API_KEY, codex_bin=codex_bin)
 
 
 def test_plain_answer_streams_events_and_ends_with_a_frame(

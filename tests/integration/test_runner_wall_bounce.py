@@ -4,50 +4,20 @@ key, asked one after the other in one CODEX_HOME, then compared."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from codex_api.result import EXIT_COMPLETED, EXIT_TURN_FAILED, RunnerResult, parse_frame
+from codex_api.result import EXIT_COMPLETED, EXIT_TURN_FAILED, parse_frame
 from codex_api.session import Usage
 from codex_devenv import fake_model as fm
-from codex_devenv.codex_cli import codex_binary
+from codex_devenv.runner_process import RunnerRun, run_runner_process, runner_dirs
 from codex_devenv.testkit import turn_settings, wall_bounce_provider, wall_bounce_settings
 from codex_runner.contract import runner_args
 
 KEYS = {f"P{i}_API_KEY": f"sk-provider-{i}-abcdefghijklmnopqrstuvwxyz" for i in (1, 2, 3)}
 DEFAULT_KEY = "sk-default-endpoint-abcdefghijklmnopqrstuvwxyz"
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    termination: str
-
-    @property
-    def result(self) -> RunnerResult:
-        frame = parse_frame(self.stdout)
-        assert frame is not None, self.stdout + self.stderr
-        return frame
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stdout.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                out.append(event)
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +37,7 @@ def models(servers: list[fm.FakeModelServer]) -> Iterator[list[fm.FakeModelServe
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> dict[str, Path]:
-    out = {name: tmp_path / name for name in ("home", "workspace", "tmp", "userhome")}
-    for path in out.values():
-        path.mkdir()
-    return out
+    return runner_dirs(tmp_path)
 
 
 def run_wall_bounce(
@@ -79,7 +46,7 @@ def run_wall_bounce(
     *,
     min_providers: int = 2,
     quality_threshold: float = 0.7,
-) -> Run:
+) -> RunnerRun:
     bounce = wall_bounce_settings(
         *(
             wall_bounce_provider(i, base_url=server.url, model="fake-model")
@@ -99,27 +66,7 @@ def run_wall_bounce(
         workspace=str(dirs["workspace"]),
         wall_bounce=bounce,
     )
-    termination = dirs["tmp"] / "termination-log"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(dirs["userhome"]),
-        "TMPDIR": str(dirs["tmp"]),
-        "CODEX_BIN": str(codex_binary()),
-        "CODEX_MODEL_API_KEY": DEFAULT_KEY,
-        "CODEX_TERMINATION_LOG": str(termination),
-        **KEYS,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "codex_runner", *runner_args(settings)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    return Run(
-        proc.returncode, proc.stdout, proc.stderr, termination.read_text() if termination.exists() else ""
-    )
+    return run_runner_process(runner_args(settings), dirs, api_key=DEFAULT_KEY, extra_env=KEYS, timeout=120)
 
 
 def usage(input_tokens: int, output_tokens: int) -> fm.Usage:
