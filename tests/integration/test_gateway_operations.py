@@ -453,3 +453,39 @@ async def test_token_review_accepts_cluster_tokens_for_the_audience(
             _structured(await alice.call_tool("codex-session-info", {"list_active": True}))
     finally:
         control_plane.kubectl("delete", "-f", "-", input=json.dumps(binding), check=False)
+
+
+# --------------------------------------------------------------------------- client disconnect
+async def test_a_client_that_disconnects_stops_the_wait_not_the_session(
+    launch: Callable[..., GatewayProcess], kube_client: Any, namespace: str
+) -> None:
+    gw = launch(wait_seconds=60)
+    try:
+        async with gw.client(ALICE) as alice:
+            call = asyncio.create_task(alice.call_tool("codex", {"prompt": "walk away"}))
+            await asyncio.to_thread(
+                wait_for,
+                lambda: len(list_sessions(kube_client, namespace)) == 1,
+                timeout=30,
+                what="the session",
+            )
+            call.cancel()  # the client gives up and goes away
+            with pytest.raises(BaseException):  # noqa: B017
+                await call
+    except BaseException:  # the transport may report the abandoned request on the way out
+        pass
+    (name,) = _names(kube_client, namespace)
+    # the session runs on and finishes; the gateway still serves and has the result
+    await asyncio.to_thread(play_next_session, kube_client, namespace, set(), _result("still here"))
+    async with gw.client(ALICE) as alice:
+
+        async def answer() -> dict[str, Any]:
+            return _structured(await alice.call_tool("codex-session-info", {"session_id": name}))
+
+        deadline = time.monotonic() + 30
+        info = await answer()
+        while not info["session"]["done"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            info = await answer()
+        assert info["session"]["status"] == "completed" and info["session"]["response"] == "still here"
+    assert gw.proc.alive()
