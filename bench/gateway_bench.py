@@ -62,6 +62,7 @@ from codex_api.session import Usage
 from codex_devenv.assets import REPO_ROOT, ensure_binaries
 from codex_devenv.controlplane import ControlPlane
 from codex_devenv.gateway_process import bind_gateway, gateway_kubeconfig, start_gateway
+from codex_devenv.measure import cpu_seconds, pct
 from codex_devenv.operator_process import bind_operator, operator_kubeconfig, start_operator
 from codex_devenv.process import ManagedProcess, free_port, wait_for
 from codex_devenv.testkit import finish_pod, list_sessions, set_pod_running
@@ -114,18 +115,6 @@ def serve_baseline(port: int, tokens_file: str) -> None:
 
 
 # --------------------------------------------------------------------------- measuring
-def cpu_seconds(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 @dataclass
 class Phase:
     label: str

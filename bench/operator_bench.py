@@ -25,6 +25,7 @@ from kubernetes import client, config, watch
 from codex_api import names
 from codex_devenv.assets import REPO_ROOT, ensure_binaries
 from codex_devenv.controlplane import ControlPlane
+from codex_devenv.measure import cpu_seconds, pct
 from codex_devenv.operator_process import bind_operator, operator_kubeconfig, start_operator
 from codex_devenv.testkit import session_body
 
@@ -81,18 +82,6 @@ class PodWatch:
             if not ok:
                 raise TimeoutError(f"{prefix}: {sum(n.startswith(prefix) for n in self.seen)}/{count}")
             return max(t for n, t in self.seen.items() if n.startswith(prefix))
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -212,14 +212,23 @@ class Gateway:
         except KubeError as err:
             raise CallError(f"cannot read session {name!r}: {err}") from None
 
-    async def _create(self, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    @staticmethod
+    def _built(build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The session body, validated before anything exists."""
+        try:
+            return build()
+        except ValueError as err:
+            raise _invalid(str(err)) from None
+
+    async def _create(self, build: Callable[[], dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
+        """Create `body`; on a name collision, `build` another (it draws a new random name)."""
         for attempt in range(CREATE_ATTEMPTS):
-            body = build()
             try:
                 return await self.sessions.create(body)
             except KubeError as err:
                 if err.status == 409 and attempt + 1 < CREATE_ATTEMPTS:
-                    continue  # a random name collided: draw another
+                    body = build()
+                    continue
                 raise CallError(f"the API server refused the session: {err}") from None
         raise AssertionError("unreachable")
 
@@ -252,10 +261,11 @@ class Gateway:
         user = self.user()
         rec = call_record()
         rec.prompt = args.prompt
-        try:
-            body = build_session(args, user=user, config=self.config)  # validate before anything exists
-        except ValueError as err:
-            raise _invalid(str(err)) from None
+
+        def build() -> dict[str, Any]:
+            return build_session(args, user=user, config=self.config)
+
+        body = self._built(build)
         await self._limits(user, spends=True)
         cache_args = self._cacheable(body)
         if cache_args is not None:
@@ -266,7 +276,7 @@ class Gateway:
                 cached = SessionResult.model_validate({**hit, "cached": True})
                 rec.session, rec.phase = cached.session_id, cached.phase
                 return cached
-        created = await self._create(lambda: build_session(args, user=user, config=self.config))
+        created = await self._create(build, body)
         log.info(
             "codex: user=%s session=%s sandbox=%s prompt=%r",
             user,
@@ -324,15 +334,11 @@ class Gateway:
                 "invalid",
             )
         codex_args = CodexArgs(prompt=args.prompt)
-        try:
-            build_session(codex_args, user=user, config=self.config, parent=parent, tool="codex-reply")
-        except ValueError as err:
-            raise _invalid(str(err)) from None
-        created = await self._create(
-            lambda: build_session(
-                codex_args, user=user, config=self.config, parent=parent, tool="codex-reply"
-            )
-        )
+
+        def build() -> dict[str, Any]:
+            return build_session(codex_args, user=user, config=self.config, parent=parent, tool="codex-reply")
+
+        created = await self._create(build, self._built(build))
         log.info(
             "codex-reply: user=%s session=%s resumeFrom=%s",
             user,
@@ -427,13 +433,29 @@ class CallObserver:
     stats, and one audit event per tool call, resource read and prompt, also
     for calls the SDK rejects before any tool code runs."""
 
-    def __init__(self, stats: ToolStats, metrics: GatewayMetrics, audit: AuditLog) -> None:
+    def __init__(
+        self, stats: ToolStats, metrics: GatewayMetrics, audit: AuditLog, server: MCPServer | None = None
+    ) -> None:
         self.stats = stats
         self.metrics = metrics
         self.audit = audit
+        self.server = server
         self.known: set[str] = set()
         self.prompts: set[str] = set()
         self.tool_arguments: dict[str, set[str]] = {}
+        self._catalogued = False
+
+    async def _catalog(self) -> None:
+        """What the server offers (names, tool arguments), read once through its
+        public listing methods, after every tool, prompt and resource is registered."""
+        if self._catalogued or self.server is None:
+            return
+        tools = await self.server.list_tools()
+        self.tool_arguments = {t.name: set((t.input_schema or {}).get("properties", {})) for t in tools}
+        self.prompts = {p.name for p in await self.server.list_prompts()}
+        resources = {str(r.uri) for r in await self.server.list_resources()}
+        self.known = set(self.tool_arguments) | self.prompts | resources
+        self._catalogued = True
 
     def _label(self, name: Any) -> str:
         # A hostile client must not mint metric series: unknown names fold into one.
@@ -442,6 +464,7 @@ class CallObserver:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
         if ctx.request_id is None:
             return await call_next(ctx)
+        await self._catalog()
         method = ctx.method
         key = AUDITED_METHODS.get(method)
         raw = (ctx.params or {}).get(key) if key and isinstance(ctx.params, dict) else None
@@ -546,7 +569,7 @@ def build_server(
     """The MCPServer; with `token_verifier` every HTTP request needs a bearer token."""
     stats = stats if stats is not None else ToolStats()
     audit = audit or AuditLog(gateway.config.security.audit_logging, gateway.metrics)
-    observer = CallObserver(stats, gateway.metrics, audit)
+    observer = CallObserver(stats, gateway.metrics, audit)  # its server is set below
     auth = None
     if token_verifier is not None:
         # Static gateway tokens are issued for this gateway only: no audience to check.
@@ -657,12 +680,7 @@ def build_server(
 
     register_prompts(mcp)
     register_resources(mcp, gateway, stats, attach_log_ring())
-    observer.known = _registered_names(mcp)
-    observer.prompts = set(getattr(getattr(mcp, "_prompt_manager", None), "_prompts", {}) or {})
-    observer.tool_arguments = {
-        name: set((tool.parameters or {}).get("properties", {}))
-        for name, tool in (getattr(getattr(mcp, "_tool_manager", None), "_tools", {}) or {}).items()
-    }
+    observer.server = mcp
 
     async def authenticated(request: Request) -> Identity | None:
         if token_verifier is None:
@@ -715,12 +733,3 @@ def build_server(
         )
 
     return mcp
-
-
-def _registered_names(mcp: MCPServer) -> set[str]:
-    found: set[str] = set()
-    for attr in ("_tool_manager", "_prompt_manager", "_resource_manager"):
-        manager = getattr(mcp, attr, None)
-        for table in ("_tools", "_prompts", "_resources"):
-            found |= {str(k) for k in (getattr(manager, table, None) or {})}
-    return found
