@@ -15,10 +15,10 @@ deps: venv system-deps control-plane helm node-host codex mcp-clients images ## 
 
 venv: $(VENV)/.installed ## Python virtual environment with the project and dev tools
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml devenv/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev]' -e ./devenv
 	@touch $@
 
 system-deps: ## Debian packages: redis-server, openssl
@@ -52,12 +52,13 @@ test-unit: venv helm ## unit tests only: seconds, no control plane (helm renders
 test-integration: deps ## integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-crds: venv ## regenerate the CRDs, admission policies and the chart's config schema from the Python models
+crds: venv ## regenerate the CRDs, admission policies, the chart's config schema and the docs' generated tables from the Python models
 	$(PY) -m codex_api.crdgen
 	$(PY) -m codex_api.admission manifests/base/admission.yaml
 	$(PY) -m codex_api.admission charts/codex-k8s-operator/files/admission.yaml
 	$(PY) -m codex_devenv.helm schema
 	$(PY) -m codex_api.config_reference
+	$(PY) -m codex_api.sandbox
 
 lint: venv ## ruff, formatting, mypy, and stale generated files
 	$(VENV)/bin/ruff check .
@@ -68,6 +69,7 @@ lint: venv ## ruff, formatting, mypy, and stale generated files
 	$(PY) -m codex_api.admission --check charts/codex-k8s-operator/files/admission.yaml
 	$(PY) -m codex_devenv.helm schema --check
 	$(PY) -m codex_api.config_reference --check
+	$(PY) -m codex_api.sandbox --check
 	@"$$(bash hack/build-helm.sh)" lint --strict charts/codex-k8s-operator
 
 dev: deps ## run the system locally until Ctrl-C
@@ -111,8 +113,9 @@ kind-load: ## build the runner, operator and gateway images (hack/build-images.s
 	  echo "kind load $$name <- $$archive"; $(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER); \
 	done
 
-kind-certs: ## the webhook certificate of the kustomize kind overlay (manifests/overlays/kind/webhook-tls, not committed)
+kind-certs: ## the webhook certificate and Redis password of the kustomize kind overlay (manifests/overlays/kind/{webhook-tls,redis-auth}, not committed)
 	@bash hack/webhook-cert.sh
+	@bash hack/redis-password.sh
 
 deploy: helm ## install on kind with helm (values-kind.yaml), plus the model key (env CODEX_MODEL_API_KEY) and a gateway token
 	$(KUBECTL_KIND) apply --server-side --force-conflicts -f $(CHART)/crds/

@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "/integration/" in str(item.path):
+        if "/integration/" in str(item.path) or "/security/" in str(item.path):
             item.add_marker(pytest.mark.integration)
 
 

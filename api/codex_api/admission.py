@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,18 @@ DEFAULT_PARAMS_NAMESPACE = "codex-system"
 PARAMS_CONFIGMAP = "codex-admission-params"
 APPROVER_GROUPS_KEY = "approverGroups"
 TRUSTED_REQUESTERS_KEY = "trustedRequesters"
+OPERATORS_KEY = "operators"
+ADMIN_GROUPS_KEY = "adminGroups"
+RUNNER_SECRETS_KEY = "runnerSecrets"
+RUNNER_ACCOUNT_KEY = "runnerServiceAccount"
 
 APPROVAL_DECISION_POLICY = f"approval-decision.{GROUP}"
 SESSION_REQUESTER_POLICY = f"session-requester.{GROUP}"
 SESSION_UPDATE_POLICY = f"session-update.{GROUP}"
+SESSION_TENANCY_POLICY = f"session-tenancy.{GROUP}"
+APPROVAL_INTEGRITY_POLICY = f"approval-integrity.{GROUP}"
+STATUS_WRITERS_POLICY = f"status-writers.{GROUP}"
+MANAGED_OBJECTS_POLICY = f"managed-objects.{GROUP}"
 
 # Fixed fragments of the denial messages: the static `message` and the
 # `messageExpression` both contain them, so tests and docs can match on them
@@ -51,6 +60,16 @@ MSG_DECIDER = "spec.decidedBy must be the authenticated user making the decision
 MSG_REQUESTER_MISSING = "spec.requestedBy is required"
 MSG_REQUESTER = "spec.requestedBy must be the authenticated user creating the session"
 MSG_TRUSTED_UPDATE = "a trusted requester may only add the cancel or cleanup annotation to a session"
+MSG_NOT_YOURS = "only its requester or a member of the admin groups may change or delete a session"
+MSG_APPROVAL_CREATE = "only the operator creates ApprovalRequests"
+MSG_DECISION_ON_CREATE = "an ApprovalRequest cannot be created with a decision"
+MSG_APPROVAL_METADATA = (
+    "the labels, owner references and finalizers of an ApprovalRequest belong to the operator"
+)
+MSG_STATUS = "only the operator writes the status of sessions and approval requests"
+MSG_MANAGED_CREATE = "only the operator creates objects for CodexSessions"
+MSG_MANAGED_UPDATE = "objects the operator made for a CodexSession can be changed only by the operator"
+MSG_RUNNER_SHAPE = "a pod the operator creates may reference only the runner Secrets and ServiceAccount"
 
 # What a trusted requester (the gateway) may change on an existing session:
 # it asks the operator to cancel or remove one, and that is all.
@@ -192,11 +211,168 @@ SESSION_UPDATE_VALIDATIONS: tuple[Validation, ...] = (
 )
 
 
+# Who is the operator (the params list its ServiceAccount), or the control
+# plane (the garbage collector orphans and deletes children, the volume
+# binder annotates claims), or a cluster administrator (who can remove these
+# policies anyway). Everyone else is held to the rules below.
+_PRIVILEGED = {
+    "name": "privileged",
+    "expression": (
+        f"{_USER} in variables.operators"
+        f" || {_GROUPS}.exists(g, g == 'system:masters')"
+        f" || {_USER} == 'system:kube-controller-manager'"
+        f" || {_USER}.startsWith('system:serviceaccount:kube-system:')"
+    ),
+}
+
+
+def _same(field: str, empty: str) -> str:
+    return f"{_meta('object', field, empty)} == {_meta('oldObject', field, empty)}"
+
+
+SESSION_TENANCY_VALIDATIONS: tuple[Validation, ...] = (
+    Validation(
+        name="requester-or-admin",
+        # oldObject is there for UPDATE and DELETE alike. The gateway (a
+        # trusted requester) checks its callers itself and is fenced by
+        # session-update; cancel and cleanup are updates too.
+        expression=(
+            "variables.privileged"
+            f" || {_USER} in variables.trustedRequesters"
+            f" || (has(oldObject.spec.requestedBy) && oldObject.spec.requestedBy == {_USER})"
+            f" || {_GROUPS}.exists(g, g in variables.adminGroups)"
+        ),
+        message=MSG_NOT_YOURS,
+        message_expression=(
+            f"{_USER} + ' did not request this session (' + "
+            "(has(oldObject.spec.requestedBy) ? oldObject.spec.requestedBy : 'unknown') + "
+            f"'): {MSG_NOT_YOURS} (' + variables.adminGroups.join(', ') + ')'"
+        ),
+    ),
+)
+
+APPROVAL_INTEGRITY_VALIDATIONS: tuple[Validation, ...] = (
+    Validation(
+        name="operator-creates",
+        expression="request.operation != 'CREATE' || variables.privileged",
+        message=f"{MSG_APPROVAL_CREATE}, for the session it gates",
+        message_expression=f"'{MSG_APPROVAL_CREATE}, for the session it gates; ' + {_USER} + ' is not the operator'",
+    ),
+    Validation(
+        name="no-decision-on-create",
+        # No exception, not even the operator: a decision is made by an update.
+        expression=(
+            "request.operation != 'CREATE' || (!has(object.spec.decision) && !has(object.spec.decidedBy))"
+        ),
+        message=f"{MSG_DECISION_ON_CREATE}: decide it afterwards with kubectl patch",
+        message_expression=f"'{MSG_DECISION_ON_CREATE}: decide it afterwards with kubectl patch'",
+    ),
+    Validation(
+        name="operator-keeps-metadata",
+        expression=(
+            "request.operation != 'UPDATE' || variables.privileged || ("
+            f"{_same('labels', '{}')} && {_same('ownerReferences', '[]')} && {_same('finalizers', '[]')})"
+        ),
+        message=MSG_APPROVAL_METADATA,
+        message_expression=f"{_USER} + ': {MSG_APPROVAL_METADATA}; set only spec.decision (and reason)'",
+    ),
+)
+
+STATUS_WRITERS_VALIDATIONS: tuple[Validation, ...] = (
+    Validation(
+        name="operator-writes-status",
+        expression="variables.privileged",
+        message=MSG_STATUS,
+        message_expression=f"{_USER} + ': {MSG_STATUS}'",
+    ),
+)
+
+# Labels and owner references mark what the operator made for a session.
+_MANAGED = (
+    "(has({o}.metadata.labels) && '{label}' in {o}.metadata.labels"
+    " && {o}.metadata.labels['{label}'] == '{value}')"
+    " || (has({o}.metadata.ownerReferences)"
+    " && {o}.metadata.ownerReferences.exists(r, r.apiVersion.startsWith('{group}/')))"
+)
+
+
+def _managed(obj: str) -> str:
+    return _MANAGED.format(o=obj, label=names.LABEL_MANAGED_BY, value=names.MANAGED_BY, group=GROUP)
+
+
+def _same_codex_annotations() -> str:
+    """The operator's own annotations (codex.techsapo.io/...) are unchanged."""
+    old, new = _meta("oldObject", "annotations", "{}"), _meta("object", "annotations", "{}")
+    prefix = names.PREFIX
+    return (
+        f"{old}.all(k, !k.startsWith('{prefix}') || (k in {new} && {new}[k] == {old}[k]))"
+        f" && {new}.all(k, !k.startsWith('{prefix}') || k in {old})"
+    )
+
+
+MANAGED_OBJECTS_VALIDATIONS: tuple[Validation, ...] = (
+    Validation(
+        name="operator-creates-children",
+        expression="request.operation != 'CREATE' || variables.privileged",
+        message=MSG_MANAGED_CREATE,
+        message_expression=(
+            f"{_USER} + ': {MSG_MANAGED_CREATE} (a codex-operator label or a CodexSession owner reference)'"
+        ),
+    ),
+    Validation(
+        name="operator-changes-children",
+        # Claims may still be resized or annotated by storage controllers;
+        # pods and policies are the operator's alone.
+        expression=(
+            "request.operation != 'UPDATE' || variables.privileged || ("
+            f"{_same('labels', '{}')} && {_same('ownerReferences', '[]')} && {_same_codex_annotations()}"
+            " && (request.kind.kind == 'PersistentVolumeClaim' || object.spec == oldObject.spec))"
+        ),
+        message=MSG_MANAGED_UPDATE,
+        message_expression=f"{_USER} + ': {MSG_MANAGED_UPDATE}'",
+    ),
+    Validation(
+        name="runner-pod-shape",
+        # The operator may create pods and read their logs: without this, it
+        # could read any Secret of the namespace through a pod of its own
+        # making. Its pods may reference the configured key Secrets by env
+        # only, run as the runner ServiceAccount without a token, and mount
+        # only scratch and claim volumes. Applies where the params list the
+        # Secrets (the chart and kustomize always do).
+        expression=(
+            f"request.kind.kind != 'Pod' || request.operation != 'CREATE'"
+            f" || !({_USER} in variables.operators) || !variables.shapeChecked || ("
+            "object.spec.serviceAccountName == variables.runnerAccount"
+            " && has(object.spec.automountServiceAccountToken) && !object.spec.automountServiceAccountToken"
+            " && !has(object.spec.initContainers) && !has(object.spec.ephemeralContainers)"
+            " && (!has(object.spec.volumes) || object.spec.volumes.all(v,"
+            " has(v.emptyDir) || has(v.persistentVolumeClaim)))"
+            " && object.spec.containers.all(c, !has(c.envFrom) && (!has(c.env) || c.env.all(e,"
+            " !has(e.valueFrom) || !has(e.valueFrom.secretKeyRef)"
+            " || e.valueFrom.secretKeyRef.name in variables.runnerSecrets))))"
+        ),
+        message=MSG_RUNNER_SHAPE,
+        message_expression=(
+            f"'{MSG_RUNNER_SHAPE} (' + variables.runnerSecrets.join(', ') + '; ' + variables.runnerAccount"
+            " + '), without a token, mounting only emptyDir and claim volumes'"
+        ),
+    ),
+)
+
+
 def params_configmap(
-    namespace: str, approver_groups: list[str], trusted_requesters: list[str]
+    namespace: str,
+    approver_groups: list[str],
+    trusted_requesters: list[str],
+    *,
+    operators: Sequence[str] = (),
+    admin_groups: Sequence[str] = (),
+    runner_secrets: Sequence[str] | None = None,
+    runner_service_account: str = "codex-runner",
 ) -> dict[str, Any]:
-    """The ConfigMap both policies read their parameters from."""
-    for value in (*approver_groups, *trusted_requesters):
+    """The ConfigMap every policy reads its parameters from. Without `runner_secrets`
+    the shape of the operator's pods is not checked (see MSG_RUNNER_SHAPE)."""
+    for value in (*approver_groups, *trusted_requesters, *operators, *admin_groups, *(runner_secrets or ())):
         if not value or "," in value or value != value.strip():
             raise ValueError(f"{value!r}: a group or user name must be non-empty, without commas or padding")
     return {
@@ -206,6 +382,13 @@ def params_configmap(
         "data": {
             APPROVER_GROUPS_KEY: ",".join(approver_groups),
             TRUSTED_REQUESTERS_KEY: ",".join(trusted_requesters),
+            OPERATORS_KEY: ",".join(operators),
+            ADMIN_GROUPS_KEY: ",".join(admin_groups),
+            **(
+                {RUNNER_SECRETS_KEY: ",".join(runner_secrets), RUNNER_ACCOUNT_KEY: runner_service_account}
+                if runner_secrets is not None
+                else {}
+            ),
         },
     }
 
@@ -217,26 +400,25 @@ def _labels() -> dict[str, str]:
 def _policy(
     name: str,
     *,
-    operation: str,
-    plural: str,
+    operation: str | list[str],
+    plural: str | list[str],
     variables: list[dict[str, str]],
     validations: tuple[Validation, ...],
     match_conditions: list[dict[str, str]] | None = None,
+    resource_rules: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    rules = resource_rules or [
+        {
+            "apiGroups": [GROUP],
+            "apiVersions": [VERSION],
+            "operations": [operation] if isinstance(operation, str) else operation,
+            "resources": [plural] if isinstance(plural, str) else plural,
+        }
+    ]
     spec: dict[str, Any] = {
         "failurePolicy": "Fail",
         "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
-        "matchConstraints": {
-            # The plain resource only: approvalrequests/status is the operator's.
-            "resourceRules": [
-                {
-                    "apiGroups": [GROUP],
-                    "apiVersions": [VERSION],
-                    "operations": [operation],
-                    "resources": [plural],
-                }
-            ]
-        },
+        "matchConstraints": {"resourceRules": rules},
     }
     if match_conditions:
         spec["matchConditions"] = match_conditions
@@ -326,15 +508,116 @@ def session_update_binding(params_namespace: str) -> dict[str, Any]:
     return _binding(SESSION_UPDATE_POLICY, params_namespace)
 
 
+def session_tenancy_policy() -> dict[str, Any]:
+    """Who may change or delete a session: its requester, an admin, the operator, the gateway."""
+    return _policy(
+        SESSION_TENANCY_POLICY,
+        operation=["UPDATE", "DELETE"],
+        plural=session.PLURAL,
+        variables=[
+            _csv_variable("operators", OPERATORS_KEY),
+            _PRIVILEGED,
+            _csv_variable("trustedRequesters", TRUSTED_REQUESTERS_KEY),
+            _csv_variable("adminGroups", ADMIN_GROUPS_KEY),
+        ],
+        validations=SESSION_TENANCY_VALIDATIONS,
+    )
+
+
+def approval_integrity_policy() -> dict[str, Any]:
+    """ApprovalRequests are created by the operator, undecided, and keep its metadata."""
+    return _policy(
+        APPROVAL_INTEGRITY_POLICY,
+        operation=["CREATE", "UPDATE"],
+        plural=approval.PLURAL,
+        variables=[_csv_variable("operators", OPERATORS_KEY), _PRIVILEGED],
+        validations=APPROVAL_INTEGRITY_VALIDATIONS,
+    )
+
+
+def status_writers_policy() -> dict[str, Any]:
+    """The status subresources are the operator's: one writer per status."""
+    return _policy(
+        STATUS_WRITERS_POLICY,
+        operation="UPDATE",
+        plural=[f"{session.PLURAL}/status", f"{approval.PLURAL}/status"],
+        variables=[_csv_variable("operators", OPERATORS_KEY), _PRIVILEGED],
+        validations=STATUS_WRITERS_VALIDATIONS,
+    )
+
+
+def managed_objects_policy() -> dict[str, Any]:
+    """Runner pods, egress policies and workspace claims are made and changed by the operator only."""
+    ops = ["CREATE", "UPDATE"]
+    return _policy(
+        MANAGED_OBJECTS_POLICY,
+        operation=ops,
+        plural=[],
+        resource_rules=[
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ops, "resources": ["pods"]},
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ops,
+                "resources": ["persistentvolumeclaims"],
+            },
+            {
+                "apiGroups": ["networking.k8s.io"],
+                "apiVersions": ["v1"],
+                "operations": ops,
+                "resources": ["networkpolicies"],
+            },
+        ],
+        match_conditions=[
+            {
+                "name": "made-for-a-session",
+                "expression": (
+                    f"(object != null && ({_managed('object')}))"
+                    f" || (oldObject != null && ({_managed('oldObject')}))"
+                ),
+            }
+        ],
+        variables=[
+            _csv_variable("operators", OPERATORS_KEY),
+            _PRIVILEGED,
+            _csv_variable("runnerSecrets", RUNNER_SECRETS_KEY),
+            {
+                "name": "shapeChecked",
+                "expression": f"has(params.data) && '{RUNNER_SECRETS_KEY}' in params.data",
+            },
+            {
+                "name": "runnerAccount",
+                "expression": (
+                    f"has(params.data) && '{RUNNER_ACCOUNT_KEY}' in params.data"
+                    f" ? params.data['{RUNNER_ACCOUNT_KEY}'] : 'codex-runner'"
+                ),
+            },
+        ],
+        validations=MANAGED_OBJECTS_VALIDATIONS,
+    )
+
+
+POLICIES = (
+    approval_decision_policy,
+    session_requester_policy,
+    session_update_policy,
+    session_tenancy_policy,
+    approval_integrity_policy,
+    status_writers_policy,
+    managed_objects_policy,
+)
+
+
+def binding_for(policy: dict[str, Any], params_namespace: str) -> dict[str, Any]:
+    return _binding(policy["metadata"]["name"], params_namespace)
+
+
 def documents(params_namespace: str = DEFAULT_PARAMS_NAMESPACE) -> list[dict[str, Any]]:
-    return [
-        approval_decision_policy(),
-        approval_decision_binding(params_namespace),
-        session_requester_policy(),
-        session_requester_binding(params_namespace),
-        session_update_policy(),
-        session_update_binding(params_namespace),
-    ]
+    docs: list[dict[str, Any]] = []
+    for make in POLICIES:
+        policy = make()
+        docs += [policy, binding_for(policy, params_namespace)]
+    return docs
 
 
 def render_yaml(params_namespace: str = DEFAULT_PARAMS_NAMESPACE) -> str:

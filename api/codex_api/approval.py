@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from .binding import DIGEST_PATTERN
 from .common import (
     CONDITIONS_FIELD_EXTRA,
     DNS1123_SUBDOMAIN,
@@ -25,7 +26,16 @@ ApprovalPhase = Literal["Pending", "Approved", "Denied", "Expired"]
 
 # Everything the operator writes at creation is frozen; only the human's
 # decision (and its reason) may be added later, once.
-_IMMUTABLE_REQUIRED = ("sessionRef", "toolName", "operation", "riskLevel", "requestedBy", "expiresAt")
+_IMMUTABLE_REQUIRED = (
+    "sessionRef",
+    "sessionUid",
+    "specDigest",
+    "toolName",
+    "operation",
+    "riskLevel",
+    "requestedBy",
+    "expiresAt",
+)
 _IMMUTABLE_OPTIONAL = ("arguments", "businessJustification")
 
 
@@ -86,6 +96,22 @@ class ApprovalRequestSpec(KubeModel):
 
     session_ref: str = Field(
         max_length=253, pattern=DNS1123_SUBDOMAIN, description="Name of the CodexSession awaiting approval."
+    )
+    session_uid: str = Field(
+        min_length=1,
+        max_length=64,
+        description=(
+            "uid of the CodexSession this request was made for: a decision counts only for that "
+            "object, never for a later session of the same name."
+        ),
+    )
+    spec_digest: str = Field(
+        pattern=DIGEST_PATTERN,
+        max_length=71,
+        description=(
+            "sha256 of the session's spec (canonical JSON) when the request was made: the decision "
+            "counts only for exactly that spec. `kubectl codex describe` shows the spec and checks it."
+        ),
     )
     tool_name: str = Field(
         max_length=64, pattern=r"^[a-z][a-z0-9-]*$", description="MCP tool that asked for the session."

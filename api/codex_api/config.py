@@ -40,8 +40,11 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, RiskLevel, SandboxLevel
+from .sandbox import MAX_WALL_BOUNCE_PROVIDERS, PROFILES
 
 __all__ = [
+    "DEFAULT_PROVIDER_ID",
+    "RESERVED_CODEX_PROVIDER_IDS",
     "ApprovalPolicy",
     "ApprovalWorkflowsConfig",
     "CacheConfig",
@@ -88,6 +91,15 @@ _DNS1123_LABEL = re.compile(DNS1123_LABEL)
 _DNS1123_SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN)
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# Provider ids built into the pinned Codex CLI (0.171.0). The runner writes
+# the configured id as a [model_providers.<id>] table, and Codex refuses the
+# whole config.toml when that id is a built-in one ("model_providers contains
+# reserved built-in provider IDs: openai" for openai, ollama and lmstudio;
+# amazon-bedrock only accepts base_url/auth/http_headers/aws.* there), so
+# every turn would fail. tests/integration/test_codex_provider_ids.py runs the
+# pinned binary with each of them (and with the default) to keep this honest.
+RESERVED_CODEX_PROVIDER_IDS = ("openai", "ollama", "lmstudio", "amazon-bedrock")
+DEFAULT_PROVIDER_ID = "openai-api"
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEY = re.compile(r"^[-._A-Za-z0-9]+$")
 # Kubernetes resource.Quantity without a sign: resources are never negative.
@@ -116,7 +128,8 @@ _QUANTITY_SUFFIXES: dict[str, Decimal] = {
 _QUANTITY_HINT = "must be a Kubernetes quantity such as 250m, 2, 512Mi or 1Gi"
 
 
-def _parse_quantity(value: str) -> Decimal:
+def parse_quantity(value: str) -> Decimal:
+    """A Kubernetes quantity (250m, 2, 512Mi, 1Gi, 1e3) as a number."""
     match = _QUANTITY.fullmatch(value)
     if match is None:
         raise ValueError(f"{_QUANTITY_HINT}, got {value!r}")
@@ -265,6 +278,15 @@ class MCPConfig(_Section):
         le=10000,
         description="Maximum number of runner pods running at once; further approved sessions are Queued.",
     )
+    max_concurrent_sessions_per_user: int = Field(
+        5,
+        ge=1,
+        le=10000,
+        description=(
+            "Share of max_concurrent_sessions one requester may hold at once (at most all of it): "
+            "their further sessions wait while other users' sessions take the free slots."
+        ),
+    )
     session_timeout_ms: int = Field(
         300000,
         ge=1000,
@@ -331,17 +353,17 @@ class RiskLevelsConfig(_Section):
     model_config = ConfigDict(extra="forbid")
 
     read_only: RiskLevel = Field(
-        "low",
+        PROFILES["read-only"].default_risk,
         alias="read-only",
         description="Risk level of a read-only session before mode and fullAuto raise it.",
     )
     isolated: RiskLevel = Field(
-        "medium",
+        PROFILES["isolated"].default_risk,
         alias="isolated",
         description="Risk level of an isolated session before mode and fullAuto raise it.",
     )
     full_access: RiskLevel = Field(
-        "high",
+        PROFILES["full-access"].default_risk,
         alias="full-access",
         description="Risk level of a full-access session before mode and fullAuto raise it.",
     )
@@ -362,15 +384,15 @@ class ApprovalWorkflowsConfig(_Section):
     model_config = ConfigDict(extra="forbid")
 
     auto_approve_read_only: bool = Field(
-        True,
+        PROFILES["read-only"].auto_approve_default,
         description="Start read-only sessions without an ApprovalRequest (unless ci mode requires one).",
     )
     auto_approve_isolated: bool = Field(
-        False,
+        PROFILES["isolated"].auto_approve_default,
         description="Start isolated sessions without an ApprovalRequest (unless ci mode requires one).",
     )
     auto_approve_full_access: bool = Field(
-        False,
+        PROFILES["full-access"].auto_approve_default,
         description="Start full-access sessions without an ApprovalRequest (unless ci mode requires one).",
     )
     require_manual_approval_for_ci: bool = Field(
@@ -443,6 +465,16 @@ class RunnerResourcesConfig(_Section):
         max_length=64,
         description="Size of the workspace volume (holds CODEX_HOME and the working tree of a conversation).",
     )
+    max_workspace_size: str = Field(
+        "20Gi",
+        validate_default=True,
+        min_length=1,
+        max_length=64,
+        description=(
+            "Largest workspace a session may ask for (spec.workspace.size); a larger one is refused "
+            "with WorkspaceTooLarge before it needs an approval. Must not be below workspace_size."
+        ),
+    )
     storage_class_name: str = Field(
         "",
         max_length=253,
@@ -452,14 +484,23 @@ class RunnerResourcesConfig(_Section):
     @field_validator("cpu_request", "memory_request")
     @classmethod
     def _check_request(cls, value: str) -> str:
-        _parse_quantity(value)
+        parse_quantity(value)
         return value
 
     @field_validator("ephemeral_storage_limit", "workspace_size")
     @classmethod
     def _check_size(cls, value: str) -> str:
-        if _parse_quantity(value) <= 0:
+        if parse_quantity(value) <= 0:
             raise ValueError(f"must be greater than zero, got {value!r}")
+        return value
+
+    @field_validator("max_workspace_size")
+    @classmethod
+    def _check_max_workspace(cls, value: str, info: ValidationInfo) -> str:
+        most = parse_quantity(value)
+        size = info.data.get("workspace_size")
+        if isinstance(size, str) and parse_quantity(size) > most:
+            raise ValueError(f"must not be below workspace_size ({size!r}), got {value!r}")
         return value
 
     # Kubernetes rejects a pod whose request exceeds its limit; catching it here
@@ -469,12 +510,12 @@ class RunnerResourcesConfig(_Section):
     @field_validator("cpu_limit", "memory_limit")
     @classmethod
     def _check_limit(cls, value: str, info: ValidationInfo) -> str:
-        limit = _parse_quantity(value)
+        limit = parse_quantity(value)
         if limit <= 0:
             raise ValueError(f"must be greater than zero, got {value!r}")
         request_key = "cpu_request" if info.field_name == "cpu_limit" else "memory_request"
         request = info.data.get(request_key)
-        if isinstance(request, str) and _parse_quantity(request) > limit:
+        if isinstance(request, str) and parse_quantity(request) > limit:
             raise ValueError(f"must not be below {request_key} ({request!r}), got {value!r}")
         return value
 
@@ -484,16 +525,33 @@ class RunnerResourcesConfig(_Section):
         return _check_dns_subdomain(value) if value else value
 
 
+def _check_not_reserved(provider_id: str) -> str:
+    if provider_id in RESERVED_CODEX_PROVIDER_IDS:
+        raise ValueError(
+            f"{provider_id!r} is a built-in provider id of Codex, which refuses to redefine it (every turn "
+            f"would fail); choose another id, e.g. {provider_id + '-api'!r} (reserved: "
+            + ", ".join(RESERVED_CODEX_PROVIDER_IDS)
+            + ")"
+        )
+    return provider_id
+
+
 class ModelEndpointConfig(_Section):
     """``[kubernetes.model_endpoint]``: the model API the runners talk to, and their egress."""
 
     model_config = ConfigDict(extra="forbid")
 
     provider_id: str = Field(
-        "openai",
+        DEFAULT_PROVIDER_ID,
         min_length=1,
         max_length=63,
-        description="Codex model provider id written into the runner's Codex config (model_providers.<id>).",
+        description=(
+            "Codex model provider id written into the runner's Codex config (model_providers.<id>); "
+            "not one of Codex's built-in ids (" + ", ".join(RESERVED_CODEX_PROVIDER_IDS) + "), which "
+            "Codex refuses to redefine."
+        ),
+        # helm checks values against this schema, so a reserved id fails at install time.
+        json_schema_extra={"not": {"enum": list(RESERVED_CODEX_PROVIDER_IDS)}},
     )
     base_url: str = Field(
         "https://api.openai.com/v1",
@@ -560,7 +618,7 @@ class ModelEndpointConfig(_Section):
             raise ValueError(
                 f"must start with a letter and contain only letters, digits, '_' or '-', got {value!r}"
             )
-        return value
+        return _check_not_reserved(value)
 
     @field_validator("base_url")
     @classmethod
@@ -610,7 +668,6 @@ class ModelEndpointConfig(_Section):
         return _check_labels(value)
 
 
-MAX_WALL_BOUNCE_PROVIDERS = 8
 # What CodexSession spec.wallBounce.providers accepts (the CRD's item pattern)
 # intersected with a Codex provider id: a configured provider must be nameable
 # in a session.
@@ -638,8 +695,11 @@ class WallBounceProviderConfig(ModelEndpointConfig):
         description=(
             "Id of this provider (required, unique among the wall-bounce providers): what "
             "spec.wallBounce.providers names and status.wallBounce.providersUsed reports; a lowercase "
-            "letter, then lowercase letters, digits, '_' or '-'."
+            "letter, then lowercase letters, digits, '_' or '-'; not one of Codex's built-in ids ("
+            + ", ".join(RESERVED_CODEX_PROVIDER_IDS)
+            + ")."
         ),
+        json_schema_extra={"not": {"enum": list(RESERVED_CODEX_PROVIDER_IDS)}},
     )
     model: str = Field(
         min_length=1,
@@ -673,7 +733,8 @@ class WallBounceProviderConfig(ModelEndpointConfig):
                 "must start with a lowercase letter and contain only lowercase letters, digits, '_' or '-' "
                 f"(spec.wallBounce.providers names it), got {value!r}"
             )
-        return value
+        # Each provider's run writes its id as a Codex provider table too.
+        return _check_not_reserved(value)
 
     @field_validator("model")
     @classmethod

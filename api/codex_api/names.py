@@ -26,6 +26,10 @@ ANNOTATION_CANCEL = f"{GROUP}/cancel"
 # has not finished, then deletes it without waiting for its TTL. This is how
 # the gateway's codex-cleanup removes sessions without the right to delete.
 ANNOTATION_CLEANUP = f"{GROUP}/cleanup"
+# Recorded on a conversation's workspace claim when the operator creates it:
+# a later turn may mount the claim only for the same requester and conversation.
+ANNOTATION_REQUESTER = f"{GROUP}/requester"
+ANNOTATION_CONVERSATION = f"{GROUP}/conversation"
 
 
 def runner_pod(session: str, attempt: int) -> str:

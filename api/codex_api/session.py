@@ -17,6 +17,7 @@ from .common import (
     SandboxLevel,
     cel,
 )
+from .sandbox import MAX_WALL_BOUNCE_PROVIDERS, MIN_WALL_BOUNCE_PROVIDERS
 
 KIND = "CodexSession"
 PLURAL = "codexsessions"
@@ -87,13 +88,18 @@ class WallBounceSpec(KubeModel):
 
     providers: list[str] = Field(
         default_factory=list,
-        max_length=8,
-        description="Provider ids to consult (e.g. openai, anthropic, gemini).",
+        max_length=MAX_WALL_BOUNCE_PROVIDERS,
+        description="Provider ids to consult, from [[kubernetes.wall_bounce_providers]] (e.g. gpt, claude, gemini).",
         json_schema_extra={
             "items": {"type": "string", "maxLength": 64, "pattern": r"^[a-z0-9][a-z0-9._-]*$"}
         },
     )
-    min_providers: int = Field(default=2, ge=1, le=8, description="Minimum providers that must answer.")
+    min_providers: int = Field(
+        default=MIN_WALL_BOUNCE_PROVIDERS,
+        ge=1,
+        le=MAX_WALL_BOUNCE_PROVIDERS,
+        description="Minimum providers that must answer.",
+    )
     quality_threshold: float = Field(
         default=0.7, ge=0, le=1, description="Minimum confidence score (0..1) for an answer to be accepted."
     )

@@ -24,6 +24,9 @@ from kubernetes.client.rest import ApiException
 import codex_api.admission as policies
 from codex_api.common import GROUP, VERSION
 
+from .controlplane import ADMINS_GROUP
+from .operator_process import OPERATOR_USER
+
 USERS = ("alice", "bob", "carol", "dave", "mallory")
 APPROVER_GROUP = "codex-approvers"
 POLICY_TIMEOUT = 60.0
@@ -85,29 +88,31 @@ def scoped(
     return [policy, binding]
 
 
-def user_rbac(namespace: str, users: Sequence[str] = USERS) -> list[dict[str, Any]]:
+# What requesters and approvers need in a sessions namespace.
+USER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [GROUP], "resources": ["approvalrequests"], "verbs": ["get", "list", "patch", "update"]},
+    {"apiGroups": [GROUP], "resources": ["codexsessions"], "verbs": ["get", "list", "create", "patch"]},
+]
+
+
+def user_rbac(
+    namespace: str,
+    users: Sequence[str] = USERS,
+    rules: Sequence[dict[str, Any]] = USER_RULES,
+    name: str = "codex-users",
+) -> list[dict[str, Any]]:
+    """A Role with `rules` and its RoleBinding for the static `users`."""
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": {"name": "codex-users", "namespace": namespace},
-        "rules": [
-            {
-                "apiGroups": [GROUP],
-                "resources": ["approvalrequests"],
-                "verbs": ["get", "list", "patch", "update"],
-            },
-            {
-                "apiGroups": [GROUP],
-                "resources": ["codexsessions"],
-                "verbs": ["get", "list", "create", "patch"],
-            },
-        ],
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": list(rules),
     }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": "codex-users", "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "codex-users"},
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in users],
     }
     return [role, binding]
@@ -142,19 +147,26 @@ class ScopedAdmission:
     suffix: str = field(default_factory=lambda: secrets.token_hex(3))
     docs: list[dict[str, Any]] = field(default_factory=list)
 
-    def install(self, client_for: Callable[[str], Any], trusted: Sequence[str] = ()) -> ScopedAdmission:
+    def install(
+        self,
+        client_for: Callable[[str], Any],
+        trusted: Sequence[str] = (),
+        runner_secrets: Sequence[str] | None = None,
+    ) -> ScopedAdmission:
         ns = self.namespace
         ensure_param_keeper(self.control_plane)
-        self.docs = [
-            *scoped(
-                policies.approval_decision_policy(), policies.approval_decision_binding(ns), self.suffix, ns
-            ),
-            *scoped(
-                policies.session_requester_policy(), policies.session_requester_binding(ns), self.suffix, ns
-            ),
-            *scoped(policies.session_update_policy(), policies.session_update_binding(ns), self.suffix, ns),
-        ]
-        params = policies.params_configmap(ns, [APPROVER_GROUP], list(trusted))
+        self.docs = []
+        for make in policies.POLICIES:
+            policy = make()
+            self.docs += scoped(policy, policies.binding_for(policy, ns), self.suffix, ns)
+        params = policies.params_configmap(
+            ns,
+            [APPROVER_GROUP],
+            list(trusted),
+            operators=[OPERATOR_USER],
+            admin_groups=[ADMINS_GROUP],
+            runner_secrets=runner_secrets,
+        )
         self._apply([*user_rbac(ns), params])
         self._apply(self.docs)
         probe_api = client.CustomObjectsApi(client_for("carol"))

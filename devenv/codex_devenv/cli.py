@@ -170,9 +170,19 @@ def _install_admission(cp: ControlPlane, kube_client: Any, namespace: str) -> No
     from codex_api.common import GROUP, VERSION
 
     from .admission_kit import user_rbac, wait_until_denied
+    from .controlplane import ADMINS_GROUP
     from .gateway_process import GATEWAY_USER
+    from .operator_process import OPERATOR_USER
+    from .system import API_KEY_SECRET
 
-    params = admission.params_configmap(admission.DEFAULT_PARAMS_NAMESPACE, [APPROVERS_GROUP], [GATEWAY_USER])
+    params = admission.params_configmap(
+        admission.DEFAULT_PARAMS_NAMESPACE,
+        [APPROVERS_GROUP],
+        [GATEWAY_USER],
+        operators=[OPERATOR_USER],
+        admin_groups=[ADMINS_GROUP],
+        runner_secrets=[API_KEY_SECRET],
+    )
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*user_rbac(namespace, KUBECTL_USERS), params]))
     cp.kubectl("apply", "-f", str(SHIPPED_ADMISSION))
     body = {
@@ -290,6 +300,8 @@ def _sessions_system(
     to reach the gateway."""
     from kubernetes import config as kube_config
 
+    from codex_api.config import DEFAULT_PROVIDER_ID
+
     from .fake_model import FakeModelServer
     from .gateway_process import GATEWAY_USER, bind_gateway, gateway_kubeconfig, start_gateway
     from .images import build_problems, load_into
@@ -313,7 +325,8 @@ def _sessions_system(
         api_key = os.environ.get("CODEX_MODEL_API_KEY")
         if api_key:
             endpoint = ModelEndpoint(
-                "openai",
+                # What an install uses by default (Codex refuses a provider table named "openai").
+                DEFAULT_PROVIDER_ID,
                 os.environ.get("CODEX_MODEL_BASE_URL", "https://api.openai.com/v1"),
                 (),
                 (443,),

@@ -21,6 +21,7 @@ RUNNER_ACCOUNT = REPO / "manifests" / "base" / "serviceaccount-runner.yaml"
 BASE_CONFIG = """
 [mcp]
 max_concurrent_sessions = {limit}
+max_concurrent_sessions_per_user = {per_user}
 session_timeout_ms = {timeout_ms}
 
 [kubernetes]
@@ -30,6 +31,10 @@ approval_timeout_seconds = {approval_timeout}
 max_pod_attempts = {attempts}
 {kubernetes_extra}
 """
+
+
+# The operator's ServiceAccount user: the admission policies' "operators" param.
+OPERATOR_USER = "system:serviceaccount:codex-system:codex-operator"
 
 
 class OperatorProcess:
@@ -95,6 +100,7 @@ def start_operator(
     work: Path,
     *,
     limit: int = 10,
+    per_user: int | None = None,
     timeout_ms: int = 300_000,
     cleanup: int = 60,
     ttl: int = 86400,
@@ -116,6 +122,9 @@ def start_operator(
         config.write_text(
             BASE_CONFIG.format(
                 limit=limit,
+                # Most tests play one requester and measure the global limit;
+                # the per-user share is set where a test is about it.
+                per_user=per_user or limit,
                 timeout_ms=timeout_ms,
                 cleanup=cleanup,
                 ttl=ttl,

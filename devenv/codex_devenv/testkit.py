@@ -152,7 +152,7 @@ def turn_settings(**overrides: Any) -> TurnSettings:
         "base_instructions": None,
         "response_language": None,
         "resume_thread_id": None,
-        "provider_id": "openai",
+        "provider_id": "openai-api",
         "base_url": "https://api.openai.com/v1",
         "api_key_env": "CODEX_MODEL_API_KEY",
     }

@@ -8,7 +8,13 @@ Two sources, tried in order:
 * a token file (a Kubernetes Secret mounted as a file): a mapping
   ``token: user`` or ``token: {user: NAME, groups: [..]}``;
 * optionally, Kubernetes TokenReview: any token the cluster accepts
-  (ServiceAccount tokens, OIDC, ...), for the audience the gateway names.
+  (ServiceAccount tokens, OIDC, ...), for the audiences the gateway names.
+  The API server answers with the audiences it validated the token for
+  (``status.audiences``); an answer that confirms none of ours is a refusal,
+  so a token minted for another service (or the API server's own audience)
+  is never accepted. Without audiences every token the cluster accepts
+  would do, including every pod's ServiceAccount token: only with an
+  explicit ``any_audience``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import yaml
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -124,19 +130,59 @@ class TokenStore:
         return _access_token(token, identity) if identity else None
 
 
+class NoAudience(ValueError):
+    """TokenReview without an audience, and without the explicit consent to that."""
+
+
+class TokenReviewApi(Protocol):
+    async def create_token_review(self, body: Any) -> Any: ...
+
+
 class TokenReviewer:
     """Kubernetes TokenReview as a TokenVerifier (needs `create tokenreviews`).
+
+    A token counts only for the `audiences` the gateway names, and only when
+    the API server's answer confirms one of them in ``status.audiences``
+    (the API server echoes the audiences it validated; an authenticator that
+    ignores audiences echoes none, and is not trusted to have checked them).
+    `any_audience` (dangerous, explicit) asks for the API server's own
+    audience instead and accepts whatever it authenticates: then any
+    ServiceAccount token of the cluster, any pod's, is a gateway identity.
 
     Answers are cached for `cache_seconds` under a hash of the token, so a
     busy client costs one review per minute, not one per request."""
 
-    def __init__(self, api_client: Any, audiences: Sequence[str] = (), cache_seconds: float = 60.0) -> None:
-        from kubernetes_asyncio import client as k8s
+    def __init__(
+        self,
+        api_client: Any,
+        audiences: Sequence[str] = (),
+        cache_seconds: float = 60.0,
+        *,
+        any_audience: bool = False,
+        api: TokenReviewApi | None = None,
+    ) -> None:
+        self._audiences = [a for a in audiences if a]
+        if not self._audiences and not any_audience:
+            raise NoAudience(
+                "TokenReview needs at least one audience (clients then present tokens minted for it, "
+                "e.g. `kubectl create token NAME --audience codex-gateway`); accepting any audience "
+                "must be asked for explicitly"
+            )
+        if self._audiences and any_audience:
+            raise NoAudience("give audiences or any_audience, not both")
+        self.any_audience = any_audience
+        if api is None:
+            from kubernetes_asyncio import client as k8s
 
-        self._api = k8s.AuthenticationV1Api(api_client)
-        self._audiences = list(audiences)
+            # The generated client's method is typed loosely; it is the endpoint `api` stubs.
+            api = cast(TokenReviewApi, k8s.AuthenticationV1Api(api_client))
+        self._api: TokenReviewApi = api
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[float, Identity | None]] = {}
+
+    @property
+    def audiences(self) -> list[str]:
+        return list(self._audiences)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if not MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
@@ -166,6 +212,16 @@ class TokenReviewer:
         status = review.status
         if not status or not status.authenticated or not status.user or not status.user.username:
             return None
+        if self._audiences:
+            confirmed = set(status.audiences or ()) & set(self._audiences)
+            if not confirmed:
+                # Authenticated, but not for us: a token for another audience, or an
+                # authenticator that does not check audiences at all.
+                log.warning(
+                    "TokenReview: %s authenticated without any of the gateway's audiences; refused",
+                    status.user.username,
+                )
+                return None
         return Identity(status.user.username, tuple(status.user.groups or ()))
 
 

@@ -22,7 +22,8 @@ from .kube import SessionApi, load_client
 from .logs import setup_logging
 from .metrics import GatewayMetrics
 from .observer import SessionObserver
-from .server import DEFAULT_WAIT_SECONDS, Gateway, GatewaySettings, build_server
+from .server import build_server
+from .service import DEFAULT_WAIT_SECONDS, Gateway, GatewaySettings
 from .session_cache import SessionCache
 
 log = logging.getLogger("codex_gateway")
@@ -80,7 +81,13 @@ def parser() -> argparse.ArgumentParser:
         "--token-audience",
         action="append",
         default=[],
-        help="audience a TokenReview must confirm (repeatable; default: the API server's)",
+        help="audience a TokenReview must confirm (repeatable; --token-review needs one)",
+    )
+    auth.add_argument(
+        "--token-review-any-audience",
+        action="store_true",
+        help="DANGEROUS: TokenReview without an audience, accepting every token the cluster "
+        "authenticates (any pod's ServiceAccount token) as a gateway identity",
     )
     stdio = p.add_argument_group("identity (stdio)")
     stdio.add_argument("--user", help="the user stdio calls act as (default: the OS user)")
@@ -150,7 +157,14 @@ async def serve(
     if not stdio:
         verifiers: list[Verifier] = [tokens] if tokens is not None else []
         if args.token_review:
-            verifiers.append(TokenReviewer(api_client, args.token_audience))
+            verifiers.append(
+                TokenReviewer(api_client, args.token_audience, any_audience=args.token_review_any_audience)
+            )
+            if args.token_review_any_audience:
+                log.warning(
+                    "TokenReview accepts ANY audience (--token-review-any-audience): every "
+                    "ServiceAccount token of the cluster is a gateway identity"
+                )
         verifier = VerifierChain(*verifiers)
     url = args.public_url or f"http://{args.host}:{args.port}/mcp"
     mcp = build_server(gateway, token_verifier=verifier, resource_url=url)
@@ -198,6 +212,29 @@ async def serve(
         await sessions.close()
 
 
+def token_review_problem(args: argparse.Namespace) -> str | None:
+    """Why the TokenReview flags cannot start a gateway, or None. Checked before
+    anything runs: without an audience, TokenReview would accept every token
+    the cluster issues (each pod has one), so that takes an explicit flag."""
+    audiences = [a for a in args.token_audience if a.strip()]
+    if len(audiences) != len(args.token_audience):
+        return "--token-audience must not be empty"
+    if not args.token_review:
+        if audiences or args.token_review_any_audience:
+            return "--token-audience and --token-review-any-audience need --token-review"
+        return None
+    if audiences and args.token_review_any_audience:
+        return "give --token-audience or --token-review-any-audience, not both"
+    if not audiences and not args.token_review_any_audience:
+        return (
+            "--token-review needs --token-audience AUD (repeatable): the audience clients mint their "
+            "tokens for, e.g. `kubectl create token NAME --audience codex-gateway`. Without one, every "
+            "ServiceAccount token of the cluster would be accepted; if that is really wanted, pass "
+            "--token-review-any-audience (dangerous)"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -205,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config) if args.config else parse_config("")
     except ConfigError as err:
         print(f"codex-gateway: bad config:\n{err}", file=sys.stderr)
+        return 2
+    problem = token_review_problem(args)
+    if problem:
+        print(f"codex-gateway: {problem}", file=sys.stderr)
         return 2
     tokens = None
     if args.transport == "http":

@@ -6,10 +6,37 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
 from codex_api.redaction import redact
+
+# The user on whose behalf the current MCP request runs, once the gateway knows
+# it. Log handlers read it to file each line under its user (the
+# codex://logs/recent resource shows callers their own lines only); it is a
+# context variable, so concurrent requests never see each other's.
+_CALLER: ContextVar[str | None] = ContextVar("codex_gateway_caller", default=None)
+
+
+def bind_caller(user: str | None) -> Token[str | None]:
+    """Log lines from here on (in this context) belong to `user`."""
+    return _CALLER.set(user)
+
+
+def unbind_caller(token: Token[str | None]) -> None:
+    _CALLER.reset(token)
+
+
+def record_user(record: logging.LogRecord) -> str | None:
+    """Whose line `record` is: the user of an audit event (set explicitly, also
+    for calls refused before any tool code ran), else the caller of the request
+    that logged it; None for the gateway's own lines (startup, background work)."""
+    audit = getattr(record, "audit", None)
+    if isinstance(audit, dict):
+        user = audit.get("user")
+        return user if isinstance(user, str) and user else None
+    return _CALLER.get()
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Prometheus metrics of the gateway, on their own registry and port.
 
-The seed's ``codex_mcp_*`` names, as the gateway sees them: response times
-of MCP calls, and the sessions created through MCP (observed from the API
-server, so a turn that finishes after its call returned still counts). The
-operator exports the same session names for every session whoever created
-it; dashboards tell them apart by the scrape job. Several gateway replicas
-observe the same sessions: aggregate the session series with ``max``.
+One owner per metric name: the seed's session series (active sessions,
+durations, success rate, cost, tokens under ``codex_mcp_*``) belong to the
+operator, which sees every session whoever created it. The gateway owns the
+seed's names about MCP calls (``codex_mcp_response_time_seconds``) and
+wall-bounce coordination, and exports its view of the sessions created
+through MCP (observed from the API server, so a turn that finishes after its
+call returned still counts) under ``codex_gateway_mcp_*``. Several gateway
+replicas observe the same sessions: aggregate those with ``max``.
 """
 
 from __future__ import annotations
@@ -18,31 +20,35 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        # The seed's names.
+        # Sessions created through MCP, as the gateway observes them.
         self.active_sessions = Gauge(
-            "codex_mcp_active_sessions_total",
+            "codex_gateway_mcp_sessions_active",
             "Sessions created through MCP that have not finished, by phase.",
             ["phase"],
             registry=r,
         )
         self.session_duration = Histogram(
-            "codex_mcp_session_duration_seconds",
+            "codex_gateway_mcp_turn_duration_seconds",
             "Run time of finished turns created through MCP.",
             ["phase"],
             buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
         self.success_rate = Gauge(
-            "codex_mcp_session_success_rate",
+            "codex_gateway_mcp_turn_success_rate",
             "Succeeded / finished turns created through MCP, since the gateway started.",
             registry=r,
         )
         self.cost = Counter(
-            "codex_mcp_cost_usd_total", "Actual cost of finished MCP turns, USD.", ["model"], registry=r
+            "codex_gateway_mcp_cost_usd_total",
+            "Actual cost of finished MCP turns, USD.",
+            ["model"],
+            registry=r,
         )
         self.tokens = Counter(
-            "codex_mcp_tokens_consumed_total", "Tokens used by finished MCP turns.", ["type"], registry=r
+            "codex_gateway_mcp_tokens_total", "Tokens used by finished MCP turns.", ["type"], registry=r
         )
+        # The seed's names that belong to the gateway.
         self.response_time = Histogram(
             "codex_mcp_response_time_seconds",
             "Time to answer an MCP call (tool, resource or prompt).",

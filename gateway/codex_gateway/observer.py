@@ -30,11 +30,17 @@ def _created_by_gateway(obj: dict[str, Any]) -> bool:
 
 
 def cost_of(obj: dict[str, Any]) -> float:
-    cost = (obj.get("status") or {}).get("cost") or {}
+    """What a finished turn is charged: the actual figure from the model's usage;
+    for a turn that ran but left none (timed out, killed), its estimate, since the
+    model may well have been paid; nothing for one that never ran (Denied,
+    refused, cancelled while waiting), whose estimate bought nothing."""
+    status = obj.get("status") or {}
+    cost = status.get("cost") or {}
     value = cost.get("actualUsd")
-    if value is None:
-        value = cost.get("estimatedUsd")
-    return float(value or 0.0)
+    if value is not None:
+        return float(value)
+    ran = bool((status.get("timings") or {}).get("startedAt"))
+    return float(cost.get("estimatedUsd") or 0.0) if ran else 0.0
 
 
 def usage_of(obj: dict[str, Any]) -> dict[str, int]:

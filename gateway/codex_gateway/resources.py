@@ -1,6 +1,10 @@
 """MCP resources: the caller's active sessions, the effective configuration,
 the gateway's recent log lines and per-tool performance statistics.
 
+Logs and statistics are per caller: a user reads their own log lines and
+figures only (the lines name users, session ids and prompt excerpts);
+members of `[kubernetes].admin_groups` read everyone's.
+
 The builders are plain functions of their inputs (unit-tested without MCP);
 `register_resources` wires them into the MCPServer.
 """
@@ -12,11 +16,11 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -24,16 +28,35 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from codex_api.config import CodexMCPConfig, redacted_dict
 from codex_api.session import TERMINAL_PHASES
 
-from .logs import record_fields
+from .auth import Identity
+from .logs import record_fields, record_user
 from .sessions import session_result
 
-if TYPE_CHECKING:
-    from .server import Gateway
+
+class SessionsView(Protocol):
+    """What the resources read from the gateway's service (codex_gateway.service.Gateway);
+    a protocol, so the service and its resources do not import each other."""
+
+    config: CodexMCPConfig
+
+    settings: Any
+
+    def identity(self) -> Identity: ...
+
+    def is_admin(self, identity: Identity) -> bool: ...
+
+    async def mine(self, user: str) -> list[dict[str, Any]]: ...
+
 
 GATEWAY_LOGGER = "codex_gateway"
 LOG_CAPACITY = 500
 RECENT_LOG_LINES = 200
 LATENCY_WINDOW = 1000
+# Per-user state (log lines, tool figures) is kept for this many users at most,
+# the least recently active forgotten first.
+MAX_TRACKED_USERS = 256
+USER_LOG_CAPACITY = RECENT_LOG_LINES
+USER_LATENCY_WINDOW = 100
 
 URI_SESSIONS = "codex://sessions/active"
 URI_CONFIG = "codex://config/current"
@@ -50,26 +73,61 @@ def _dumps(data: Any) -> str:
 class LogRing(logging.Handler):
     """The last `capacity` records as structured (JSON) lines, redacted once more
     on the way in: whatever a caller managed to put into a log message, the
-    resource does not hand out a secret."""
+    resource does not hand out a secret.
 
-    def __init__(self, capacity: int = LOG_CAPACITY, level: int = logging.INFO) -> None:
+    Each line is also filed under its user (`record_user`: the audit event's
+    user, else the caller of the request that logged it), in a ring of its own
+    per user, so a caller reads their own lines, and a busy user does not push
+    a quiet one's lines out. At most `max_users` users are tracked, the least
+    recently logged one forgotten first: however many identities a hostile
+    caller can present, the memory stays bounded (capacity + max_users *
+    per_user lines; the per-user rings share the line strings with the main one)."""
+
+    def __init__(
+        self,
+        capacity: int = LOG_CAPACITY,
+        level: int = logging.INFO,
+        *,
+        per_user: int = USER_LOG_CAPACITY,
+        max_users: int = MAX_TRACKED_USERS,
+    ) -> None:
         super().__init__(level)
         self._lines: deque[str] = deque(maxlen=capacity)
+        self._per_user = per_user
+        self._max_users = max_users
+        self._users: OrderedDict[str, deque[str]] = OrderedDict()
         self._lines_lock = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = json.dumps(record_fields(record), ensure_ascii=False, default=str)
+            user = record_user(record)
         except Exception:  # a logging handler never raises
             self.handleError(record)
             return
         with self._lines_lock:
             self._lines.append(line)
+            if user is None:
+                return
+            mine = self._users.get(user)
+            if mine is None:
+                mine = self._users[user] = deque(maxlen=self._per_user)
+                while len(self._users) > self._max_users:
+                    self._users.popitem(last=False)
+            else:
+                self._users.move_to_end(user)
+            mine.append(line)
 
-    def lines(self, limit: int = RECENT_LOG_LINES) -> list[str]:
+    def lines(self, limit: int = RECENT_LOG_LINES, user: str | None = None) -> list[str]:
+        """The last `limit` lines: everyone's (user None: the gateway's own
+        lines too), or only those filed under `user`."""
         with self._lines_lock:
-            items = list(self._lines)
+            items = list(self._lines) if user is None else list(self._users.get(user, ()))
         return items[-limit:] if limit > 0 else []
+
+    def users(self) -> list[str]:
+        with self._lines_lock:
+            return list(self._users)
 
 
 def attach_log_ring(logger_name: str = GATEWAY_LOGGER, capacity: int = LOG_CAPACITY) -> LogRing:
@@ -84,8 +142,9 @@ def attach_log_ring(logger_name: str = GATEWAY_LOGGER, capacity: int = LOG_CAPAC
     return ring
 
 
-def recent_logs(ring: LogRing, limit: int = RECENT_LOG_LINES) -> str:
-    lines = ring.lines(limit)
+def recent_logs(ring: LogRing, limit: int = RECENT_LOG_LINES, user: str | None = None) -> str:
+    """The resource's text: everyone's lines (user None, administrators) or the caller's."""
+    lines = ring.lines(limit, user)
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -105,25 +164,78 @@ class _ToolCounters:
     errors: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
+    def add(self, seconds: float, error: bool) -> None:
+        self.calls += 1
+        self.errors += int(error)
+        self.latencies.append(seconds)
+
+
+def _tool_table(tools: dict[str, tuple[int, int, list[float]]]) -> dict[str, Any]:
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 3)
+
+    return {
+        name: {
+            "calls": calls,
+            "errors": errors,
+            "latency_ms": {
+                "p50": ms(percentile(lat, 50)),
+                "p95": ms(percentile(lat, 95)),
+                "max": ms(max(lat) if lat else None),
+                "samples": len(lat),
+            },
+        }
+        for name, (calls, errors, lat) in tools.items()
+    }
+
+
+def _copy(tools: dict[str, _ToolCounters]) -> dict[str, tuple[int, int, list[float]]]:
+    return {name: (c.calls, c.errors, list(c.latencies)) for name, c in sorted(tools.items())}
+
 
 class ToolStats:
-    """Calls, errors and latencies per tool, fed by the tool handlers."""
+    """Calls, errors and latencies per tool, fed by the tool handlers: for the
+    whole gateway, and per user (what a caller who is not an administrator sees).
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    Bounded whatever callers do: tool names are the known ones (the middleware
+    folds the rest into "unknown"), at most `max_users` users are tracked (the
+    least recently active forgotten first: their figures start again from zero)
+    and each keeps its last `user_window` latencies per tool."""
+
+    def __init__(
+        self,
+        clock: Any = time.monotonic,
+        *,
+        max_users: int = MAX_TRACKED_USERS,
+        user_window: int = USER_LATENCY_WINDOW,
+    ) -> None:
         self._clock = clock
         self._started = clock()
         self._tools: dict[str, _ToolCounters] = {}
+        self._max_users = max_users
+        self._user_window = user_window
+        self._users: OrderedDict[str, dict[str, _ToolCounters]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def record(self, tool: str, seconds: float, error: bool) -> None:
+    def record(self, tool: str, seconds: float, error: bool, user: str | None = None) -> None:
         with self._lock:
-            counters = self._tools.setdefault(tool, _ToolCounters())
-            counters.calls += 1
-            counters.errors += int(error)
-            counters.latencies.append(seconds)
+            self._tools.setdefault(tool, _ToolCounters()).add(seconds, error)
+            if user is None:
+                return
+            mine = self._users.get(user)
+            if mine is None:
+                mine = self._users[user] = {}
+                while len(self._users) > self._max_users:
+                    self._users.popitem(last=False)
+            else:
+                self._users.move_to_end(user)
+            counters = mine.get(tool)
+            if counters is None:
+                counters = mine[tool] = _ToolCounters(latencies=deque(maxlen=self._user_window))
+            counters.add(seconds, error)
 
     @contextmanager
-    def timed(self, tool: str) -> Iterator[None]:
+    def timed(self, tool: str, user: str | None = None) -> Iterator[None]:
         started = self._clock()
         error = False
         try:
@@ -132,35 +244,38 @@ class ToolStats:
             error = True
             raise
         finally:
-            self.record(tool, self._clock() - started, error)
+            self.record(tool, self._clock() - started, error, user)
 
-    def snapshot(self) -> dict[str, Any]:
+    def users(self) -> list[str]:
         with self._lock:
-            tools = {name: (c.calls, c.errors, list(c.latencies)) for name, c in sorted(self._tools.items())}
+            return list(self._users)
+
+    def snapshot(self, user: str | None = None) -> dict[str, Any]:
+        """Everyone's figures (user None: for administrators, with a line per
+        tracked user), or only `user`'s."""
+        with self._lock:
             uptime = self._clock() - self._started
-
-        def ms(value: float | None) -> float | None:
-            return None if value is None else round(value * 1000, 3)
-
-        per_tool = {
-            name: {
-                "calls": calls,
-                "errors": errors,
-                "latency_ms": {
-                    "p50": ms(percentile(lat, 50)),
-                    "p95": ms(percentile(lat, 95)),
-                    "max": ms(max(lat) if lat else None),
-                    "samples": len(lat),
-                },
-            }
-            for name, (calls, errors, lat) in tools.items()
-        }
-        return {
+            if user is None:
+                tools = _copy(self._tools)
+                per_user = {
+                    name: (sum(c.calls for c in t.values()), sum(c.errors for c in t.values()))
+                    for name, t in sorted(self._users.items())
+                }
+            else:
+                tools = _copy(self._users.get(user, {}))
+        per_tool = _tool_table(tools)
+        out: dict[str, Any] = {
+            "scope": "all" if user is None else "mine",
             "uptime_seconds": round(uptime, 3),
             "total_calls": sum(t["calls"] for t in per_tool.values()),
             "total_errors": sum(t["errors"] for t in per_tool.values()),
             "tools": per_tool,
         }
+        if user is None:
+            out["users"] = {name: {"calls": c, "errors": e} for name, (c, e) in per_user.items()}
+        else:
+            out["user"] = user
+        return out
 
 
 # --------------------------------------------------------------------------- sessions and config
@@ -206,12 +321,17 @@ def current_config(config: CodexMCPConfig, namespace: str, wait_seconds: float) 
 
 
 # --------------------------------------------------------------------------- wiring
-def register_resources(mcp: MCPServer, gateway: Gateway, stats: ToolStats, ring: LogRing) -> None:
-    def caller() -> str:
+def register_resources(mcp: MCPServer, gateway: SessionsView, stats: ToolStats, ring: LogRing) -> None:
+    def caller() -> Identity:
         try:
-            return gateway.user()
+            return gateway.identity()
         except ToolError as err:
             raise ResourceError(str(err)) from None
+
+    def scope(identity: Identity) -> str | None:
+        """Whose records the caller may read: their own, or (administrators,
+        `[kubernetes].admin_groups`) everyone's (None)."""
+        return None if gateway.is_admin(identity) else identity.user
 
     @mcp.resource(
         URI_SESSIONS,
@@ -221,7 +341,7 @@ def register_resources(mcp: MCPServer, gateway: Gateway, stats: ToolStats, ring:
         mime_type=JSON,
     )
     async def sessions_active() -> str:
-        user = caller()
+        user = caller().user
         try:
             mine = await gateway.mine(user)
         except ToolError as err:
@@ -244,20 +364,24 @@ def register_resources(mcp: MCPServer, gateway: Gateway, stats: ToolStats, ring:
         URI_LOGS,
         name="recent-logs",
         title="Recent logs",
-        description=f"The gateway's last {RECENT_LOG_LINES} log lines, one JSON object a line (redacted).",
+        description=(
+            f"Your last {RECENT_LOG_LINES} gateway log lines (administrators: everyone's), "
+            "one JSON object a line (redacted)."
+        ),
         mime_type="text/plain",
     )
     async def logs_recent() -> str:
-        caller()
-        return recent_logs(ring)
+        return recent_logs(ring, user=scope(caller()))
 
     @mcp.resource(
         URI_STATS,
         name="performance-stats",
         title="Performance statistics",
-        description="Tool calls and errors per tool, with latency p50/p95 in milliseconds.",
+        description=(
+            "Your tool calls and errors per tool, with latency p50/p95 in milliseconds "
+            "(administrators: everyone's)."
+        ),
         mime_type=JSON,
     )
     async def stats_performance() -> str:
-        caller()
-        return _dumps(stats.snapshot())
+        return _dumps(stats.snapshot(scope(caller())))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from codex_api import names
 from codex_api.common import API_VERSION, DNS1123_SUBDOMAIN, MAX_SESSION_NAME, SandboxLevel
 from codex_api.config import CodexMCPConfig
+from codex_api.sandbox import MIN_WALL_BOUNCE_PROVIDERS, profile, wall_bounce_levels
 from codex_api.session import (
     MAX_PROMPT,
     TERMINAL_PHASES,
@@ -71,8 +72,10 @@ class CodexArgs(BaseModel):
     wall_bounce: StrictBool | None = None
 
 
-WALL_BOUNCE_DESCRIPTION = "Ask every configured provider and compare the answers (read-only sandbox only)."
-MIN_WALL_BOUNCE_PROVIDERS = 2
+WALL_BOUNCE_DESCRIPTION = (
+    "Ask every configured provider and compare the answers "
+    f"({' or '.join(wall_bounce_levels())} sandbox only)."
+)
 
 
 class ReplyArgs(BaseModel):
@@ -219,8 +222,10 @@ def _wall_bounce(sandbox: str, config: CodexMCPConfig) -> dict[str, Any]:
     operator would fail, so nothing is created for it."""
     if not config.mcp.enable_wall_bounce:
         raise InvalidArguments("wall_bounce: wall-bounce sessions are disabled on this server")
-    if sandbox != "read-only":
-        raise InvalidArguments(f"wall_bounce needs sandbox read-only, not {sandbox}")
+    if not profile(sandbox).wall_bounce:
+        raise InvalidArguments(
+            f"wall_bounce needs sandbox {' or '.join(wall_bounce_levels())}, not {sandbox}"
+        )
     configured = len(config.kubernetes.wall_bounce_providers)
     if configured < MIN_WALL_BOUNCE_PROVIDERS:
         raise InvalidArguments(

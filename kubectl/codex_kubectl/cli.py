@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from . import commands
+from . import commands, verify
 from .client import CodexApi, KubeError, SetupError, connect
 from .commands import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Io, NotFound
 from .decision import reason_problem
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "describe",
         commands.cmd_describe,
-        "a session: spec, status, result, usage, cost, approval, events",
+        "a session or approval: the whole spec that runs and its digest, whether the approval "
+        "still matches it, status, result, usage, cost, events",
     )
     describe.add_argument("name", metavar="NAME", help="a CodexSession (or its ApprovalRequest)")
 
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     approve = _command(sub, "approve", _decide("Approved"), "approve a session's ApprovalRequest as yourself")
     approve.add_argument("name", metavar="NAME", help="the ApprovalRequest or its CodexSession")
     approve.add_argument("--reason", help="why (optional; recorded with the decision)")
+    approve.add_argument(
+        "--digest",
+        metavar="SHA256",
+        help=(
+            "approve only if the request is for this spec digest, as `kubectl codex describe` shows it "
+            f"(sha256:..., at least {verify.MIN_DIGEST_HEX} hex digits): so what you approve is what you read"
+        ),
+    )
 
     deny = _command(sub, "deny", _decide("Denied"), "deny a session's ApprovalRequest as yourself")
     deny.add_argument("name", metavar="NAME", help="the ApprovalRequest or its CodexSession")
@@ -116,6 +125,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         problem = reason_problem("Approved" if args.command == "approve" else "Denied", args.reason)
         if problem:
             args.command_parser.error(problem)
+    if getattr(args, "digest", None) is not None:
+        digest = verify.digest_argument(args.digest)
+        if digest is None:
+            args.command_parser.error(
+                f"--digest {args.digest!r} is not a spec digest: sha256: and at least "
+                f"{verify.MIN_DIGEST_HEX} hex digits, as `kubectl codex describe` shows it"
+            )
+        args.digest = digest
     return args
 
 

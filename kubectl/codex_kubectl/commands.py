@@ -13,7 +13,7 @@ from codex_api import names
 from codex_api.result import parse_frame
 from codex_api.session import TERMINAL_PHASES
 
-from . import views
+from . import verify, views
 from .client import APPROVALS, SESSIONS, CodexApi, KubeError
 from .decision import Decision, closed_message, decision_patch
 from .logview import LogRenderer, render_result
@@ -86,20 +86,29 @@ def _print_objects(
 def cmd_pending(api: CodexApi, args: argparse.Namespace, io: Io) -> int:
     scope = _scope(args)
     approvals = [a for a in api.list_objects(APPROVALS, scope) if views.is_pending(a)]
-    sessions: dict[tuple[str, str], dict[str, Any]] = {}
-    if approvals and args.output not in ("json", "yaml", "name"):
-        try:  # only for the policy reason in REASONS; approvers may not be allowed to list sessions
-            for s in api.list_objects(SESSIONS, scope):
-                sessions[(s["metadata"].get("namespace", ""), s["metadata"]["name"])] = s
+    # For the policy reason in REASONS and the binding check in DIGEST; approvers
+    # may not be allowed to list sessions (None: unknown, which is not "gone").
+    sessions: dict[tuple[str, str], dict[str, Any]] | None = None
+    table = approvals and args.output not in ("json", "yaml", "name")
+    if table:
+        try:
+            sessions = {
+                (s["metadata"].get("namespace", ""), s["metadata"]["name"]): s
+                for s in api.list_objects(SESSIONS, scope)
+            }
         except KubeError:
-            pass
+            sessions = None
 
     def text(items: list[dict[str, Any]]) -> str:
         return views.pending_table(
             items, sessions, _now(), wide=args.output == "wide", all_namespaces=scope is None
         )
 
-    return _print_objects(io, args, approvals, "approvalrequest.codex.techsapo.io", "pending approvals", text)
+    code = _print_objects(io, args, approvals, "approvalrequest.codex.techsapo.io", "pending approvals", text)
+    if table:
+        # The table shortens; say where the whole of it is (stderr: stdout stays a table).
+        io.error(views.PENDING_HINT)
+    return code
 
 
 # --------------------------------------------------------------------------- lookups
@@ -136,37 +145,78 @@ def find_approval(api: CodexApi, namespace: str, name: str) -> dict[str, Any]:
         raise NotFound(
             f'CodexSession "{name}" has no ApprovalRequest (phase {phase}): there is nothing to decide'
         )
+    other = (approval.get("spec") or {}).get("sessionRef")
+    if other != name:  # never decide one session's request by naming another session
+        raise NotFound(
+            f'ApprovalRequest "{ref}" is for session "{other}", not "{name}": name the request itself'
+        )
     return approval
 
 
 # --------------------------------------------------------------------------- describe
+def _events(api: CodexApi, ns: str, objects: list[str]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    try:
+        return api.events_for(ns, objects), None
+    except KubeError as err:
+        return None, f"{err.reason or err.status}: {err.message}" if err.status else err.message
+
+
 def cmd_describe(api: CodexApi, args: argparse.Namespace, io: Io) -> int:
+    """NAME is looked up as an ApprovalRequest first, as `approve NAME` does: the
+    description an approver reads is of the request that NAME approves."""
     ns = args.namespace
-    session = find_session(api, ns, args.name)
+    approval: dict[str, Any] | None = None
+    approval_error = None
+    forbidden: KubeError | None = None
+    try:
+        approval = api.get(APPROVALS, ns, args.name)
+    except KubeError as err:
+        if err.status != 403:  # may not read requests: describe the session without one
+            raise
+        forbidden, approval_error = err, err.reason or err.message
+    if approval is not None:
+        ref = (approval.get("spec") or {}).get("sessionRef", "")
+        session = api.get(SESSIONS, ns, ref) if ref else None
+        if ref != args.name and _exists(api, SESSIONS, ns, args.name):
+            io.error(
+                f'note: "{args.name}" names both an ApprovalRequest and a CodexSession; shown is the '
+                f'ApprovalRequest (what `kubectl codex approve {args.name}` decides) and its session "{ref}"'
+            )
+        if session is None:
+            events, events_error = _events(api, ns, [approval["metadata"]["name"], *([ref] if ref else [])])
+            io.print(views.describe_approval(approval, events, _now(), events_error=events_error))
+            return EXIT_OK
+    else:
+        session = api.get(SESSIONS, ns, args.name)
+        if session is None and forbidden is not None:
+            raise forbidden  # it may be a request this user cannot read: say so, not "not found"
+        if session is None:
+            raise NotFound(f'no CodexSession (or ApprovalRequest) named "{args.name}" in namespace "{ns}"')
     status = session.get("status") or {}
     name = session["metadata"]["name"]
     ref = status.get("approvalRef")
-    approval: dict[str, Any] | None = None
-    approval_error = None
-    try:
-        approval = api.get(APPROVALS, ns, ref or names.approval_request(name))
-    except KubeError as err:
-        approval_error = err.reason or err.message
+    if approval is None and approval_error is None:
+        try:
+            approval = api.get(APPROVALS, ns, ref or names.approval_request(name))
+        except KubeError as err:
+            approval_error = err.reason or err.message
     objects = [name] + [n for n in (ref, status.get("podName")) if n]
     if approval is not None and approval["metadata"]["name"] not in objects:
         objects.append(approval["metadata"]["name"])
-    events: list[dict[str, Any]] | None = None
-    events_error = None
-    try:
-        events = api.events_for(ns, objects)
-    except KubeError as err:
-        events_error = f"{err.reason or err.status}: {err.message}" if err.status else err.message
+    events, events_error = _events(api, ns, objects)
     io.print(
         views.describe_session(
             session, approval, events, _now(), events_error=events_error, approval_error=approval_error
         )
     )
     return EXIT_OK
+
+
+def _exists(api: CodexApi, plural: str, ns: str, name: str) -> bool:
+    try:
+        return api.get(plural, ns, name) is not None
+    except KubeError:
+        return False
 
 
 # --------------------------------------------------------------------------- logs
@@ -260,10 +310,58 @@ def _no_log(io: Io, args: argparse.Namespace, pod: Mapping[str, Any], problem: s
 
 
 # --------------------------------------------------------------------------- approve / deny
+def approval_refusal(api: CodexApi, ns: str, approval: dict[str, Any], digest: str | None) -> str | None:
+    """Why approving `approval` would approve something other than what the
+    approver was shown (`kubectl codex describe`), or None. Checked against the
+    session as it is now, just before the patch: the operator checks the same
+    binding before it runs anything, this makes the approver see it first."""
+    name = approval["metadata"]["name"]
+    spec = approval.get("spec") or {}
+    ref = spec.get("sessionRef") or ""
+    head = f'error: refusing to approve ApprovalRequest "{name}"'
+    try:
+        session = api.get(SESSIONS, ns, ref) if ref else None
+    except KubeError as err:
+        return (
+            f'{head}: cannot read session "{ref}" to check what would run ({err.describe()}); '
+            "an approver has to be able to see what they approve. Nothing was sent."
+        )
+    binding = verify.check(approval, session)
+    if not binding.ok:
+        return "\n".join(
+            [
+                f"{head}: {binding.verdict()}",
+                *(f"  - {problem}" for problem in binding.problems),
+                f"  Nothing was sent. See `kubectl codex describe {name}`; deny it "
+                f'(kubectl codex deny {name} --reason "...") or ask the requester for a new request.',
+            ]
+        )
+    recorded = str(spec.get("specDigest") or "")
+    if digest is not None and not recorded.startswith(digest):
+        return (
+            f"{head}: its spec digest is {recorded}, not the {digest} given with --digest: "
+            f"what would run is not what you looked at. Nothing was sent; look again with "
+            f"`kubectl codex describe {name}`."
+        )
+    return None
+
+
+def _deny_note(api: CodexApi, ns: str, approval: dict[str, Any]) -> str | None:
+    """A denial runs nothing, so it is never refused; but say when the request was stale anyway."""
+    ref = (approval.get("spec") or {}).get("sessionRef") or ""
+    try:
+        session = api.get(SESSIONS, ns, ref) if ref else None
+    except KubeError:
+        return None
+    binding = verify.check(approval, session)
+    return None if binding.ok else f"note: {binding.verdict()}; denying it all the same"
+
+
 def cmd_decide(api: CodexApi, args: argparse.Namespace, io: Io, decision: Decision) -> int:
     ns = args.namespace
     approval = find_approval(api, ns, args.name)
     name = approval["metadata"]["name"]
+    digest: str | None = getattr(args, "digest", None)
     try:
         user: str | None = api.whoami()
     except KubeError as err:
@@ -272,11 +370,21 @@ def cmd_decide(api: CodexApi, args: argparse.Namespace, io: Io, decision: Decisi
             f"warning: cannot tell who you are ({err.message}); sending the decision without "
             "spec.decidedBy, for the operator's webhook to stamp"
         )
+    if decision == "Denied":
+        note = _deny_note(api, ns, approval)
+        if note:
+            io.error(note)
     for _ in range(DECIDE_ATTEMPTS):
         closed = closed_message(approval)
         if closed:
             io.error(f"error: {closed}")
             return EXIT_ERROR
+        if decision == "Approved":
+            # Again on every attempt: the session may have been replaced in between.
+            refusal = approval_refusal(api, ns, approval, digest)
+            if refusal:
+                io.error(refusal)
+                return EXIT_ERROR
         patch = decision_patch(decision, user, args.reason, approval["metadata"].get("resourceVersion"))
         try:
             updated = api.patch_approval(ns, name, patch)
@@ -295,7 +403,9 @@ def cmd_decide(api: CodexApi, args: argparse.Namespace, io: Io, decision: Decisi
         verb = "approved" if decision == "Approved" else "denied"
         who = spec.get("decidedBy") or user or "you"
         why = f": {spec['reason']}" if spec.get("reason") else ""
-        io.print(f"approvalrequest/{name} {verb} by {who} (session {spec.get('sessionRef')}){why}")
+        # An approval names the exact spec it approved, for the approver's own record.
+        what = f", spec {spec.get('specDigest')}" if decision == "Approved" else ""
+        io.print(f"approvalrequest/{name} {verb} by {who} (session {spec.get('sessionRef')}{what}){why}")
         return EXIT_OK
     io.error(f'error: ApprovalRequest "{name}" kept changing while deciding; try again')
     return EXIT_ERROR

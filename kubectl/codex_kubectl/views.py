@@ -6,20 +6,33 @@ testable as text."""
 from __future__ import annotations
 
 import json
+import re
+import typing
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+
+from codex_api import names
+from codex_api.binding import spec_digest
+from codex_api.session import CodexSessionSpec
+
+from . import verify
 
 NONE = "<none>"
 SESSION_COLUMNS = ["NAME", "PHASE", "SANDBOX", "RISK", "REQUESTER", "MODEL", "COST", "AGE"]
 SESSION_WIDE_COLUMNS = ["REASON", "APPROVAL", "POD", "TOKENS"]
-PENDING_COLUMNS = ["NAME", "SESSION", "RISK", "REQUESTER", "REASONS", "EXPIRES"]
+PENDING_COLUMNS = ["NAME", "SESSION", "RISK", "REQUESTER", "DIGEST", "REASONS", "EXPIRES"]
 PENDING_WIDE_COLUMNS = ["JUSTIFICATION", "AGE"]
-PROMPT_PREVIEW = 200
 REASONS_WIDTH = 60
 EVENTS_SHOWN = 15
+# Where the whole of anything a table shortens is (stderr, after a table).
+PENDING_HINT = (
+    "What a request would run, in full, and whether it still matches its session: kubectl codex describe NAME"
+)
 
 Obj = Mapping[str, Any]
 
@@ -96,7 +109,8 @@ def shorten(text: str, limit: int) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """Columns as kubectl aligns them: left-aligned, three spaces apart."""
-    body = [[str(cell) if str(cell) != "" else NONE for cell in row] for row in rows]
+    # Cells hold what requesters typed (justifications, names): no terminal escapes get through.
+    body = [[visible(str(cell)) if str(cell) != "" else NONE for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in body:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -212,6 +226,16 @@ def approval_reasons(approval: Obj, session: Obj | None = None) -> str:
     return ", ".join(factors) or NONE
 
 
+def digest_cell(approval: Obj, session: Obj | None, *, sessions_known: bool) -> str:
+    """The start of the recorded spec digest, marked when the request no longer
+    binds to its session (only when the sessions could be read: sessions_known)."""
+    cell = verify.short_digest(_get(approval, "spec", "specDigest"))
+    if sessions_known:
+        flag = verify.check(approval, session).short_status()
+        cell = f"{cell} {flag}" if flag else cell
+    return cell
+
+
 def pending_row(
     approval: Obj,
     session: Obj | None,
@@ -219,6 +243,7 @@ def pending_row(
     *,
     wide: bool = False,
     all_namespaces: bool = False,
+    sessions_known: bool = False,
 ) -> list[str]:
     spec, meta = approval.get("spec") or {}, approval.get("metadata") or {}
     row = [
@@ -226,6 +251,7 @@ def pending_row(
         _text(spec.get("sessionRef")),
         _text(spec.get("riskLevel")),
         _text(spec.get("requestedBy")),
+        digest_cell(approval, session, sessions_known=sessions_known),
         shorten(approval_reasons(approval, session), REASONS_WIDTH),
         relative(spec.get("expiresAt"), now),
     ]
@@ -248,19 +274,30 @@ def is_pending(approval: Obj) -> bool:
 
 def pending_table(
     approvals: Sequence[Obj],
-    sessions: Mapping[tuple[str, str], Obj],
+    sessions: Mapping[tuple[str, str], Obj] | None,
     now: datetime,
     *,
     wide: bool = False,
     all_namespaces: bool = False,
 ) -> str:
+    """`sessions` by (namespace, name); None when they could not be listed, so a
+    missing session there means "unknown", not "gone"."""
     headers = PENDING_COLUMNS + (PENDING_WIDE_COLUMNS if wide else [])
     if all_namespaces:
         headers = ["NAMESPACE", *headers]
     rows = []
     for a in sort_objects(approvals):
         key = (_get(a, "metadata", "namespace") or "", _get(a, "spec", "sessionRef") or "")
-        rows.append(pending_row(a, sessions.get(key), now, wide=wide, all_namespaces=all_namespaces))
+        rows.append(
+            pending_row(
+                a,
+                (sessions or {}).get(key),
+                now,
+                wide=wide,
+                all_namespaces=all_namespaces,
+                sessions_known=sessions is not None,
+            )
+        )
     return table(headers, rows)
 
 
@@ -292,6 +329,181 @@ def names_only(items: Sequence[Obj], resource: str) -> str:
     return "\n".join(f"{resource}/{_get(o, 'metadata', 'name')}" for o in sort_objects(items))
 
 
+# --------------------------------------------------------------------------- what will run
+# Free text an approver has to read whole: shown as a block, never shortened.
+FREE_TEXT = ("prompt", "baseInstructions", "businessJustification")
+INLINE_MAX = 100  # longer strings are shown as blocks too
+# Every line of a block starts with it, so a prompt cannot pass its own lines
+# off as fields of the description ("  Sandbox:  read-only").
+GUTTER = "| "
+SECONDS_FIELDS = ("timeoutSeconds", "ttlSecondsAfterFinished")
+# Labels that are not simply the API name in words.
+LABELS = {
+    "fullAuto": "Full auto",
+    "ttlSecondsAfterFinished": "TTL after finished",
+    "businessJustification": "Justification",
+    "storageClassName": "Storage class",
+    "timeoutSeconds": "Timeout",
+}
+# What the operator and the runner do when a field is unset (by API path).
+UNSET = {
+    "model": "the operator's codex.model",
+    "reasoningEffort": "the model's own",
+    "verbosity": "Codex's own",
+    "resumeFrom": "a new conversation",
+    "baseInstructions": "Codex's own instructions",
+    "responseLanguage": "the model's choice",
+    "timeoutSeconds": "the operator's mcp.session_timeout_ms",
+    "ttlSecondsAfterFinished": "the operator's kubernetes.default_ttl_seconds_after_finished",
+    "requestedBy": "unknown",
+    "businessJustification": "none given",
+    "workspace": "scratch: an emptyDir, gone with the pod",
+    "wallBounce": "off: one provider",
+    "workspace.size": "the operator's default",
+    "workspace.storageClassName": "the operator's default, else the cluster's default StorageClass",
+    "wallBounce.providers": "all configured providers",
+}
+# Control and invisible characters (terminal escapes, carriage returns, bidi
+# overrides, zero-width characters, line separators) could make a prompt look
+# different from what runs; they are shown as escapes. Newline and tab stay.
+_HIDING = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_KEPT = frozenset("\n\t")
+
+
+def _hiding(ch: str) -> bool:
+    return ch not in _KEPT and unicodedata.category(ch) in _HIDING
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def visible(text: str) -> str:
+    """`text` with every character that could hide or disguise text on a terminal as an escape."""
+    return "".join(_escape(ch) if _hiding(ch) else ch for ch in text)
+
+
+def hidden_count(text: str) -> int:
+    return sum(1 for ch in text if _hiding(ch))
+
+
+def text_block(label: str, text: str, indent: int = 2) -> list[str]:
+    """A label with the text's size, then the whole text, each line behind the gutter."""
+    lines = text.count("\n") + 1
+    about = f"{len(text)} characters, {lines} line{'s' if lines != 1 else ''}, in full"
+    hidden = hidden_count(text)
+    if hidden:
+        about += (
+            f"; {hidden} control or invisible character{'s' if hidden != 1 else ''} shown as \\x/\\u escapes"
+        )
+    pad = " " * indent
+    return [
+        f"{pad}{label}:  ({about})",
+        # exact, trailing blanks included; an empty line is just the gutter
+        *(
+            f"{pad}  {GUTTER}{line}" if line else f"{pad}  {GUTTER.rstrip()}"
+            for line in visible(text).split("\n")
+        ),
+    ]
+
+
+def field_label(key: str) -> str:
+    """'reasoningEffort' -> 'Reasoning effort'."""
+    return LABELS.get(key) or re.sub(r"(?<!^)([A-Z])", r" \1", key).capitalize()
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    for candidate in typing.get_args(annotation) or (annotation,):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def model_fields(model: type[BaseModel]) -> list[tuple[str, type[BaseModel] | None]]:
+    """(API name, model of its value if it is an object) of every field, in declaration order.
+    The description walks these, so a field added to the CRD is shown without a change here."""
+    return [(f.alias or name, _nested_model(f.annotation)) for name, f in model.model_fields.items()]
+
+
+def _default(model: type[BaseModel] | None, key: str) -> str:
+    """'default 0.7' from the model (the CRD applies it), else just 'default'."""
+    for name, field in (model.model_fields if model is not None else {}).items():
+        if (field.alias or name) == key and field.default is not None and not field.is_required():
+            return f"default {_scalar(key, field.default)}"
+    return "default"
+
+
+def _scalar(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and key in SECONDS_FIELDS:
+        return f"{value}s" + (f" ({human_duration(value)})" if value >= 120 else "")
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return visible(value) if value else '"" (empty)'
+    if isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value):
+        return ", ".join(_scalar(key, v) for v in value) if value else "[] (empty)"
+    # Anything else as JSON; ensure_ascii spells out every non-ASCII character.
+    return json.dumps(value, sort_keys=True, ensure_ascii=True)
+
+
+def _spec_parts(
+    values: Mapping[str, Any], model: type[BaseModel] | None, prefix: str, conversation: str | None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(label, value) pairs shown inline and (label, text) blocks, for every field of
+    `model` (set or not) and every key of `values` the model does not know."""
+    known = dict(model_fields(model)) if model is not None else {}
+    extra = sorted(k for k in values if k not in known)
+    inline: list[tuple[str, str]] = []
+    blocks: list[tuple[str, str]] = []
+    for key in [*known, *extra]:
+        path = prefix + key
+        value = values.get(key)
+        nested = known.get(key)
+        if key not in known:
+            # A newer CRD than this plugin: part of the digest all the same, so shown, marked.
+            inline.append((key, f"{_scalar(key, value)} (a field this kubectl-codex does not know)"))
+            continue
+        label = field_label(key)
+        if value is None:
+            inline.append((label, f"<unset: {UNSET.get(path) or _default(model, key)}>"))
+        elif (
+            isinstance(value, str)
+            and value
+            and (path in FREE_TEXT or "\n" in value or len(value) > INLINE_MAX)
+        ):
+            blocks.append((label if not prefix else path, value))
+        elif isinstance(value, Mapping) and nested is not None:
+            sub_inline, sub_blocks = _spec_parts(value, nested, path + ".", None)
+            inline.append((label, "\n".join(_fields(sub_inline)) or "{}"))
+            blocks += sub_blocks
+        elif key == "resumeFrom" and not prefix and conversation:
+            inline.append(
+                (
+                    label,
+                    f"{visible(str(value))} (conversation {visible(conversation)}: its Codex thread and workspace)",
+                )
+            )
+        elif isinstance(value, list) and not value and path in UNSET:
+            inline.append((label, f"[] (empty: {UNSET[path]})"))
+        else:
+            inline.append((label, _scalar(key, value)))
+    return inline, blocks
+
+
+def spec_lines(spec: Mapping[str, Any], *, conversation: str | None = None, indent: int = 2) -> list[str]:
+    """Every field of a CodexSession spec, in full, and its digest: what an approver approves."""
+    inline, blocks = _spec_parts(spec, CodexSessionSpec, "", conversation)
+    lines = _fields([*inline, ("Spec digest", spec_digest(dict(spec)))], indent)
+    for label, text in blocks:
+        lines += text_block(label, text, indent)
+    return lines
+
+
 # --------------------------------------------------------------------------- describe
 def _fields(pairs: Sequence[tuple[str, Any]], indent: int = 0) -> list[str]:
     shown = [(k, v) for k, v in pairs if v is not None and v != ""]
@@ -311,8 +523,18 @@ def _block(text: str, indent: int = 2) -> list[str]:
     return [(" " * indent + line).rstrip() for line in str(text).splitlines()]
 
 
-def _bool(value: Any) -> str | None:
-    return None if value is None else str(bool(value)).lower()
+def mismatch_banner(binding: verify.Binding) -> list[str]:
+    """Loud, first thing in a description: the request does not bind to what is shown."""
+    lines = [
+        f"WARNING: {binding.verdict()}",
+        f'  ApprovalRequest "{binding.approval}" (for session "{binding.session_ref}"):',
+    ]
+    lines += [f"  - {problem}" for problem in binding.problems]
+    lines.append(
+        "  Its decision does not count for what is shown here: `kubectl codex approve` refuses it and "
+        "the operator does not honour it. Deny it, or ask the requester for a new request."
+    )
+    return lines
 
 
 def describe_session(
@@ -325,7 +547,9 @@ def describe_session(
     approval_error: str | None = None,
 ) -> str:
     meta, spec, status = session.get("metadata") or {}, session.get("spec") or {}, session.get("status") or {}
-    out: list[str] = _fields(
+    binding = verify.check(approval, session) if approval is not None else None
+    out: list[str] = mismatch_banner(binding) if binding is not None and not binding.ok else []
+    out += _fields(
         [
             ("Name", meta.get("name")),
             ("Namespace", meta.get("namespace")),
@@ -333,29 +557,11 @@ def describe_session(
             ("Created", stamp(meta.get("creationTimestamp"), now)),
         ]
     )
-    workspace = spec.get("workspace") or {}
-    out.append("Spec:")
-    out += _fields(
-        [
-            ("Prompt", shorten(spec.get("prompt", ""), PROMPT_PREVIEW)),
-            ("Sandbox", spec.get("sandbox")),
-            ("Mode", spec.get("mode")),
-            ("Full auto", _bool(spec.get("fullAuto"))),
-            ("Model", spec.get("model") or "(operator default)"),
-            ("Reasoning", spec.get("reasoningEffort")),
-            ("Verbosity", spec.get("verbosity")),
-            ("Resume from", spec.get("resumeFrom")),
-            ("Workspace", workspace.get("type")),
-            ("Timeout", f"{spec['timeoutSeconds']}s" if spec.get("timeoutSeconds") else None),
-            (
-                "Justification",
-                shorten(spec["businessJustification"], PROMPT_PREVIEW)
-                if spec.get("businessJustification")
-                else None,
-            ),
-        ],
-        indent=2,
+    conversation = status.get("conversationId") or _get(
+        approval, "metadata", "labels", names.LABEL_CONVERSATION
     )
+    out.append("Spec:")
+    out += spec_lines(spec, conversation=conversation)
     out.append("Status:")
     out += _fields(
         [
@@ -446,35 +652,111 @@ def describe_session(
         out += _block(table(["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows))
     else:
         out.append(f"  {NONE}")
-    out += _describe_approval(status.get("approvalRef"), approval, approval_error, now)
+    out += _describe_approval(status.get("approvalRef"), approval, approval_error, now, binding)
     out += _describe_events(events, events_error, now)
-    return "\n".join(out)
+    # Last line of defence: nothing anywhere in the description (a condition
+    # message, Codex's answer) may hide text behind terminal escapes.
+    return visible("\n".join(out))
 
 
-def _describe_approval(ref: Any, approval: Obj | None, error: str | None, now: datetime) -> list[str]:
-    if approval is None:
-        if error:
-            return ["Approval:", f"  {ref or NONE}: <unavailable: {error}>"]
-        return ["Approval:", f"  {ref or 'not needed'}"]
+def _pending(approval: Obj) -> bool:
+    return (
+        not _get(approval, "spec", "decision")
+        and (_get(approval, "status", "phase") or "Pending") == "Pending"
+    )
+
+
+def _effective(arguments: Mapping[str, Any]) -> str | None:
+    """The values the operator resolved from its configuration when it made the
+    request (arguments 'effective.*'): what an unset field turns into."""
+    pairs = [
+        (key.removeprefix("effective."), visible(str(value)))
+        for key, value in sorted(arguments.items())
+        if key.startswith("effective.")
+    ]
+    return "\n".join(_fields(pairs)) or None
+
+
+def approve_command(approval: Obj) -> str:
+    """The command that approves exactly the spec digest shown (refused if it changed)."""
+    meta, spec = approval.get("metadata") or {}, approval.get("spec") or {}
+    return (
+        f"kubectl codex approve {meta.get('name')} -n {meta.get('namespace')} "
+        f"--digest {spec.get('specDigest')}"
+    )
+
+
+def _request_fields(approval: Obj, now: datetime, binding: verify.Binding) -> list[tuple[str, Any]]:
     spec, status, meta = (
         approval.get("spec") or {},
         approval.get("status") or {},
         approval.get("metadata") or {},
     )
-    lines = ["Approval:"]
-    lines += _fields(
+    return [
+        ("Name", meta.get("name")),
+        ("Phase", status.get("phase") or "Pending"),
+        ("Risk", spec.get("riskLevel")),
+        ("Operation", spec.get("operation")),
+        ("Requested by", spec.get("requestedBy")),
+        ("Session uid", spec.get("sessionUid") or NONE),
+        ("Spec digest", spec.get("specDigest") or NONE),
+        ("Effective", _effective(spec.get("arguments") or {})),
+        ("Decision", decision_summary(approval) if spec.get("decision") else None),
+        ("Expires", stamp(spec.get("expiresAt"), now)),
+        ("Decided at", stamp(status["decidedAt"], now) if status.get("decidedAt") else None),
+        ("Message", status.get("message")),
+        ("Binding", binding.verdict()),
+        ("Approve with", approve_command(approval) if binding.ok and _pending(approval) else None),
+    ]
+
+
+def _describe_approval(
+    ref: Any, approval: Obj | None, error: str | None, now: datetime, binding: verify.Binding | None
+) -> list[str]:
+    if approval is None or binding is None:
+        if error:
+            return ["Approval:", f"  {ref or NONE}: <unavailable: {error}>"]
+        return ["Approval:", f"  {ref or 'not needed'}"]
+    return ["Approval:", *_fields(_request_fields(approval, now, binding), indent=2)]
+
+
+def describe_approval(
+    approval: Obj,
+    events: Sequence[Obj] | None,
+    now: datetime,
+    *,
+    events_error: str | None = None,
+) -> str:
+    """An ApprovalRequest whose session is gone: the loud verdict, the request, and
+    the arguments the operator recorded (the only record left of what it was for)."""
+    meta, spec = approval.get("metadata") or {}, approval.get("spec") or {}
+    binding = verify.check(approval, None)
+    out = mismatch_banner(binding)
+    out += _fields(
         [
             ("Name", meta.get("name")),
-            ("Phase", status.get("phase") or "Pending"),
-            ("Risk", spec.get("riskLevel")),
-            ("Decision", decision_summary(approval) if spec.get("decision") else None),
-            ("Expires", stamp(spec.get("expiresAt"), now)),
-            ("Decided at", stamp(status["decidedAt"], now) if status.get("decidedAt") else None),
-            ("Message", status.get("message")),
-        ],
-        indent=2,
+            ("Namespace", meta.get("namespace")),
+            ("Session", f"{spec.get('sessionRef')} (not found)"),
+            ("Created", stamp(meta.get("creationTimestamp"), now)),
+        ]
     )
-    return lines
+    out.append("Request:")
+    out += _fields([f for f in _request_fields(approval, now, binding) if f[0] != "Name"], indent=2)
+    arguments = spec.get("arguments") or {}
+    out.append("Arguments (as recorded on the request):")
+    inline = [
+        (key, _scalar(key, value))
+        for key, value in sorted(arguments.items())
+        if not ("\n" in str(value) or len(str(value)) > INLINE_MAX)
+    ]
+    out += _fields(inline, indent=2) if inline else ([] if arguments else [f"  {NONE}"])
+    for key, value in sorted(arguments.items()):
+        if "\n" in str(value) or len(str(value)) > INLINE_MAX:
+            out += text_block(key, str(value))
+    if spec.get("businessJustification"):
+        out += text_block("Justification", str(spec["businessJustification"]), indent=0)
+    out += _describe_events(events, events_error, now)
+    return visible("\n".join(out))
 
 
 def event_time(event: Obj) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from codex_api.common import RiskLevel
 from codex_api.config import CodexMCPConfig
+from codex_api.sandbox import profile
 from codex_api.session import CodexSessionSpec
 
 from .risk import at_least
@@ -47,12 +48,8 @@ def decide(spec: CodexSessionSpec, risk: RiskLevel, config: CodexMCPConfig) -> A
         return ApprovalDecision(True, "approval_policy is auto-approve")
     if spec.mode == "ci" and flows.require_manual_approval_for_ci:
         return ApprovalDecision(False, "require_manual_approval_for_ci is true (ci mode)", groups)
-    auto = {
-        "read-only": flows.auto_approve_read_only,
-        "isolated": flows.auto_approve_isolated,
-        "full-access": flows.auto_approve_full_access,
-    }[spec.sandbox]
-    flag = f"auto_approve_{spec.sandbox.replace('-', '_')}"
+    flag = profile(spec.sandbox).auto_approve_key
+    auto = bool(getattr(flows, flag))
     if auto:
         return ApprovalDecision(True, f"{flag} is true")
     return ApprovalDecision(False, f"{flag} is false", groups)

@@ -58,12 +58,17 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     current = now()
     if decision:
         decider = spec.get("decidedBy")
-        if not decider or decider == spec.get("requestedBy"):
-            message = (
-                "decision ignored: no verified decider (is the admission policy installed?)"
-                if not decider
-                else "decision ignored: the requester cannot decide their own request"
-            )
+        # The spec is frozen but for the decision, so a decision made by an
+        # update is generation 2 or later; one present at generation 1 was
+        # typed into the create, which only the operator may do and never does.
+        on_create = int(body["metadata"].get("generation") or 1) < 2
+        if not decider or decider == spec.get("requestedBy") or on_create:
+            if on_create:
+                message = "decision ignored: it was set when the request was created, not decided"
+            elif not decider:
+                message = "decision ignored: no verified decider (is the admission policy installed?)"
+            else:
+                message = "decision ignored: the requester cannot decide their own request"
             if status.get("message") != message:
                 await _write(
                     ctx, body, {"phase": "Pending", "message": message}, ("DecisionIgnored", message, True)

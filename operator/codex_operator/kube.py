@@ -73,6 +73,22 @@ async def _json(resp: Any) -> dict[str, Any]:
     return dict(json.loads(data))
 
 
+async def _create_or_read(
+    create: Callable[..., Awaitable[Any]],
+    read: Callable[..., Awaitable[Any]],
+    namespace: str,
+    body: dict[str, Any],
+) -> dict[str, Any]:
+    """Create a namespaced core object, or return the one already under its name. A 409
+    alone proves nothing about whose that is: the caller checks (ownership.py)."""
+    try:
+        return await _json(await _call(create, namespace, body, _preload_content=False))
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    return await _json(await _call(read, body["metadata"]["name"], namespace, _preload_content=False))
+
+
 class KubeApi:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.client = api_client
@@ -148,17 +164,9 @@ class KubeApi:
         return list((await _json(resp))["items"])
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return await _json(
-                await _call(self.core.create_namespaced_pod, namespace, body, _preload_content=False)
-            )
-        except ApiException as err:
-            if err.status != 409:
-                raise
-            name = body["metadata"]["name"]
-            return await _json(
-                await _call(self.core.read_namespaced_pod, name, namespace, _preload_content=False)
-            )
+        return await _create_or_read(
+            self.core.create_namespaced_pod, self.core.read_namespaced_pod, namespace, body
+        )
 
     async def delete_pod(self, namespace: str, name: str, grace_seconds: int = 5) -> None:
         try:
@@ -184,54 +192,46 @@ class KubeApi:
             log.debug("no log for pod %s/%s: %s", namespace, name, err)
             return None
 
-    async def ensure_network_policy(self, namespace: str, body: dict[str, Any]) -> None:
-        try:
-            await _json(
-                await _call(
-                    self.net.create_namespaced_network_policy, namespace, body, _preload_content=False
-                )
-            )
-        except ApiException as err:
-            if err.status != 409:
-                raise
-
-    async def ensure_claim(self, namespace: str, body: dict[str, Any], owner: dict[str, Any]) -> None:
-        """Create the conversation's volume claim, or add this turn as one more owner of it."""
-        try:
-            await _json(
-                await _call(
-                    self.core.create_namespaced_persistent_volume_claim,
-                    namespace,
-                    body,
-                    _preload_content=False,
-                )
-            )
-            return
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        name = body["metadata"]["name"]
-        existing = await _json(
-            await _call(
-                self.core.read_namespaced_persistent_volume_claim, name, namespace, _preload_content=False
-            )
+    async def ensure_network_policy(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await _create_or_read(
+            self.net.create_namespaced_network_policy,
+            self.net.read_namespaced_network_policy,
+            namespace,
+            body,
         )
-        owners = existing["metadata"].get("ownerReferences") or []
+
+    async def ensure_claim(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The conversation's volume claim: created, or the one already under that name."""
+        return await _create_or_read(
+            self.core.create_namespaced_persistent_volume_claim,
+            self.core.read_namespaced_persistent_volume_claim,
+            namespace,
+            body,
+        )
+
+    async def add_claim_owner(self, namespace: str, claim: dict[str, Any], owner: dict[str, Any]) -> None:
+        """Add one more turn of the conversation as an owner of its claim."""
+        owners = claim["metadata"].get("ownerReferences") or []
         if any(o.get("uid") == owner["uid"] for o in owners):
             return
         patch = {
             "metadata": {
                 "ownerReferences": [*owners, owner],
-                "resourceVersion": existing["metadata"]["resourceVersion"],
+                "resourceVersion": claim["metadata"]["resourceVersion"],
             }
         }
-        await _call(
-            self.core.patch_namespaced_persistent_volume_claim,
-            name,
-            namespace,
-            patch,
-            _content_type=MERGE_PATCH,
-        )
+        try:
+            await _call(
+                self.core.patch_namespaced_persistent_volume_claim,
+                claim["metadata"]["name"],
+                namespace,
+                patch,
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as err:
+            if err.status in (404, 409):
+                raise Conflict(f"persistentvolumeclaims/{claim['metadata']['name']}: {err.reason}") from err
+            raise
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:
         try:

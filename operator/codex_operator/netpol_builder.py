@@ -16,6 +16,7 @@ from typing import Any
 
 from codex_api import names
 from codex_api.config import ModelEndpointConfig
+from codex_api.sandbox import profile
 
 __all__ = [
     "ALL_IPV4",
@@ -131,8 +132,7 @@ def build_network_policy(
     ``extra_endpoints`` are further model endpoints the runner calls (the
     providers of a wall-bounce session), each allowed like ``endpoint``.
     """
-    if sandbox not in ("read-only", "isolated", "full-access"):
-        raise ValueError(f"sandbox must be read-only, isolated or full-access; got {sandbox!r}")
+    level = profile(sandbox)  # a clear ValueError for anything else
     dns = {
         "to": [{"namespaceSelector": {"matchLabels": {_NAMESPACE_NAME_LABEL: DNS_NAMESPACE}}}],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
@@ -142,7 +142,7 @@ def build_network_policy(
         # Providers on the same addresses and ports need the rule only once.
         if rule not in egress:
             egress.append(rule)
-    if sandbox == "full-access":
+    if level.egress == "public":
         # No "ports": every port and protocol, to public addresses only.
         egress.append({"to": _public_peers()})
     return {

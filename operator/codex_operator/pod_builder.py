@@ -254,8 +254,13 @@ def build_workspace_claim(
     owner_refs: list[dict[str, Any]],
     size: str,
     storage_class: str | None,
+    requester: str,
 ) -> dict[str, Any]:
-    """The PersistentVolumeClaim shared by every turn of a conversation."""
+    """The PersistentVolumeClaim shared by every turn of a conversation.
+
+    It outlives single turns, so it records whose conversation it holds: a
+    later turn mounts it only for the same requester and conversation.
+    """
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "volumeMode": "Filesystem",
@@ -277,6 +282,10 @@ def build_workspace_claim(
                 names.LABEL_MANAGED_BY: names.MANAGED_BY,
                 names.LABEL_PART_OF: names.PART_OF,
                 names.LABEL_COMPONENT: COMPONENT_WORKSPACE,
+            },
+            "annotations": {
+                names.ANNOTATION_REQUESTER: requester,
+                names.ANNOTATION_CONVERSATION: conversation,
             },
             "ownerReferences": [dict(ref) for ref in owner_refs],
         },

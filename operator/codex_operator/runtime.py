@@ -51,7 +51,9 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         api = KubeApi(await load_client(self.kubeconfig))
-        gate = ConcurrencyGate(self.config.mcp.max_concurrent_sessions)
+        gate = ConcurrencyGate(
+            self.config.mcp.max_concurrent_sessions, self.config.mcp.max_concurrent_sessions_per_user
+        )
         queue = WorkQueue(self._reconcile, workers=self.workers)
         queue.on_processed = self._observe
         self.ctx = ctx = Context(api, self.store, self.config, gate, queue, EventRecorder(api), self.metrics)
@@ -87,14 +89,14 @@ class Runtime:
                 self.store.upsert(self.store.approvals, obj)
             for obj in await api.list_pods(ns, RUNNER_SELECTOR):
                 self.store.upsert(self.store.pods, obj)
-        holders: set[Hashable] = set()
+        holders: dict[Hashable, str] = {}
         for key, body in self.store.sessions.items():
             phase = (body.get("status") or {}).get("phase")
             if phase in TERMINAL_PHASES:
                 continue
             has_live_pod = any(not pod_outcome(p).finished for p in self.store.pods_of(*key))
             if phase == "Running" or has_live_pod:
-                holders.add(session_key(*key))
+                holders[session_key(*key)] = (body.get("spec") or {}).get("requestedBy") or ""
         self.ctx.gate.seed(holders)
 
     # -- events from kopf --------------------------------------------------------------

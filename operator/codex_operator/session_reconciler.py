@@ -12,18 +12,22 @@ runs again harmlessly.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from codex_api import names
+from codex_api import binding, names
+from codex_api.config import parse_quantity
 from codex_api.redaction import redact, shorten
 from codex_api.result import parse_frame
 from codex_api.session import TERMINAL_PHASES, CodexSessionSpec, Cost
 from codex_runner.contract import RunnerArgsError, turn_settings_for
+from codex_runner.invocation import CODEX_SANDBOX
 
 from . import cost
 from .approval_policy import decide
@@ -31,7 +35,8 @@ from .conditions import now, parse_time, rfc3339, set_condition
 from .context import Context, approval_key, session_key
 from .kube import APPROVALS, SESSIONS
 from .netpol_builder import build_network_policy
-from .pod_builder import build_runner_pod, build_workspace_claim
+from .ownership import STALE_WAIT_SECONDS, Foreign, check_approval, check_child, check_claim
+from .pod_builder import build_runner_pod, build_workspace_claim, workspace_size
 from .pod_outcome import RUNNER_CONTAINER, pod_outcome, turn_result
 from .risk import assess_risk
 from .wall_bounce import WallBounceRefused, plan_wall_bounce
@@ -79,15 +84,24 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         spec = CodexSessionSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         return await _finish(ctx, body, "Failed", "InvalidSpec", shorten(str(err), 900))
-    if phase in (None, "Pending"):
-        return await _admit(ctx, body, spec)
-    if phase == "AwaitingApproval":
-        return await _awaiting_approval(ctx, body, spec)
-    if phase == "Queued":
-        return await _start_or_queue(ctx, body, spec, {})
-    if phase == "Running":
-        return await _running(ctx, body, spec)
+    try:
+        if phase in (None, "Pending"):
+            return await _admit(ctx, body, spec)
+        if phase == "AwaitingApproval":
+            return await _awaiting_approval(ctx, body, spec)
+        if phase == "Queued":
+            return await _start_or_queue(ctx, body, spec, {})
+        if phase == "Running":
+            return await _running(ctx, body, spec)
+    except Foreign as foreign:  # from any step: an object that is not this session's
+        return await _refuse(ctx, body, foreign)
     return None
+
+
+def _require(found: Foreign | None) -> None:
+    """Stop here when an object is not this session's (reconcile() refuses the session)."""
+    if found is not None:
+        raise found
 
 
 # --------------------------------------------------------------------------- status
@@ -204,6 +218,9 @@ async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> 
         )
     else:
         estimate = cost.estimate(spec.prompt, model, ctx.config.cost, extra_chars=extra_chars)
+    too_large = _workspace_too_large(ctx, spec)
+    if too_large:
+        return await _finish(ctx, body, "Failed", "WorkspaceTooLarge", too_large)
     decision = decide(spec, risk, ctx.config)
     fields: dict[str, Any] = {
         "riskLevel": risk,
@@ -215,6 +232,7 @@ async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> 
         approval = await ctx.api.create_custom(
             APPROVALS, body["metadata"]["namespace"], _approval_body(ctx, body, spec, risk)
         )
+        _require(check_approval(approval, body, _is_live(ctx)))
         ctx.store.upsert(ctx.store.approvals, approval)
         approval_name = approval["metadata"]["name"]
         command = f'kubectl patch cxar {approval_name} -n {body["metadata"]["namespace"]} --type merge -p \'{{"spec":{{"decision":"Approved"}}}}\''
@@ -237,27 +255,59 @@ async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> 
     return await _start_or_queue(ctx, body, spec, fields)
 
 
+# Long texts are shown this far in the ApprovalRequest; the rest is one
+# command away and bound to the decision by the spec digest.
+ARGUMENT_INLINE_CHARS = 2048
+# Session fields that have their own place in the ApprovalRequest spec.
+_OWN_APPROVAL_FIELDS = ("requestedBy", "businessJustification")
+
+
+def _approval_arguments(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> dict[str, str]:
+    """Every field of the session spec as stored, plus the effective values the
+    spec leaves to the configuration: nothing that changes what runs is left out."""
+    name = body["metadata"]["name"]
+    raw = body.get("spec") or {}
+    arguments: dict[str, str] = {}
+    for key in sorted(raw):
+        if key in _OWN_APPROVAL_FIELDS:
+            continue
+        value = raw[key]
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+        shown = redact(text)
+        if len(shown) > ARGUMENT_INLINE_CHARS or shown != text:
+            note = f" [{len(text)} chars, {binding.text_digest(text)[:23]}; whole text: kubectl codex describe {name}]"
+            shown = shorten(shown, ARGUMENT_INLINE_CHARS) + note
+        arguments[key] = shown
+    arguments["effective.model"] = spec.model or ctx.config.codex.model
+    arguments["effective.timeoutSeconds"] = str(_timeout(ctx, spec))
+    arguments["effective.workspace"] = (
+        f"persistent {workspace_size(spec, ctx.config)}"
+        if spec.workspace is not None and spec.workspace.type == "persistent"
+        else "scratch (gone with the pod)"
+    )
+    if spec.wall_bounce is not None:  # approvers see that every provider gets the prompt
+        arguments["effective.wallBounceProviders"] = (
+            ",".join(spec.wall_bounce.providers) or "all configured providers"
+        )
+    return arguments
+
+
 def _approval_body(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, risk: str) -> dict[str, Any]:
     meta = body["metadata"]
     conversation = (body.get("status") or {}).get("conversationId") or meta["name"]
-    arguments = {
-        "prompt": shorten(redact(spec.prompt), 1024),
-        "sandbox": spec.sandbox,
-        "mode": spec.mode,
-        "fullAuto": str(spec.full_auto).lower(),
-        "model": spec.model or ctx.config.codex.model,
-    }
-    for key, value in (("reasoningEffort", spec.reasoning_effort), ("resumeFrom", spec.resume_from)):
-        if value:
-            arguments[key] = value
-    if spec.wall_bounce is not None:  # approvers see that every provider gets the prompt
-        arguments["wallBounce"] = ",".join(spec.wall_bounce.providers) or "all configured providers"
     tool = (meta.get("annotations") or {}).get(f"{names.PREFIX}tool", "codex")
+    verb = "codex exec resume" if spec.resume_from else "codex exec"
     spec_out: dict[str, Any] = {
         "sessionRef": meta["name"],
+        "sessionUid": meta["uid"],
+        "specDigest": binding.spec_digest(body.get("spec") or {}),
         "toolName": tool if tool.replace("-", "").isalnum() else "codex",
-        "operation": f"codex exec --sandbox {spec.sandbox} (mode={spec.mode}, fullAuto={str(spec.full_auto).lower()})",
-        "arguments": arguments,
+        "operation": (
+            f"{verb} in a {spec.sandbox} runner pod (the pod is the sandbox; Codex's own "
+            f"{CODEX_SANDBOX[spec.sandbox]} sandbox too where it works), "
+            f"mode={spec.mode}, fullAuto={str(spec.full_auto).lower()}"
+        ),
+        "arguments": _approval_arguments(ctx, body, spec),
         "riskLevel": risk,
         "requestedBy": spec.requested_by or "unknown",
         "expiresAt": rfc3339(now() + timedelta(seconds=ctx.config.kubernetes.approval_timeout_seconds)),
@@ -280,7 +330,9 @@ def _approval_body(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, r
 # --------------------------------------------------------------------------- approval
 async def _awaiting_approval(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
     meta = body["metadata"]
-    ref = (body.get("status") or {}).get("approvalRef") or names.approval_request(meta["name"])
+    # The deterministic name, not status.approvalRef: nothing a status write
+    # could point elsewhere decides which approval counts.
+    ref = names.approval_request(meta["name"])
     approval = ctx.store.approvals.get((meta["namespace"], ref))
     if approval is None:
         risk = (body.get("status") or {}).get("riskLevel") or assess_risk(
@@ -289,9 +341,11 @@ async def _awaiting_approval(ctx: Context, body: dict[str, Any], spec: CodexSess
         approval = await ctx.api.create_custom(
             APPROVALS, meta["namespace"], _approval_body(ctx, body, spec, risk)
         )
+        _require(check_approval(approval, body, _is_live(ctx)))
         ctx.store.upsert(ctx.store.approvals, approval)
         ctx.queue.add(approval_key(meta["namespace"], ref))
         return None
+    _require(check_approval(approval, body, _is_live(ctx)))
     astatus = approval.get("status") or {}
     phase = astatus.get("phase")
     who = astatus.get("decidedBy", "unknown")
@@ -319,13 +373,18 @@ async def _start_or_queue(
 ) -> float | None:
     meta = body["metadata"]
     key = session_key(meta["namespace"], meta["name"])
-    if not ctx.gate.try_acquire(key, (meta.get("creationTimestamp", ""), meta["name"])):
+    user = spec.requested_by or ""
+    if not ctx.gate.try_acquire(key, (meta.get("creationTimestamp", ""), meta["name"]), user):
         if (body.get("status") or {}).get("phase") != "Queued" or fields:
             snap = ctx.gate.snapshot()
+            mine = ctx.gate.held_by(user)
             fields.update(
                 phase="Queued",
                 reason="ConcurrencyLimit",
-                message=f"waiting for a slot: {snap['running']}/{snap['limit']} sessions running",
+                message=(
+                    f"waiting for a slot: {snap['running']}/{snap['limit']} sessions running, "
+                    f"{mine}/{ctx.gate.per_user} of them {user or 'unknown'}'s"
+                ),
                 timings=_timings(body, queuedAt=rfc3339(now())),
             )
             await _write(ctx, body, fields)
@@ -333,6 +392,8 @@ async def _start_or_queue(
     merged = {**(body.get("status") or {}), **fields}
     try:
         pod = await _ensure_children(ctx, body, spec, merged, attempt=1)
+    except Foreign:
+        raise  # reconcile() refuses the session (and frees the slot)
     except WallBounceRefused as refused:  # the configuration changed since admission
         ctx.release_slot(meta["namespace"], meta["name"])
         return await _finish(ctx, body, "Failed", refused.reason, refused.message)
@@ -363,16 +424,61 @@ async def _start_or_queue(
     return float(_timeout(ctx, spec))
 
 
+def _is_live(ctx: Context) -> Callable[[str], bool]:
+    """Whether a session with a uid exists (scans the store; only asked when refusing)."""
+    return lambda uid: any(b["metadata"].get("uid") == uid for b in ctx.store.sessions.values())
+
+
+def _workspace_too_large(ctx: Context, spec: CodexSessionSpec) -> str | None:
+    if spec.workspace is None or spec.workspace.type != "persistent":
+        return None
+    size = workspace_size(spec, ctx.config)
+    most = ctx.config.kubernetes.runner_resources.max_workspace_size
+    if parse_quantity(size) > parse_quantity(most):
+        return (
+            f"workspace.size {size} is above the maximum of {most} "
+            "([kubernetes.runner_resources] max_workspace_size)"
+        )
+    return None
+
+
+def _authorize(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> None:
+    """Raise Foreign unless this session may run now: its risk needs no human, or the
+    ApprovalRequest under its name is Approved and bound to this very object and spec.
+
+    Checked again right before any pod is created, whatever the phase says, so no
+    path (a status write, a restart, a lost pod) starts a runner without a decision.
+    """
+    risk = assess_risk(spec, ctx.config.security.risk_levels)
+    if not decide(spec, risk, ctx.config).needs_human:
+        return
+    meta = body["metadata"]
+    ref = names.approval_request(meta["name"])
+    approval = ctx.store.approvals.get((meta["namespace"], ref))
+    phase = ((approval or {}).get("status") or {}).get("phase")
+    if approval is None or phase != "Approved":
+        raise Foreign(
+            "NotApproved",
+            f"a {risk} risk session runs only after a human approves ApprovalRequest {ref} "
+            f"(it is {phase or 'missing'})",
+        )
+    _require(check_approval(approval, body, _is_live(ctx)))
+
+
 async def _ensure_children(
     ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, status: dict[str, Any], *, attempt: int
 ) -> dict[str, Any]:
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    conversation = status.get("conversationId") or name
+    _authorize(ctx, body, spec)
     parent = _parent(ctx, body, spec)
-    thread = parent.thread_id if isinstance(parent, Parent) else None
     if isinstance(parent, Refusal):
         raise RuntimeError(f"{parent.reason}: {parent.message}")
+    # From the checked parent chain, not from status: which conversation's
+    # volume a pod mounts is decided by what the operator verified.
+    conversation = parent.conversation if isinstance(parent, Parent) else name
+    thread = parent.thread_id if isinstance(parent, Parent) else None
+    is_live = _is_live(ctx)
     k8s_cfg = ctx.config.kubernetes
     wall_bounce = plan_wall_bounce(spec, ctx.config)
     settings = turn_settings_for(
@@ -383,29 +489,34 @@ async def _ensure_children(
         wall_bounce=wall_bounce.settings() if wall_bounce is not None else None,
     )
     if spec.workspace and spec.workspace.type == "persistent":
+        requester = spec.requested_by or "unknown"
         owner = names.owner_reference("CodexSession", name, uid, controller=False)
-        claim = build_workspace_claim(
-            conversation=conversation,
-            namespace=namespace,
-            owner_refs=[owner],
-            size=spec.workspace.size or k8s_cfg.runner_resources.workspace_size,
-            storage_class=spec.workspace.storage_class_name
-            or k8s_cfg.runner_resources.storage_class_name
-            or None,
+        claim = await ctx.api.ensure_claim(
+            namespace,
+            build_workspace_claim(
+                conversation=conversation,
+                namespace=namespace,
+                owner_refs=[owner],
+                size=workspace_size(spec, ctx.config),
+                storage_class=spec.workspace.storage_class_name
+                or k8s_cfg.runner_resources.storage_class_name
+                or None,
+                requester=requester,
+            ),
         )
-        await ctx.api.ensure_claim(namespace, claim, owner)
-    await ctx.api.ensure_network_policy(
-        namespace,
-        build_network_policy(
-            session_name=name,
-            namespace=namespace,
-            session_uid=uid,
-            conversation=conversation,
-            sandbox=spec.sandbox,
-            endpoint=k8s_cfg.model_endpoint,
-            extra_endpoints=wall_bounce.providers if wall_bounce is not None else (),
-        ),
+        _require(check_claim(claim, requester, conversation))
+        await ctx.api.add_claim_owner(namespace, claim, owner)
+    desired = build_network_policy(
+        session_name=name,
+        namespace=namespace,
+        session_uid=uid,
+        conversation=conversation,
+        sandbox=spec.sandbox,
+        endpoint=k8s_cfg.model_endpoint,
+        extra_endpoints=wall_bounce.providers if wall_bounce is not None else (),
     )
+    policy = await ctx.api.ensure_network_policy(namespace, desired)
+    _require(check_child(policy, uid, is_live))
     pod = await ctx.api.create_pod(
         namespace,
         build_runner_pod(
@@ -420,6 +531,7 @@ async def _ensure_children(
             config=ctx.config,
         ),
     )
+    _require(check_child(pod, uid, is_live))
     ctx.store.upsert(ctx.store.pods, pod)
     ctx.metrics.pods_started.inc()
     return pod
@@ -495,6 +607,33 @@ async def _lost(
 
 
 # --------------------------------------------------------------------------- end
+async def _refuse(ctx: Context, body: dict[str, Any], foreign: Foreign) -> float | None:
+    """An object under this session's name is not this session's: wait a little when
+    the garbage collector is about to remove it, else end the session; never run."""
+    meta = body["metadata"]
+    ctx.release_slot(meta["namespace"], meta["name"])
+    created = parse_time(meta.get("creationTimestamp")) or now()
+    if foreign.stale and (now() - created).total_seconds() < STALE_WAIT_SECONDS:
+        status = body.get("status") or {}
+        if status.get("reason") != "WaitingForStaleObject":
+            phase = status.get("phase") or "Pending"
+            await _write(
+                ctx, body, {"phase": phase, "reason": "WaitingForStaleObject", "message": foreign.message}
+            )
+        return 1.0
+    log.warning(
+        "refused %s/%s: %s",
+        meta["namespace"],
+        meta["name"],
+        foreign.message,
+        extra={"reason": foreign.reason},
+    )
+    approval = foreign.reason in ("ApprovalMismatch", "NotApproved")
+    return await _finish(
+        ctx, body, "Failed", foreign.reason, foreign.message, approved=False if approval else None
+    )
+
+
 async def _finish(
     ctx: Context,
     body: dict[str, Any],

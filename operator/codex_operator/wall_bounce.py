@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codex_api.config import CodexMCPConfig, WallBounceProviderConfig
+from codex_api.sandbox import MIN_WALL_BOUNCE_PROVIDERS, profile, wall_bounce_levels
 from codex_api.session import CodexSessionSpec
 from codex_runner.contract import WallBounceProvider, WallBounceSettings
 
@@ -28,8 +29,6 @@ __all__ = [
     "WallBounceRefused",
     "plan_wall_bounce",
 ]
-
-MIN_WALL_BOUNCE_PROVIDERS = 2
 
 
 class WallBounceRefused(ValueError):
@@ -107,10 +106,10 @@ def plan_wall_bounce(spec: CodexSessionSpec, config: CodexMCPConfig) -> WallBoun
             f"wallBounce.minProviders is {wb.min_providers} but the session consults only "
             f"{len(chosen)} provider(s)",
         )
-    if spec.sandbox != "read-only":
+    if not profile(spec.sandbox).wall_bounce:
         raise WallBounceRefused(
             "InvalidWallBounce",
-            f"a wall-bounce session must use the read-only sandbox, not {spec.sandbox} "
+            f"a wall-bounce session must use the {' or '.join(wall_bounce_levels())} sandbox, not {spec.sandbox} "
             "(every provider runs the prompt)",
         )
     if spec.resume_from:

@@ -17,7 +17,15 @@ import math
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from codex_api.common import SANDBOX_LEVELS, SandboxLevel
+from codex_api.sandbox import (
+    MAX_WALL_BOUNCE_PROVIDERS,
+    MIN_WALL_BOUNCE_PROVIDERS,
+    profile,
+    wall_bounce_levels,
+)
 
 if TYPE_CHECKING:
     from codex_api.config import ModelEndpointConfig
@@ -45,8 +53,8 @@ __all__ = [
     "usage",
 ]
 
-Sandbox = Literal["read-only", "isolated", "full-access"]
-SANDBOXES: tuple[str, ...] = get_args(Sandbox)
+Sandbox = SandboxLevel
+SANDBOXES: tuple[str, ...] = SANDBOX_LEVELS
 MODES: tuple[str, ...] = ("interactive", "non-interactive", "ci")
 REASONING_EFFORTS: tuple[str, ...] = ("minimal", "low", "medium", "high")
 VERBOSITIES: tuple[str, ...] = ("low", "medium", "high")
@@ -63,8 +71,8 @@ SUBCOMMAND = "run"
 # while the settings are built, where the operator can report it.
 MAX_ARG_BYTES = 131072 - 1
 
-WALL_BOUNCE_MIN_PROVIDERS = 2
-WALL_BOUNCE_MAX_PROVIDERS = 8
+WALL_BOUNCE_MIN_PROVIDERS = MIN_WALL_BOUNCE_PROVIDERS
+WALL_BOUNCE_MAX_PROVIDERS = MAX_WALL_BOUNCE_PROVIDERS
 
 
 class RunnerArgsError(ValueError):
@@ -269,8 +277,10 @@ class TurnSettings:
         if not isinstance(wall_bounce, WallBounceSettings):
             raise RunnerArgsError(f"wall_bounce must be WallBounceSettings, got {type(wall_bounce).__name__}")
         # Every provider would write the same workspace, one after the other.
-        if self.sandbox != "read-only":
-            raise RunnerArgsError(f"wall_bounce needs sandbox read-only, got {self.sandbox!r}")
+        if not profile(self.sandbox).wall_bounce:
+            raise RunnerArgsError(
+                f"wall_bounce needs sandbox {' or '.join(wall_bounce_levels())}, got {self.sandbox!r}"
+            )
         # Each provider starts a thread of its own; there is no one thread to resume.
         if self.resume_thread_id is not None:
             raise RunnerArgsError("wall_bounce cannot resume a thread (resume_thread_id must not be set)")
@@ -355,7 +365,9 @@ def usage() -> str:
         + " ".join(parts)
         + "\n  --wall-bounce JSON: "
         + '{"min_providers":N,"providers":[{"api_key_env":..,"base_url":..,"model":..,"provider_id":..},...],'
-        + '"quality_threshold":0..1} (2-8 providers, sandbox read-only, no resume)'
+        + '"quality_threshold":0..1} '
+        + f"({WALL_BOUNCE_MIN_PROVIDERS}-{WALL_BOUNCE_MAX_PROVIDERS} providers, "
+        + f"sandbox {' or '.join(wall_bounce_levels())}, no resume)"
     )
 
 

@@ -15,10 +15,13 @@ import json
 import re
 from dataclasses import dataclass
 
+from codex_api.sandbox import PROFILES
+
 from .contract import TurnSettings
 
 # Resource sandbox levels -> Codex's own sandbox modes.
-CODEX_SANDBOX = {"read-only": "read-only", "isolated": "workspace-write", "full-access": "danger-full-access"}
+
+CODEX_SANDBOX = {level: p.codex_mode for level, p in PROFILES.items()}
 # Slugs Codex knows; others get a catalog entry so Codex does not warn on every run.
 KNOWN_MODELS = frozenset(
     {"gpt-5", "gpt-5-codex", "gpt-5.1", "gpt-5.1-codex", "o3", "o4-mini", "codex-mini-latest"}

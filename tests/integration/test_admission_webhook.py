@@ -87,6 +87,8 @@ def approval(name: str, *, requested_by: str = "carol", risk: str = "low") -> di
         "metadata": {"name": name},
         "spec": {
             "sessionRef": name,
+            "sessionUid": "00000000-0000-0000-0000-000000000001",
+            "specDigest": "sha256:" + "0" * 64,
             "toolName": "codex",
             "operation": "codex exec --sandbox full-access",
             "riskLevel": risk,

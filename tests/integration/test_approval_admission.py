@@ -31,6 +31,7 @@ from codex_devenv.admission_kit import ensure_param_keeper, wait_until_denied
 from codex_devenv.admission_kit import message as _message
 from codex_devenv.admission_kit import scoped as _scoped
 from codex_devenv.admission_kit import user_rbac as _rbac
+from codex_devenv.operator_process import OPERATOR_USER
 from codex_operator.admission import decision_time
 
 SESSIONS, APPROVALS = "codexsessions", "approvalrequests"
@@ -57,7 +58,9 @@ def _apply(control_plane: Any, docs: list[dict[str, Any]]) -> None:
 
 
 def _params(namespace: str, trusted: list[str]) -> dict[str, Any]:
-    return admission.params_configmap(namespace, [APPROVER_GROUP], trusted)
+    return admission.params_configmap(
+        namespace, [APPROVER_GROUP], trusted, operators=[OPERATOR_USER], admin_groups=["codex-admins"]
+    )
 
 
 def approval(name: str, *, risk: str = "high", requested_by: str = "carol") -> dict[str, Any]:
@@ -68,6 +71,8 @@ def approval(name: str, *, risk: str = "high", requested_by: str = "carol") -> d
         "metadata": {"name": name},
         "spec": {
             "sessionRef": "s1",
+            "sessionUid": "00000000-0000-0000-0000-000000000001",
+            "specDigest": "sha256:" + "0" * 64,
             "toolName": "codex",
             "operation": "codex exec (sandbox=full-access)",
             "riskLevel": risk,

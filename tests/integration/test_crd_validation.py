@@ -37,6 +37,8 @@ def approval(**spec: Any) -> dict[str, Any]:
         "metadata": {"name": "a1"},
         "spec": {
             "sessionRef": "s1",
+            "sessionUid": "00000000-0000-0000-0000-000000000001",
+            "specDigest": "sha256:" + "0" * 64,
             "toolName": "codex",
             "operation": "codex exec (sandbox=full-access)",
             "riskLevel": "high",

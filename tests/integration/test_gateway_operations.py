@@ -40,14 +40,22 @@ TOKENS: dict[str, Any] = {
     BOB: "bob",
     DAVE: {"user": "dave", "groups": ["codex-admins"]},
 }
-SEED_METRICS = (
+# The seed's names the gateway owns (the session series are the operator's),
+# and its own view of the sessions created through MCP.
+SEED_METRICS = ("codex_mcp_response_time_seconds", "codex_mcp_wall_bounce_coordination_time_seconds")
+MCP_SESSION_METRICS = (
+    "codex_gateway_mcp_sessions_active",
+    "codex_gateway_mcp_turn_duration_seconds",
+    "codex_gateway_mcp_turn_success_rate",
+    "codex_gateway_mcp_cost_usd_total",
+    "codex_gateway_mcp_tokens_total",
+)
+OPERATOR_SEED_METRICS = (
     "codex_mcp_active_sessions_total",
     "codex_mcp_session_duration_seconds",
     "codex_mcp_session_success_rate",
     "codex_mcp_cost_usd_total",
     "codex_mcp_tokens_consumed_total",
-    "codex_mcp_response_time_seconds",
-    "codex_mcp_wall_bounce_coordination_time_seconds",
 )
 
 
@@ -208,8 +216,10 @@ async def test_audit_metrics_health_and_stats(
 
     # metrics: the seed's names on their own port, and real values
     text = gw.metrics()
-    for name in SEED_METRICS:
+    for name in (*SEED_METRICS, *MCP_SESSION_METRICS):
         assert f"# TYPE {name}" in text, name
+    for name in OPERATOR_SEED_METRICS:  # one owner per name
+        assert f"# TYPE {name} " not in text, name
     assert "no-such-tool" not in text  # unknown names do not mint series
     calls = gw.metric(
         "codex_mcp_response_time_seconds_count", 'method="tools/call",name="codex",outcome="ok"'
@@ -217,12 +227,12 @@ async def test_audit_metrics_health_and_stats(
     assert calls == 1
 
     def counted() -> bool:
-        cost = gw.metric("codex_mcp_cost_usd_total", 'model="gpt-5-codex"')
+        cost = gw.metric("codex_gateway_mcp_cost_usd_total", 'model="gpt-5-codex"')
         return cost is not None and cost > 0
 
     await asyncio.to_thread(wait_for, counted, timeout=10, what="the cost counter")
-    assert gw.metric("codex_mcp_session_success_rate") == 1.0
-    assert (gw.metric("codex_mcp_tokens_consumed_total", 'type="input"') or 0) >= 1000
+    assert gw.metric("codex_gateway_mcp_turn_success_rate") == 1.0
+    assert (gw.metric("codex_gateway_mcp_tokens_total", 'type="input"') or 0) >= 1000
 
     # health and stats need a token; they report the API server and Redis
     assert httpx2.get(f"{gw.base}/mcp/codex/health", timeout=10).status_code == 401
@@ -449,6 +459,9 @@ async def test_token_review_accepts_cluster_tokens_for_the_audience(
             assert out["requested_by"] == f"system:serviceaccount:{namespace}:mcp-robot"
         # a token for the API server's own audience is not for the gateway
         headers = {"Authorization": f"Bearer {token(None)}"}
+        assert httpx2.get(f"{gw.base}/mcp/codex/health", headers=headers, timeout=10).status_code == 401
+        # nor is one minted for another service
+        headers = {"Authorization": f"Bearer {token('another-service')}"}
         assert httpx2.get(f"{gw.base}/mcp/codex/health", headers=headers, timeout=10).status_code == 401
         # the static tokens still work next to it
         async with gw.client(ALICE) as alice:

@@ -46,6 +46,10 @@ done
 python3 -m pip --version >/dev/null 2>&1 && echo "python pip: present" || echo "python pip: absent"
 python3 -c 'import ensurepip' >/dev/null 2>&1 && echo "ensurepip: present" || echo "ensurepip: absent"
 echo "build packages: [$(dpkg-query -W -f '${{Package}}\n' | grep -E '{BUILD_PACKAGES}' | tr '\n' ' ')]"
+python3 -c 'import codex_api' >/dev/null 2>&1 && echo "product: present" || echo "product: absent"
+python3 -c 'import codex_devenv' >/dev/null 2>&1 && echo "harness: present" || echo "harness: absent"
+echo "find: $(find /opt/codex -name 'codex_api*' -maxdepth 6 2>/dev/null | head -1)"
+echo "harness files: [$(find / -xdev \( -name 'codex_devenv*' -o -name 'fake_model*' -o -name 'codex-devenv' \) 2>/dev/null | tr '\n' ' ')]"
 """
 
 
@@ -84,6 +88,11 @@ def assert_hardened(pod: dict[str, Any], logs: str) -> None:
     assert "python pip: absent" in logs
     assert "ensurepip: absent" in logs
     assert "build packages: []" in logs, logs
+    # Product and harness apart: no control-plane harness, no fake model in a product image.
+    # (the same probes find the product, so an absent tool cannot pass for an absent harness)
+    assert "product: present" in logs and "find: /opt/codex/" in logs, logs
+    assert "harness: absent" in logs, logs
+    assert "harness files: []" in logs, logs
 
 
 def test_images_are_in_the_nodes_containerd(node_cluster: Any) -> None:

@@ -57,3 +57,10 @@ def test_explain_shows_field_descriptions(control_plane: Any) -> None:
     assert "Approved" in decision and "set once with kubectl patch" in decision
     status = control_plane.kubectl("explain", "cxs.status.usage").stdout
     assert "Token usage of this turn" in status
+
+
+def test_explain_says_where_the_binding_is_checked(control_plane: Any) -> None:
+    digest = control_plane.kubectl("explain", "cxar.spec.specDigest").stdout
+    assert "sha256 of the session's spec" in digest and "kubectl codex describe" in digest
+    uid = control_plane.kubectl("explain", "cxar.spec.sessionUid").stdout
+    assert "never for a later session of the same name" in uid

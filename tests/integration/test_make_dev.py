@@ -3,26 +3,44 @@ control plane and MCP gateway, and stops every process it started on Ctrl-C.
 
 Headless: start it, wait for `ready`, check the example sessions (kubectl and
 MCP), use kubectl and the MCP Inspector CLI with what it printed (a turn that
-needs an approval, approved by another user with kubectl), then SIGINT."""
+needs an approval, approved by another user with kubectl), then SIGINT.
+
+A second run takes the other branch, a model endpoint of one's own
+(CODEX_MODEL_API_KEY, CODEX_MODEL_BASE_URL, CODEX_MODEL): the test's fake model
+stands in for it, and the examples must run through the shipped default
+provider id with the given key."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from codex_api.config import DEFAULT_PROVIDER_ID
+from codex_devenv import fake_model as fm
 from codex_devenv.mcp_clients import inspector_cli
+from codex_devenv.node import node_env
+from codex_devenv.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "codex-sessions"
+# What selects `make dev`'s model; never inherited from the shell running the tests.
+MODEL_ENV = ("CODEX_MODEL_API_KEY", "CODEX_MODEL_BASE_URL", "CODEX_MODEL")
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
 
 
 def _gone(pid: int) -> bool:
@@ -131,11 +149,13 @@ def _check_gateway(text: str, work: Path, kubectl: str) -> None:
     assert decided == "alice", decided
 
 
-def test_make_dev_headless(tmp_path: Path) -> None:
-    work = tmp_path / "devenv"
+@contextlib.contextmanager
+def _make_dev(work: Path, env: Mapping[str, str]) -> Iterator[tuple[str, dict[str, int]]]:
+    """`make dev` until `ready`: (what it printed, its pids); then SIGINT, and every process gone."""
     proc = subprocess.Popen(
         ["make", "--no-print-directory", "dev", f"DEVENV_ARGS=--work-dir {work}"],
         cwd=REPO,
+        env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -161,6 +181,25 @@ def test_make_dev_headless(tmp_path: Path) -> None:
             if line.lstrip().startswith(("pids", "node pids"))
             for name, pid in re.findall(r"(\S+)=(\d+)", line)
         }
+        yield text, pids
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("make dev did not stop on SIGINT")
+    assert "stopped" in rest
+    for name, pid in pids.items():
+        deadline = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(pid), f"{name} (pid {pid}) still running after make dev stopped"
+
+
+def test_make_dev_headless(tmp_path: Path) -> None:
+    work = tmp_path / "devenv"
+    with _make_dev(work, _base_env()) as (text, pids):
         expected = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "redis-server"}
         expected |= {"containerd", "kubelet", "codex-operator", "codex-gateway"}
         assert expected <= set(pids), pids
@@ -191,16 +230,56 @@ def test_make_dev_headless(tmp_path: Path) -> None:
         assert "hello-codex" in listed.stdout and "read-only" in listed.stdout
 
         _check_gateway(text, work, kubectl.group(1))
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            rest, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("make dev did not stop on SIGINT")
-    assert "stopped" in rest
-    for name, pid in pids.items():
-        deadline = time.monotonic() + 10
-        while not _gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _gone(pid), f"{name} (pid {pid}) still running after make dev stopped"
+
+
+def test_make_dev_with_a_model_endpoint_of_ones_own(tmp_path: Path) -> None:
+    """`CODEX_MODEL_API_KEY=... make dev`: the branch for a real model API, which ran
+    with Codex's reserved provider id `openai` and so failed every session."""
+    work = tmp_path / "devenv"
+    key = "sk-dev-endpoint-" + secrets.token_hex(16)
+    answer = "Hello from the endpoint in CODEX_MODEL_BASE_URL."
+    # On the pod bridge's own address, as make dev's fake model: runner pods reach
+    # it, nothing leaves this machine.
+    bridge_ip = node_env()["NODE_BRIDGE_ADDR"].split("/")[0]
+    with fm.FakeModelServer(port=free_port(), host=bridge_ip) as model:
+        model.set_script(then=fm.say(answer, usage=fm.Usage(input_tokens=150, output_tokens=11)))
+        env = {
+            **_base_env(),
+            "CODEX_MODEL_API_KEY": key,
+            "CODEX_MODEL_BASE_URL": model.url,
+            "CODEX_MODEL": "gpt-5-codex",
+        }
+        with _make_dev(work, env) as (text, _pids):
+            assert (
+                f"model           {model.url} (real model gpt-5-codex, key from CODEX_MODEL_API_KEY)" in text
+            )
+            assert re.search(rf"example .*hello-codex.*: Succeeded -- {re.escape(repr(answer))}", text), text
+            assert re.search(
+                rf"mcp example +codex tool as developer: Succeeded -- {re.escape(repr(answer))}\n"
+                r" +session cx-\S+, model gpt-5-codex, usage in=150 ",
+                text,
+            ), text
+            kubectl = re.search(r"alias kubectl=(\S+)", text)
+            assert kubectl is not None
+            pods = subprocess.run(
+                [kubectl.group(1), "get", "pods", "-n", NAMESPACE, "-o", "json"],
+                env={**os.environ, "KUBECONFIG": str(work / "kubeconfig")},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert pods.returncode == 0, pods.stderr
+            runners = [
+                p for p in json.loads(pods.stdout)["items"] if p["metadata"]["name"].endswith("-runner-1")
+            ]
+            assert len(runners) == 2, [p["metadata"]["name"] for p in runners]  # the two examples
+            for pod in runners:
+                args = pod["spec"]["containers"][0]["args"]
+                # the shipped default provider id, which Codex accepts
+                assert args[args.index("--provider-id") + 1] == DEFAULT_PROVIDER_ID, args
+                assert args[args.index("--base-url") + 1] == model.url, args
+        # Both examples reached this server, with the key make dev put into the Secret.
+        requests = model.responses_requests
+        assert len(requests) >= 2, requests
+        assert {r.authorization for r in requests} == {f"Bearer {key}"}
+        assert model.errors == []

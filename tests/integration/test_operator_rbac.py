@@ -29,6 +29,7 @@ ALLOWED = [
     ("watch", "pods"),
     ("get", "pods", "log"),
     ("create", "networkpolicies.networking.k8s.io"),
+    ("get", "networkpolicies.networking.k8s.io"),  # to prove an existing one is this session's
     ("create", "persistentvolumeclaims"),
     ("patch", "persistentvolumeclaims"),
     ("create", "events"),

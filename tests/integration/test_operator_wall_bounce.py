@@ -16,7 +16,7 @@ from codex_devenv.testkit import create_session, finish_pod, phase_is, set_pod_r
 
 PROVIDERS = """
 [[kubernetes.wall_bounce_providers]]
-provider_id = "openai"
+provider_id = "gpt"
 model = "gpt-5-codex"
 egress_cidrs = ["198.51.100.0/24"]
 
@@ -38,7 +38,7 @@ cached_input_usd_per_mtok = 0.3
 output_usd_per_mtok = 15.0
 """
 
-U_OPENAI = Usage(input_tokens=1200, cached_input_tokens=200, output_tokens=300, reasoning_tokens=50)
+U_GPT = Usage(input_tokens=1200, cached_input_tokens=200, output_tokens=300, reasoning_tokens=50)
 U_ANTHROPIC = Usage(input_tokens=2000, output_tokens=100)
 
 
@@ -48,19 +48,19 @@ def _result() -> RunnerResult:
         final_message="def factorial(n): ...",
         usage=Usage(input_tokens=3200, cached_input_tokens=200, output_tokens=400, reasoning_tokens=50),
         wall_bounce=WallBounceOutcome(
-            providers_used=["openai", "anthropic"],
+            providers_used=["gpt", "anthropic"],
             consensus_score=0.86,
             confidence_score=0.91,
-            chosen_provider="openai",
+            chosen_provider="gpt",
             min_providers=2,
             quality_threshold=0.7,
             runs=[
                 ProviderRun(
-                    provider="openai",
+                    provider="gpt",
                     model="gpt-5-codex",
                     outcome="completed",
                     final_message="def factorial(n): ...",
-                    usage=U_OPENAI,
+                    usage=U_GPT,
                 ),
                 ProviderRun(
                     provider="anthropic",
@@ -82,7 +82,7 @@ def test_wall_bounce_session_runs_every_provider_and_reports_each(
     s = wait_session(kube_client, namespace, "wb", phase_is("Running"))
     status = s["status"]
     assert status["riskLevel"] == "low"  # wall-bounce does not change the risk
-    assert [p["provider"] for p in status["cost"]["providers"]] == ["openai", "anthropic"]
+    assert [p["provider"] for p in status["cost"]["providers"]] == ["gpt", "anthropic"]
 
     core = client.CoreV1Api(kube_client)
     pod = core.read_namespaced_pod(status["podName"], namespace)
@@ -94,7 +94,7 @@ def test_wall_bounce_session_runs_every_provider_and_reports_each(
     }
     assert refs == {
         "CODEX_MODEL_API_KEY": ("codex-model-api-key", "api-key"),
-        "CODEX_WB_OPENAI_API_KEY": ("codex-model-api-key", "api-key"),
+        "CODEX_WB_GPT_API_KEY": ("codex-model-api-key", "api-key"),
         "CODEX_WB_ANTHROPIC_API_KEY": ("anthropic-key", "token"),
     }
     assert "--wall-bounce" in runner.args
@@ -117,17 +117,17 @@ def test_wall_bounce_session_runs_every_provider_and_reports_each(
     status = s["status"]
     assert status["response"] == "def factorial(n): ..."
     assert status["wallBounce"] == {
-        "providersUsed": ["openai", "anthropic"],
+        "providersUsed": ["gpt", "anthropic"],
         "consensusScore": 0.86,
         "confidenceScore": 0.91,
     }
-    openai_usd = (1000 * 1.25 + 200 * 0.125 + 300 * 10) / 1e6
+    gpt_usd = (1000 * 1.25 + 200 * 0.125 + 300 * 10) / 1e6
     anthropic_usd = (2000 * 3.0 + 100 * 15.0) / 1e6
     providers = {p["provider"]: p for p in status["cost"]["providers"]}
-    assert set(providers) == {"openai", "anthropic"}
-    assert abs(providers["openai"]["actualUsd"] - openai_usd) < 1e-9
+    assert set(providers) == {"gpt", "anthropic"}
+    assert abs(providers["gpt"]["actualUsd"] - gpt_usd) < 1e-9
     assert abs(providers["anthropic"]["actualUsd"] - anthropic_usd) < 1e-9
-    assert abs(status["cost"]["actualUsd"] - (openai_usd + anthropic_usd)) < 1e-9
+    assert abs(status["cost"]["actualUsd"] - (gpt_usd + anthropic_usd)) < 1e-9
     assert status["usage"]["inputTokens"] == 3200
 
 
@@ -138,7 +138,7 @@ def test_wall_bounce_refusals(kube_client: Any, namespace: str, run_operator: An
         kube_client,
         namespace,
         "wb-unknown",
-        wallBounce={"providers": ["openai", "gemini"], "minProviders": 2},
+        wallBounce={"providers": ["gpt", "gemini"], "minProviders": 2},
     )
     s = wait_session(kube_client, namespace, "wb-isolated", phase_is("Failed"))
     assert s["status"]["reason"] == "InvalidWallBounce"

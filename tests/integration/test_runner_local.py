@@ -9,7 +9,6 @@ machines) is what keeps a read-only session from writing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,6 @@ from codex_devenv.testkit import turn_settings
 from codex_runner.contract import runner_args
 
 API_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[fm.FakeModelServer]:
-    with fm.FakeModelServer() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(model: fm.FakeModelServer) -> Iterator[fm.FakeModelServer]:
-    model.reset()
-    yield model
-    assert model.errors == []
 
 
 @pytest.fixture

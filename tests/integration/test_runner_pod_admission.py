@@ -344,6 +344,7 @@ def test_workspace_claim_is_stored_as_built(kube_client: Any, namespace: str) ->
             owner_refs=[owner],
             size="2Gi",
             storage_class=storage_class,
+            requester="carol",
         )
         core.create_namespaced_persistent_volume_claim(namespace, pvc)
         stored = as_dict(

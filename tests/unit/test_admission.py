@@ -21,7 +21,12 @@ POLICIES = [
     (admission.approval_decision_policy(), admission.APPROVAL_VALIDATIONS),
     (admission.session_requester_policy(), admission.SESSION_VALIDATIONS),
     (admission.session_update_policy(), admission.SESSION_UPDATE_VALIDATIONS),
+    (admission.session_tenancy_policy(), admission.SESSION_TENANCY_VALIDATIONS),
+    (admission.approval_integrity_policy(), admission.APPROVAL_INTEGRITY_VALIDATIONS),
+    (admission.status_writers_policy(), admission.STATUS_WRITERS_VALIDATIONS),
+    (admission.managed_objects_policy(), admission.MANAGED_OBJECTS_VALIDATIONS),
 ]
+IDS = ["approval", "session", "update", "tenancy", "integrity", "status", "managed"]
 FRAGMENTS = {
     "still-pending": admission.MSG_NOT_PENDING,
     "not-own-request": admission.MSG_OWN_REQUEST,
@@ -30,6 +35,14 @@ FRAGMENTS = {
     "requester-present": admission.MSG_REQUESTER_MISSING,
     "requester-is-caller": admission.MSG_REQUESTER,
     "trusted-only-annotates": admission.MSG_TRUSTED_UPDATE,
+    "requester-or-admin": admission.MSG_NOT_YOURS,
+    "operator-creates": admission.MSG_APPROVAL_CREATE,
+    "no-decision-on-create": admission.MSG_DECISION_ON_CREATE,
+    "operator-keeps-metadata": admission.MSG_APPROVAL_METADATA,
+    "operator-writes-status": admission.MSG_STATUS,
+    "operator-creates-children": admission.MSG_MANAGED_CREATE,
+    "operator-changes-children": admission.MSG_MANAGED_UPDATE,
+    "runner-pod-shape": admission.MSG_RUNNER_SHAPE,
 }
 
 
@@ -49,19 +62,25 @@ def test_check_mode_fails_on_stale_file(tmp_path: Path) -> None:
 
 def test_rendered_yaml_holds_policies_and_bindings() -> None:
     docs = list(yaml.safe_load_all(admission.render_yaml("ops")))
+    names = [
+        admission.APPROVAL_DECISION_POLICY,
+        admission.SESSION_REQUESTER_POLICY,
+        admission.SESSION_UPDATE_POLICY,
+        admission.SESSION_TENANCY_POLICY,
+        admission.APPROVAL_INTEGRITY_POLICY,
+        admission.STATUS_WRITERS_POLICY,
+        admission.MANAGED_OBJECTS_POLICY,
+    ]
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
-        ("ValidatingAdmissionPolicy", admission.APPROVAL_DECISION_POLICY),
-        ("ValidatingAdmissionPolicyBinding", admission.APPROVAL_DECISION_POLICY),
-        ("ValidatingAdmissionPolicy", admission.SESSION_REQUESTER_POLICY),
-        ("ValidatingAdmissionPolicyBinding", admission.SESSION_REQUESTER_POLICY),
-        ("ValidatingAdmissionPolicy", admission.SESSION_UPDATE_POLICY),
-        ("ValidatingAdmissionPolicyBinding", admission.SESSION_UPDATE_POLICY),
+        (kind, name)
+        for name in names
+        for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
     ]
     assert all(d["apiVersion"] == "admissionregistration.k8s.io/v1" for d in docs)
     assert docs[1]["spec"]["paramRef"]["namespace"] == "ops"
 
 
-@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=["approval", "session", "update"])
+@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=IDS)
 def test_every_validation_has_a_message_naming_the_problem(
     policy: dict[str, Any], validations: tuple[admission.Validation, ...]
 ) -> None:
@@ -76,20 +95,40 @@ def test_every_validation_has_a_message_naming_the_problem(
         assert entry["expression"].strip()
 
 
-@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=["approval", "session", "update"])
+def test_messages_fit_in_a_cel_string_literal() -> None:
+    """The fragments are spliced into single-quoted CEL strings: a quote breaks the policy."""
+    fragments = [v for k, v in vars(admission).items() if k.startswith("MSG_")]
+    assert fragments and all("'" not in f and "\\" not in f for f in fragments)
+
+
+@pytest.mark.parametrize(("policy", "validations"), POLICIES, ids=IDS)
 def test_policies_read_params_and_fail_closed(
     policy: dict[str, Any], validations: tuple[admission.Validation, ...]
 ) -> None:
     spec = policy["spec"]
     assert spec["failurePolicy"] == "Fail"
     assert spec["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
-    (rule,) = spec["matchConstraints"]["resourceRules"]
-    assert rule["apiGroups"] == [GROUP] and rule["apiVersions"] == [VERSION]
-    # The status subresource belongs to the operator and is never matched.
-    assert all("/" not in r for r in rule["resources"])
+    rules = spec["matchConstraints"]["resourceRules"]
+    if policy["metadata"]["name"] == admission.MANAGED_OBJECTS_POLICY:
+        assert {r for rule in rules for r in rule["resources"]} == {
+            "pods",
+            "persistentvolumeclaims",
+            "networkpolicies",
+        }
+    else:
+        (rule,) = rules
+        assert rule["apiGroups"] == [GROUP] and rule["apiVersions"] == [VERSION]
+        # Status subresources are matched only by the policy that keeps them the operator's.
+        subresources = [r for r in rule["resources"] if "/" in r]
+        if policy["metadata"]["name"] == admission.STATUS_WRITERS_POLICY:
+            assert subresources == rule["resources"] == ["codexsessions/status", "approvalrequests/status"]
+        else:
+            assert subresources == []
     # Every variable (a parsed param) is used by some validation.
     names = {v["name"] for v in spec["variables"]}
-    used = {n for n in names if any(f"variables.{n}" in c.expression for c in validations)}
+    # Every variable (a parsed param) is used by some validation, or by a variable that is.
+    readers = [c.expression for c in validations] + [v["expression"] for v in spec["variables"]]
+    used = {n for n in names if any(f"variables.{n}" in r for r in readers)}
     assert used == names
 
 
@@ -139,6 +178,8 @@ def test_params_configmap() -> None:
         "codex-system",
         ["codex-approvers", "codex-admins"],
         ["system:serviceaccount:codex-system:codex-gateway"],
+        operators=["system:serviceaccount:codex-system:codex-operator"],
+        admin_groups=["codex-admins"],
     )
     assert cm["metadata"] == {
         "name": "codex-admission-params",
@@ -148,8 +189,15 @@ def test_params_configmap() -> None:
     assert cm["data"] == {
         "approverGroups": "codex-approvers,codex-admins",
         "trustedRequesters": "system:serviceaccount:codex-system:codex-gateway",
+        "operators": "system:serviceaccount:codex-system:codex-operator",
+        "adminGroups": "codex-admins",
     }
-    assert admission.params_configmap("ns", [], [])["data"] == {"approverGroups": "", "trustedRequesters": ""}
+    assert admission.params_configmap("ns", [], [])["data"] == {
+        "approverGroups": "",
+        "trustedRequesters": "",
+        "operators": "",
+        "adminGroups": "",
+    }
 
 
 @pytest.mark.parametrize("bad", ["a,b", "", " padded"])
@@ -158,6 +206,18 @@ def test_params_configmap_rejects_names_that_would_split_wrongly(bad: str) -> No
         admission.params_configmap("ns", [bad], [])
     with pytest.raises(ValueError, match="without commas"):
         admission.params_configmap("ns", [], [bad])
+    with pytest.raises(ValueError, match="without commas"):
+        admission.params_configmap("ns", [], [], operators=[bad])
+    with pytest.raises(ValueError, match="without commas"):
+        admission.params_configmap("ns", [], [], admin_groups=[bad])
+    with pytest.raises(ValueError, match="without commas"):
+        admission.params_configmap("ns", [], [], runner_secrets=[bad])
+
+
+def test_params_name_the_runner_secrets_only_when_given() -> None:
+    data = admission.params_configmap("ns", [], [], runner_secrets=["key-a", "key-b"])["data"]
+    assert data["runnerSecrets"] == "key-a,key-b" and data["runnerServiceAccount"] == "codex-runner"
+    assert "runnerSecrets" not in admission.params_configmap("ns", [], [])["data"]
 
 
 # -- the operator's helpers ---------------------------------------------------------

@@ -104,9 +104,14 @@ def test_default_install_objects(defaults: Objects) -> None:
     assert names(defaults, "ClusterRole") == {"codex-operator", "codex-gateway"}
     assert names(defaults, "RoleBinding") == {"codex-operator", "codex-gateway"}
     assert not names(defaults, "ClusterRoleBinding") and not names(defaults, "Role")
-    assert names(defaults, "NetworkPolicy") == {"codex-operator", "codex-gateway", "codex-redis"}
+    assert names(defaults, "NetworkPolicy") == {
+        "codex-operator",
+        "codex-gateway",
+        "codex-redis",
+        "codex-runner-default-deny",
+    }
     assert names(defaults, "ConfigMap") == {"codex-config", "codex-admission-params"}
-    assert names(defaults, "Secret") == {"codex-operator-webhook-tls"}
+    assert names(defaults, "Secret") == {"codex-operator-webhook-tls", "codex-redis-auth"}
     assert names(defaults, "MutatingWebhookConfiguration") == {"codex-identity.codex.techsapo.io"}
     assert not names(defaults, "ServiceMonitor")
     # Every object but the cluster-scoped ones lives in one of the two namespaces.
@@ -150,6 +155,10 @@ def test_admission_policies_are_the_generated_ones(defaults: Objects) -> None:
     assert params["data"] == {
         "approverGroups": "codex-approvers",
         "trustedRequesters": "system:serviceaccount:codex-system:codex-gateway",
+        "operators": "system:serviceaccount:codex-system:codex-operator",
+        "adminGroups": "codex-admins",
+        "runnerSecrets": "codex-model-api-key",
+        "runnerServiceAccount": "codex-runner",
     }
 
 
@@ -255,7 +264,13 @@ def test_gateway_command_line(defaults: Objects) -> None:
         "codex-gateway:*,codex-gateway.codex-system:*,codex-gateway.codex-system.svc:*,"
         "codex-gateway.codex-system.svc.cluster.local:*",
     ]
-    assert container["env"] == [{"name": "REDIS_URL", "value": "redis://codex-redis.codex-system.svc:6379/0"}]
+    assert container["env"] == [
+        {
+            "name": "REDIS_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "codex-redis-auth", "key": "password"}},
+        },
+        {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@codex-redis.codex-system.svc:6379/0"},
+    ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     tokens = next(v for v in pod["volumes"] if v["name"] == "tokens")
     assert tokens["secret"] == {
@@ -265,6 +280,25 @@ def test_gateway_command_line(defaults: Objects) -> None:
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["tokens"] == {"name": "tokens", "mountPath": "/var/run/codex/tokens", "readOnly": True}
     assert mounts["config"]["mountPath"] == "/etc/codex" and mounts["config"]["readOnly"]
+
+
+def test_token_review_needs_an_audience_or_the_explicit_any_audience() -> None:
+    from codex_gateway.cli import parser as gateway_parser
+    from codex_gateway.cli import token_review_problem
+
+    with pytest.raises(
+        helm.HelmError, match=r"gateway.tokenReview.enabled needs gateway.tokenReview.audiences"
+    ):
+        helm.template({"gateway": {"tokenReview": {"enabled": True}}})
+    objects = helm.template({"gateway": {"tokenReview": {"enabled": True, "anyAudience": True}}})
+    args = args_of(objects, "codex-gateway")
+    assert "--token-review-any-audience" in args and "--token-audience" not in args
+    parsed = gateway_parser().parse_args(args)
+    assert parsed.token_review_any_audience and token_review_problem(parsed) is None
+    assert "--token-review-any-audience" not in args_of(
+        helm.template({"gateway": {"tokenReview": {"enabled": True, "audiences": ["codex-gateway"]}}}),
+        "codex-gateway",
+    )
 
 
 def test_gateway_flags_parse_with_the_real_cli(defaults: Objects) -> None:
@@ -284,6 +318,7 @@ def test_token_review_adds_the_flag_and_only_the_auth_delegator_binding(defaults
     objects = helm.template({"gateway": {"tokenReview": {"enabled": True, "audiences": ["codex-gateway"]}}})
     args = gateway_parser().parse_args(args_of(objects, "codex-gateway"))
     assert args.token_review and args.token_audience == ["codex-gateway"]
+    assert not args.token_review_any_audience
     (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -498,6 +533,60 @@ def test_external_redis_from_a_secret() -> None:
     } in egress
 
 
+def _redis_container(objects: Objects) -> dict[str, Any]:
+    return dict(find(objects, "Deployment", "codex-redis")["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_in_chart_redis_requires_a_generated_password(defaults: Objects) -> None:
+    import base64
+
+    secret = find(defaults, "Secret", "codex-redis-auth")
+    assert secret["type"] == "Opaque" and set(secret["data"]) == {"password"}
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", base64.b64decode(secret["data"]["password"]).decode())
+    assert secret["metadata"]["labels"]["app.kubernetes.io/component"] == "redis"
+    container = _redis_container(defaults)
+    assert container["command"] == ["sh", "-c"]
+    script, *args = container["args"]
+    assert args == [
+        "redis-server",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--dir",
+        "/data",
+    ]
+    # The password is read from the environment by the script, never an argument.
+    assert 'exec redis-server - "$@" <<EOF\nrequirepass $REDISCLI_AUTH\nEOF' in script
+    assert container["env"] == [
+        {
+            "name": "REDISCLI_AUTH",
+            "valueFrom": {"secretKeyRef": {"name": "codex-redis-auth", "key": "password"}},
+        }
+    ]
+    assert container["readinessProbe"]["exec"]["command"] == ["sh", "-c", "redis-cli ping | grep -qx PONG"]
+    # Two renders, two passwords: helm template has no cluster to look the Secret up in
+    # (tests/integration/test_chart.py checks that an upgrade keeps it).
+    again = find(helm.template(), "Secret", "codex-redis-auth")["data"]["password"]
+    assert again != secret["data"]["password"]
+    # Nothing in any pod spec holds the password.
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    for obj in defaults:
+        if obj["kind"] != "Secret":
+            assert password not in json.dumps(obj), obj["metadata"]["name"]
+
+
+def test_in_chart_redis_with_an_existing_password_secret() -> None:
+    objects = helm.template({"redis": {"auth": {"existingSecret": "my-redis", "existingSecretKey": "pw"}}})
+    assert "codex-redis-auth" not in names(objects, "Secret")
+    ref = {"secretKeyRef": {"name": "my-redis", "key": "pw"}}
+    assert _redis_container(objects)["env"] == [{"name": "REDISCLI_AUTH", "valueFrom": ref}]
+    gateway = find(objects, "Deployment", "codex-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["env"][0] == {"name": "REDIS_PASSWORD", "valueFrom": ref}
+
+
 def test_no_redis_at_all_means_no_redis_url() -> None:
     objects = helm.template({"redis": {"enabled": False}})
     container = find(objects, "Deployment", "codex-gateway")["spec"]["template"]["spec"]["containers"][0]
@@ -544,7 +633,10 @@ def test_network_policies(defaults: Objects) -> None:
         "ports": [{"protocol": "TCP", "port": 6443}],
         "to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}],
     } in gateway["egress"]
-    assert not names(helm.template({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+    # The runners' default-deny stays: their isolation does not hang on this switch.
+    assert names(helm.template({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == {
+        "codex-runner-default-deny"
+    }
 
 
 def test_webhook_generated_certificate(defaults: Objects, tmp_path: Path) -> None:
@@ -594,7 +686,7 @@ def test_webhook_existing_secret() -> None:
     objects = helm.template(
         {"webhook": {"certificate": {"existingSecret": "my-webhook-tls", "caBundle": "Q0EK"}}}
     )
-    assert not names(objects, "Secret")
+    assert names(objects, "Secret") == {"codex-redis-auth"}
     pod = find(objects, "Deployment", "codex-operator")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
     assert volume["secret"] == {"secretName": "my-webhook-tls"}
@@ -604,7 +696,8 @@ def test_webhook_existing_secret() -> None:
 
 def test_webhook_disabled() -> None:
     objects = helm.template({"webhook": {"enabled": False}})
-    assert not names(objects, "MutatingWebhookConfiguration") and not names(objects, "Secret")
+    assert not names(objects, "MutatingWebhookConfiguration")
+    assert names(objects, "Secret") == {"codex-redis-auth"}
     assert "codex-operator-webhook" not in names(objects, "Service")
     args = args_of(objects, "codex-operator")
     assert not [a for a in args if a.startswith("--webhook")]
@@ -642,6 +735,9 @@ def test_notes_tell_how_to_reach_the_gateway_and_approve() -> None:
     assert "create secret generic codex-model-api-key" in notes
     assert "port-forward service/codex-gateway" in helm.notes()
     assert "webhook is off" in helm.notes({"webhook": {"enabled": False}})
+    assert "codex-redis-auth" not in helm.notes()  # generated by the chart
+    own = helm.notes({"redis": {"auth": {"existingSecret": "my-redis"}}})
+    assert "create secret generic my-redis --from-literal=password=" in own
 
 
 # -- the values schema -------------------------------------------------------------------
@@ -666,6 +762,9 @@ def test_notes_tell_how_to_reach_the_gateway_and_approve() -> None:
         ({"images": {"gateway": {"tag": "bad tag"}}}, "at '/images/gateway/tag'"),
         ({"redis": {"enabled": "yes"}}, "at '/redis/enabled': got string, want boolean"),
         ({"redis": {"externalUrl": "http://x"}}, "at '/redis/externalUrl'"),
+        ({"redis": {"auth": {"existingSecret": "Bad_Name"}}}, "at '/redis/auth/existingSecret'"),
+        ({"redis": {"auth": {"password": "hunter2"}}}, "additional properties 'password' not allowed"),
+        ({"gateway": {"tokenReview": {"anyAudience": "yes"}}}, "at '/gateway/tokenReview/anyAudience'"),
         ({"networkPolicy": {"apiServer": {"ports": [0]}}}, "at '/networkPolicy/apiServer/ports/0'"),
         (
             {"networkPolicy": {"apiServer": {"cidrs": ["everywhere"]}}},
@@ -687,6 +786,11 @@ def test_notes_tell_how_to_reach_the_gateway_and_approve() -> None:
             "additional properties 'max_concurent_sessions'",
         ),
         ({"config": {"codex": {"sandbox": "none"}}}, "at '/config/codex/sandbox'"),
+        # Codex refuses to redefine its built-in provider ids: refused at install, not at every turn.
+        (
+            {"config": {"kubernetes": {"model_endpoint": {"provider_id": "openai"}}}},
+            "at '/config/kubernetes/model_endpoint/provider_id': 'not' failed",
+        ),
         ({"gateway": {"tokenReview": {"enabled": "yes"}}}, "at '/gateway/tokenReview/enabled'"),
         (
             {"gateway": {"tokenReview": {"enabled": True, "audiences": ["a,b"]}}},
@@ -721,6 +825,19 @@ def test_schema_rejects_bad_values(values: dict[str, Any], message: str) -> None
         (
             {"redis": {"enabled": False, "externalUrl": "redis://x:6379", "existingSecret": "s"}},
             "set only one of redis.externalUrl and redis.existingSecret",
+        ),
+        (
+            {"redis": {"enabled": False, "externalUrl": "redis://x:6379", "auth": {"existingSecret": "s"}}},
+            "redis.auth is the password of the in-chart Redis",
+        ),
+        ({"gateway": {"tokenReview": {"enabled": True}}}, "gateway.tokenReview.enabled needs"),
+        (
+            {"gateway": {"tokenReview": {"enabled": True, "audiences": ["a"], "anyAudience": True}}},
+            "set gateway.tokenReview.audiences or gateway.tokenReview.anyAudience, not both",
+        ),
+        (
+            {"gateway": {"tokenReview": {"anyAudience": True}}},
+            "gateway.tokenReview.anyAudience needs gateway.tokenReview.enabled",
         ),
         ({"webhook": {"certificate": {"existingSecret": "tls"}}}, "needs webhook.certificate.caBundle"),
         ({"webhook": {"certificate": {"caBundle": "Q0EK"}}}, "caBundle is only used with"),
@@ -822,3 +939,14 @@ def test_kind_targets_name_files_that_exist() -> None:
     for path in paths:
         assert (REPO / path).is_file(), path
     assert (REPO / "charts/codex-k8s-operator/crds").is_dir()
+
+
+def test_sessions_namespace_denies_everything_by_default(defaults: Objects) -> None:
+    """A runner pod whose own egress policy is missing has no network, not all of it."""
+    (deny,) = [
+        o
+        for o in defaults
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "codex-runner-default-deny"
+    ]
+    assert deny["metadata"]["namespace"] == "codex-sessions"
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}

@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from codex_api.config import (
+    RESERVED_CODEX_PROVIDER_IDS,
     CodexMCPConfig,
     ConfigError,
     ConfigIssue,
@@ -131,7 +132,12 @@ def test_empty_file_gives_all_defaults(tmp_path: Path) -> None:
     )
     assert (res.ephemeral_storage_limit, res.workspace_size, res.storage_class_name) == ("1Gi", "1Gi", "")
     ep = k8s.model_endpoint
-    assert (ep.provider_id, ep.base_url, ep.wire_api) == ("openai", "https://api.openai.com/v1", "responses")
+    # Not "openai": Codex 0.171 refuses a provider table with a built-in id.
+    assert (ep.provider_id, ep.base_url, ep.wire_api) == (
+        "openai-api",
+        "https://api.openai.com/v1",
+        "responses",
+    )
     assert (ep.api_key_env, ep.api_key_secret_name, ep.api_key_secret_key) == (
         "CODEX_MODEL_API_KEY",
         "codex-model-api-key",
@@ -187,7 +193,7 @@ def test_wall_bounce_providers_are_model_endpoints_with_a_model() -> None:
     cfg = parse_config(
         "[kubernetes.model_endpoint]\n"
         'api_key_env = "MAIN_KEY"\n'
-        + _WB_OPENAI
+        + _WB_GPT
         + _WB_ANTHROPIC
         + 'base_url = "http://claude.models.svc:8080/v1"\n'
         'api_key_env = "ANTHROPIC_KEY"\n'
@@ -201,12 +207,12 @@ def test_wall_bounce_providers_are_model_endpoints_with_a_model() -> None:
     first, second, third = cfg.kubernetes.wall_bounce_providers
     assert isinstance(second, ModelEndpointConfig)
     assert (first.provider_id, first.model, first.base_url) == (
-        "openai",
+        "gpt",
         "gpt-5-codex",
         "https://api.openai.com/v1",
     )
     # The default variable is derived from the id, never the main endpoint's.
-    assert first.api_key_env == "CODEX_WB_OPENAI_API_KEY"
+    assert first.api_key_env == "CODEX_WB_GPT_API_KEY"
     assert third.api_key_env == "CODEX_WB_LOCAL_LLM_API_KEY"
     assert (second.api_key_env, second.api_key_secret_name, second.api_key_secret_key) == (
         "ANTHROPIC_KEY",
@@ -216,7 +222,7 @@ def test_wall_bounce_providers_are_model_endpoints_with_a_model() -> None:
     # The endpoint validators apply: a bare address becomes a /32.
     assert (second.egress_cidrs, second.egress_ports) == (["192.0.2.7/32"], [8080])
     data = redacted_dict(cfg)
-    assert data["kubernetes"]["wall_bounce_providers"][0]["api_key_env"] == "CODEX_WB_OPENAI_API_KEY"
+    assert data["kubernetes"]["wall_bounce_providers"][0]["api_key_env"] == "CODEX_WB_GPT_API_KEY"
     assert CodexMCPConfig.model_validate(data) == cfg
 
 
@@ -266,7 +272,7 @@ def test_risk_levels_only_accept_the_dashed_sandbox_names() -> None:
 
 # --------------------------------------------------------------------------- bad files
 
-_WB_OPENAI = '[[kubernetes.wall_bounce_providers]]\nprovider_id = "openai"\nmodel = "gpt-5-codex"\n\n'
+_WB_GPT = '[[kubernetes.wall_bounce_providers]]\nprovider_id = "gpt"\nmodel = "gpt-5-codex"\n\n'
 _WB_ANTHROPIC = '[[kubernetes.wall_bounce_providers]]\nprovider_id = "anthropic"\nmodel = "claude-sonnet-4"\n'
 
 # (id, TOML text, dotted key path that must be reported, reason fragment, line)
@@ -528,6 +534,23 @@ BAD_CONFIGS = [
         2,
     ),
     (
+        # Codex 0.171 refuses the whole config.toml of every turn with this id.
+        "reserved-provider-id",
+        '[kubernetes.model_endpoint]\nprovider_id = "openai"\n',
+        "kubernetes.model_endpoint.provider_id",
+        "'openai' is a built-in provider id of Codex, which refuses to redefine it (every turn would fail); "
+        "choose another id, e.g. 'openai-api' (reserved: openai, ollama, lmstudio, amazon-bedrock)",
+        2,
+    ),
+    (
+        "wall-bounce-reserved-provider-id",
+        _WB_ANTHROPIC
+        + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "ollama"\nmodel = "qwen3-coder"\n',
+        "kubernetes.wall_bounce_providers[1].provider_id",
+        "'ollama' is a built-in provider id of Codex, which refuses to redefine it",
+        5,
+    ),
+    (
         "bad-env-var-name",
         '[kubernetes.model_endpoint]\napi_key_env = "1API-KEY"\n',
         "kubernetes.model_endpoint.api_key_env",
@@ -543,16 +566,14 @@ BAD_CONFIGS = [
     ),
     (
         "wall-bounce-duplicate-id",
-        _WB_OPENAI
-        + _WB_ANTHROPIC
-        + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "openai"\nmodel = "o1"\n',
+        _WB_GPT + _WB_ANTHROPIC + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "gpt"\nmodel = "o1"\n',
         "kubernetes.wall_bounce_providers[2].provider_id",
-        "provider_id 'openai' is already used by wall_bounce_providers[0]",
+        "provider_id 'gpt' is already used by wall_bounce_providers[0]",
         9,
     ),
     (
         "wall-bounce-env-collides-with-main-endpoint",
-        _WB_OPENAI + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "b"\nmodel = "m"\n'
+        _WB_GPT + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "b"\nmodel = "m"\n'
         'api_key_env = "CODEX_MODEL_API_KEY"\n',
         "kubernetes.wall_bounce_providers[1].api_key_env",
         "api_key_env 'CODEX_MODEL_API_KEY' is already used by [kubernetes.model_endpoint].api_key_env",
@@ -570,7 +591,7 @@ BAD_CONFIGS = [
     ),
     (
         "wall-bounce-model-missing",
-        _WB_OPENAI + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "b"\n',
+        _WB_GPT + '[[kubernetes.wall_bounce_providers]]\nprovider_id = "b"\n',
         "kubernetes.wall_bounce_providers[1].model",
         "required key is missing",
         5,
@@ -591,7 +612,7 @@ BAD_CONFIGS = [
     ),
     (
         "wall-bounce-bad-model",
-        _WB_OPENAI + _WB_ANTHROPIC.replace('"claude-sonnet-4"', '"claude sonnet"'),
+        _WB_GPT + _WB_ANTHROPIC.replace('"claude-sonnet-4"', '"claude sonnet"'),
         "kubernetes.wall_bounce_providers[1].model",
         "must be a model slug",
         7,
@@ -605,7 +626,7 @@ BAD_CONFIGS = [
     ),
     (
         "wall-bounce-unknown-key",
-        _WB_OPENAI + _WB_ANTHROPIC + "api_key = 'sk-x'\n",
+        _WB_GPT + _WB_ANTHROPIC + "api_key = 'sk-x'\n",
         "kubernetes.wall_bounce_providers[1].api_key",
         "unknown key; allowed keys here: provider_id, base_url",
         8,
@@ -647,6 +668,18 @@ def test_bad_config_names_the_key(text: str, path: str, reason: str, line: int) 
 def test_bad_config_ids_are_distinct() -> None:
     assert len({case[0] for case in BAD_CONFIGS}) == len(BAD_CONFIGS) >= 20
     assert len({case[1] for case in BAD_CONFIGS}) == len(BAD_CONFIGS)
+
+
+@pytest.mark.parametrize("reserved", RESERVED_CODEX_PROVIDER_IDS)
+def test_every_reserved_codex_provider_id_is_refused_for_both_kinds_of_provider(reserved: str) -> None:
+    # Both become a [model_providers.<id>] table in the runner's Codex config.
+    _, issues = _issues(
+        f'[kubernetes.model_endpoint]\nprovider_id = "{reserved}"\n'
+        f'[[kubernetes.wall_bounce_providers]]\nprovider_id = "{reserved}"\nmodel = "m"\n'
+    )
+    for path in ("kubernetes.model_endpoint.provider_id", "kubernetes.wall_bounce_providers[0].provider_id"):
+        assert f"{reserved!r} is a built-in provider id of Codex" in issues[path].reason, issues
+    assert parse_config(f'[kubernetes.model_endpoint]\nprovider_id = "{reserved}-api"\n')
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:

@@ -221,3 +221,43 @@ def test_random_sequences_respect_limit_and_fifo(seed: int) -> None:
     assert served == pending
     assert gate.waiting == {}
     assert gate.holders == set()
+
+
+# --------------------------------------------------------------------------- per-user share
+
+
+def test_one_user_cannot_take_every_slot() -> None:
+    gate = ConcurrencyGate(4, per_user=2)
+    assert [gate.try_acquire(f"m{i}", order(i), "mallory") for i in range(4)] == [True, True, False, False]
+    # alice arrives later and is served at once: mallory's waiters do not block her
+    assert gate.try_acquire("a1", order(10), "alice") is True
+    assert gate.try_acquire("a2", order(11), "alice") is True
+    assert gate.try_acquire("a3", order(12), "alice") is False  # her share, and the gate is full
+    assert gate.held_by("mallory") == 2 and gate.held_by("alice") == 2
+    # a mallory slot frees: her own oldest waiter goes (FIFO among the eligible)
+    assert gate.release("m0") == ["m2"]
+    assert gate.try_acquire("m2", order(2), "mallory") is True
+
+
+def test_share_passes_over_a_blocked_user_without_overtaking_eligible_ones() -> None:
+    gate = ConcurrencyGate(3, per_user=1)
+    assert gate.try_acquire("m0", order(0), "mallory") is True
+    assert gate.try_acquire("m1", order(1), "mallory") is False  # over her share
+    # bob is younger than mallory's waiter, but she is at her share: he goes
+    assert gate.try_acquire("b1", order(3), "bob") is True
+    assert gate.try_acquire("c1", order(4), "carol") is True
+    assert gate.try_acquire("d1", order(5), "dave") is False  # full
+    # mallory's slot frees: her waiter m1 is older than dave's, so it goes first
+    assert gate.release("m0") == ["m1"]
+
+
+def test_share_never_above_limit_and_defaults_to_limit() -> None:
+    assert ConcurrencyGate(3, per_user=10).per_user == 3
+    assert ConcurrencyGate(3).per_user == 3
+
+
+def test_seed_keeps_requesters_for_the_share() -> None:
+    gate = ConcurrencyGate(4, per_user=2)
+    gate.seed({"r1": "mallory", "r2": "mallory"})
+    assert gate.try_acquire("m", order(1), "mallory") is False
+    assert gate.try_acquire("a", order(2), "alice") is True

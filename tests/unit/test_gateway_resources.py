@@ -11,6 +11,7 @@ import pytest
 from mcp import Client
 
 from codex_api.config import parse_config
+from codex_gateway.logs import bind_caller, unbind_caller
 from codex_gateway.resources import (
     URI_CONFIG,
     URI_LOGS,
@@ -24,7 +25,8 @@ from codex_gateway.resources import (
     percentile,
     recent_logs,
 )
-from codex_gateway.server import Gateway, GatewaySettings, build_server
+from codex_gateway.server import build_server
+from codex_gateway.service import Gateway, GatewaySettings
 
 SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz012345"
 CONFIG = parse_config('[codex]\nmodel = "gpt-test"\nsandbox = "isolated"\n')
@@ -91,6 +93,68 @@ def test_log_ring_keeps_the_last_lines_structured_and_redacted() -> None:
     assert recent_logs(LogRing()) == ""
 
 
+def _log_as(logger: logging.Logger, user: str | None, message: str, *args: Any) -> None:
+    token = bind_caller(user)
+    try:
+        logger.info(message, *args)
+    finally:
+        unbind_caller(token)
+
+
+@pytest.fixture
+def ring_logger() -> Any:
+    logger = logging.getLogger("test.gateway.ring.users")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger
+    logger.handlers[:] = []
+
+
+def test_log_ring_files_each_line_under_its_user(ring_logger: logging.Logger) -> None:
+    ring = LogRing()
+    ring_logger.addHandler(ring)
+    _log_as(ring_logger, "alice", "codex: user=alice session=cx-alice-1 prompt=%r", "alice's plan")
+    _log_as(ring_logger, "mallory", "codex: user=mallory session=cx-mallory-1")
+    _log_as(ring_logger, None, "session-cache: resynced (the gateway's own line)")
+    # An audit event names its user itself (also for calls refused before any tool
+    # code ran), whatever the request context says.
+    token = bind_caller("mallory")
+    try:
+        ring_logger.info(
+            "audit codex allowed by alice", extra={"audit": {"user": "alice", "session": "cx-a"}}
+        )
+        ring_logger.info("audit unknown refused", extra={"audit": {"user": None}})
+    finally:
+        unbind_caller(token)
+
+    alice, mallory = recent_logs(ring, user="alice"), recent_logs(ring, user="mallory")
+    assert "cx-alice-1" in alice and "alice's plan" in alice and "cx-a" in alice
+    assert "mallory" not in alice and "resynced" not in alice
+    assert "cx-mallory-1" in mallory
+    assert "alice" not in mallory and "cx-a" not in mallory and "resynced" not in mallory
+    assert "unknown refused" not in alice + mallory  # nobody's: administrators only
+    assert recent_logs(ring, user="nobody") == ""
+    everyone = recent_logs(ring)
+    for text in ("cx-alice-1", "cx-mallory-1", "resynced", "cx-a", "unknown refused"):
+        assert text in everyone
+
+
+def test_log_ring_per_user_state_is_bounded(ring_logger: logging.Logger) -> None:
+    ring = LogRing(capacity=10, per_user=3, max_users=4)
+    ring_logger.addHandler(ring)
+    _log_as(ring_logger, "alice", "alice's first line")
+    # A hostile caller with many identities (or one user with many lines) cannot grow it.
+    for i in range(50):
+        _log_as(ring_logger, f"sock-{i}", "line %d", i)
+        _log_as(ring_logger, "alice", "alice keeps working %d", i)  # recently active: kept
+    assert len(ring.users()) == 4
+    assert "alice" in ring.users() and "sock-0" not in ring.users() and "sock-49" in ring.users()
+    assert len(ring.lines(user="alice")) == 3 and len(ring.lines()) == 10
+    assert ring.lines(user="alice")[-1].count("alice keeps working 49") == 1
+    assert "alice's first line" not in recent_logs(ring, user="alice")  # its ring holds 3 lines
+    assert ring.lines(user="sock-0") == []
+
+
 def test_log_ring_is_attached_once() -> None:
     ring = attach_log_ring("test.gateway.attach")
     assert attach_log_ring("test.gateway.attach") is ring
@@ -128,6 +192,45 @@ def test_tool_stats_counts_calls_errors_and_latency() -> None:
     assert ToolStats().snapshot()["tools"] == {}
 
 
+def test_tool_stats_per_user_and_for_administrators() -> None:
+    stats = ToolStats(clock=lambda: 0.0)
+    stats.record("codex", 0.1, False, "alice")
+    stats.record("codex", 0.2, False, "alice")
+    stats.record("codex-session-info", 0.3, True, "mallory")
+    stats.record("codex", 0.4, True, None)  # unauthenticated: the gateway's figures only
+    alice = stats.snapshot("alice")
+    assert alice["scope"] == "mine" and alice["user"] == "alice"
+    assert alice["total_calls"] == 2 and alice["total_errors"] == 0
+    assert set(alice["tools"]) == {"codex"} and alice["tools"]["codex"]["latency_ms"]["max"] == 200.0
+    assert "users" not in alice and "mallory" not in json.dumps(alice)
+    mallory = stats.snapshot("mallory")
+    assert set(mallory["tools"]) == {"codex-session-info"} and mallory["total_errors"] == 1
+    assert "alice" not in json.dumps(mallory)
+    assert stats.snapshot("nobody")["tools"] == {} and stats.snapshot("nobody")["total_calls"] == 0
+    everyone = stats.snapshot()
+    assert everyone["scope"] == "all" and everyone["total_calls"] == 4 and everyone["total_errors"] == 2
+    assert everyone["tools"]["codex"]["calls"] == 3
+    assert everyone["users"] == {
+        "alice": {"calls": 2, "errors": 0},
+        "mallory": {"calls": 1, "errors": 1},
+    }
+
+
+def test_tool_stats_per_user_state_is_bounded() -> None:
+    stats = ToolStats(clock=lambda: 0.0, max_users=5, user_window=4)
+    stats.record("codex", 0.01, False, "alice")
+    for i in range(1000):
+        stats.record("codex", 0.01, False, f"minted-{i}")
+        stats.record("codex", 0.02, False, "alice")
+    assert len(stats.users()) == 5 and "alice" in stats.users() and "minted-0" not in stats.users()
+    alice = stats.snapshot("alice")["tools"]["codex"]
+    assert alice["calls"] == 1001 and alice["latency_ms"]["samples"] == 4
+    everyone = stats.snapshot()
+    assert len(everyone["users"]) == 5 and everyone["tools"]["codex"]["calls"] == 2001
+    assert everyone["tools"]["codex"]["latency_ms"]["samples"] == 1000  # the global window
+    assert stats.snapshot("minted-0")["total_calls"] == 0  # forgotten: starts again from zero
+
+
 class FakeSessions:
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
@@ -148,7 +251,13 @@ async def test_resources_in_process() -> None:
         GatewaySettings(namespace="ns", default_user="alice"),
     )
     mcp = build_server(gateway)
-    logging.getLogger("codex_gateway.server").warning("a warning with %s", SECRET)
+    server_log = logging.getLogger("codex_gateway.server")
+    for user, text in (("alice", "a warning with %s"), ("bob", "bob's own warning %s")):
+        token = bind_caller(user)
+        try:
+            server_log.warning(text, SECRET)
+        finally:
+            unbind_caller(token)
     async with Client(mcp) as client:
         listed = {str(r.uri): r for r in (await client.list_resources()).resources}
         assert set(listed) == {URI_SESSIONS, URI_CONFIG, URI_LOGS, URI_STATS}
@@ -177,3 +286,17 @@ async def test_resources_in_process() -> None:
 
         text, mime = await read(URI_LOGS)
         assert mime == "text/plain" and SECRET not in text and "a warning with [REDACTED]" in text
+        assert "bob's own warning" not in text  # another user's line
+
+    # An administrator (config [kubernetes] admin_groups) reads everyone's.
+    admin = Gateway(
+        FakeSessions(items),
+        CONFIG,
+        GatewaySettings(namespace="ns", default_user="dave", default_groups=("codex-admins",)),
+    )
+    async with Client(build_server(admin)) as client:
+        contents = (await client.read_resource(URI_LOGS)).contents
+        text = contents[0].text  # type: ignore[union-attr]
+        assert "a warning with [REDACTED]" in text and "bob's own warning [REDACTED]" in text
+        stats = json.loads((await client.read_resource(URI_STATS)).contents[0].text)  # type: ignore[union-attr]
+        assert stats["scope"] == "all" and "users" in stats

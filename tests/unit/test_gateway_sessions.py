@@ -204,7 +204,7 @@ WB_CONFIG = parse_config(
     "[mcp]\nmin_providers = 3\nquality_threshold = 0.8\n"
     + "".join(
         f'[[kubernetes.wall_bounce_providers]]\nprovider_id = "{p}"\nmodel = "m-{p}"\n'
-        for p in ("openai", "anthropic", "gemini")
+        for p in ("gpt", "anthropic", "gemini")
     )
 )
 
@@ -299,7 +299,8 @@ class _RecordingSessions:
 async def test_codex_tool_accepts_wall_bounce_and_refuses_it_without_creating() -> None:
     from mcp import Client
 
-    from codex_gateway.server import Gateway, GatewaySettings, build_server
+    from codex_gateway.server import build_server
+    from codex_gateway.service import Gateway, GatewaySettings
 
     sessions = _RecordingSessions()
     gateway = Gateway(sessions, WB_CONFIG, GatewaySettings(namespace="ns", default_user="alice"))  # type: ignore[arg-type]

@@ -224,5 +224,5 @@ def test_every_public_ip_block_excludes_every_blocked_range(
 
 
 def test_unknown_sandbox_is_refused() -> None:
-    with pytest.raises(ValueError, match="sandbox must be read-only, isolated or full-access"):
+    with pytest.raises(ValueError, match="sandbox must be one of read-only, isolated, full-access"):
         build("danger-full-access")

@@ -346,6 +346,7 @@ def test_workspace_claim() -> None:
         owner_refs=[owner],
         size="2Gi",
         storage_class="fast",
+        requester="carol",
     )
     assert pvc == {
         "apiVersion": "v1",
@@ -359,6 +360,7 @@ def test_workspace_claim() -> None:
                 names.LABEL_PART_OF: names.PART_OF,
                 names.LABEL_COMPONENT: "workspace",
             },
+            "annotations": {names.ANNOTATION_REQUESTER: "carol", names.ANNOTATION_CONVERSATION: "conv-1"},
             "ownerReferences": [owner],
         },
         "spec": {
@@ -376,7 +378,12 @@ def test_workspace_claim() -> None:
 @pytest.mark.parametrize("storage_class", [None, ""])
 def test_workspace_claim_without_class_uses_the_cluster_default(storage_class: str | None) -> None:
     pvc = build_workspace_claim(
-        conversation="c", namespace="ns", owner_refs=[], size="1Gi", storage_class=storage_class
+        conversation="c",
+        namespace="ns",
+        owner_refs=[],
+        size="1Gi",
+        storage_class=storage_class,
+        requester="u",
     )
     # An explicit "" would mean "no class at all", not the default one.
     assert "storageClassName" not in pvc["spec"]

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from codex_api.common import RISK_LEVELS
+from codex_api.common import RISK_LEVELS, SANDBOX_LEVELS
 from codex_api.config import CodexMCPConfig, ConfigError, RiskLevelsConfig, parse_config
 from codex_api.session import CodexSessionSpec
 from codex_operator.approval_policy import ApprovalDecision, decide
 from codex_operator.risk import assess_risk, at_least
 
 SEED_TEXT = (Path(__file__).resolve().parents[2] / "config" / "codex-mcp.toml").read_text()
-SANDBOXES = ("read-only", "isolated", "full-access")
+SANDBOXES = SANDBOX_LEVELS
 MODES = ("interactive", "non-interactive", "ci")
 APPROVERS = ("codex-approvers",)
 

@@ -168,7 +168,7 @@ def test_runner_args_minimal_shape() -> None:
         "--mode",
         "interactive",
         "--provider-id",
-        "openai",
+        "openai-api",
         "--base-url",
         "https://api.openai.com/v1",
         "--api-key-env",
@@ -213,7 +213,7 @@ def test_runner_args_full_shape() -> None:
         "--resume-thread-id",
         "thread-1",
         "--provider-id",
-        "openai",
+        "openai-api",
         "--base-url",
         "https://api.openai.com/v1",
         "--api-key-env",
@@ -405,7 +405,7 @@ def test_turn_settings_for_defaults() -> None:
     assert (t.sandbox, t.mode, t.full_auto) == ("read-only", "interactive", False)
     assert (t.reasoning_effort, t.verbosity, t.base_instructions, t.resume_thread_id) == (None,) * 4
     assert (t.provider_id, t.base_url, t.api_key_env) == (
-        "openai",
+        "openai-api",
         "https://api.openai.com/v1",
         "CODEX_MODEL_API_KEY",
     )

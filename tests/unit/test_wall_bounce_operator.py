@@ -27,7 +27,7 @@ UID = "6f1c1f57-0c38-4b7e-9d43-3c2f0c3f0a11"
 
 PROVIDERS_TOML = """
 [[kubernetes.wall_bounce_providers]]
-provider_id = "openai"
+provider_id = "gpt"
 model = "gpt-5-codex"
 
 [[kubernetes.wall_bounce_providers]]
@@ -69,9 +69,9 @@ def refusal(s: CodexSessionSpec, cfg: CodexMCPConfig) -> WallBounceRefused:
 
 def test_configured_providers_get_distinct_key_variables() -> None:
     providers = config().kubernetes.wall_bounce_providers
-    assert [p.provider_id for p in providers] == ["openai", "anthropic", "local-llm"]
+    assert [p.provider_id for p in providers] == ["gpt", "anthropic", "local-llm"]
     assert [p.api_key_env for p in providers] == [
-        "CODEX_WB_OPENAI_API_KEY",
+        "CODEX_WB_GPT_API_KEY",
         "CODEX_WB_ANTHROPIC_API_KEY",
         "LOCAL_LLM_KEY",
     ]
@@ -90,11 +90,11 @@ def test_ordinary_session_has_no_plan() -> None:
 def test_empty_provider_list_means_every_configured_provider() -> None:
     plan = plan_wall_bounce(spec(wallBounce={}), config())
     assert isinstance(plan, WallBouncePlan)
-    assert [p.provider_id for p in plan.providers] == ["openai", "anthropic", "local-llm"]
+    assert [p.provider_id for p in plan.providers] == ["gpt", "anthropic", "local-llm"]
     # The CRD defaults (the same as [mcp]'s defaults).
     assert (plan.min_providers, plan.quality_threshold) == (2, 0.7)
     assert plan.models() == {
-        "openai": "gpt-5-codex",
+        "gpt": "gpt-5-codex",
         "anthropic": "claude-sonnet-4",
         "local-llm": "qwen-coder",
     }
@@ -102,7 +102,7 @@ def test_empty_provider_list_means_every_configured_provider() -> None:
 
 def test_listed_providers_in_the_listed_order_with_the_spec_thresholds() -> None:
     plan = plan_wall_bounce(
-        spec(wallBounce={"providers": ["local-llm", "openai"], "minProviders": 2, "qualityThreshold": 0.9}),
+        spec(wallBounce={"providers": ["local-llm", "gpt"], "minProviders": 2, "qualityThreshold": 0.9}),
         config(),
     )
     assert plan is not None
@@ -116,9 +116,9 @@ def test_listed_providers_in_the_listed_order_with_the_spec_thresholds() -> None
                 model="qwen-coder",
             ),
             WallBounceProvider(
-                provider_id="openai",
+                provider_id="gpt",
                 base_url="https://api.openai.com/v1",
-                api_key_env="CODEX_WB_OPENAI_API_KEY",
+                api_key_env="CODEX_WB_GPT_API_KEY",
                 model="gpt-5-codex",
             ),
         ),
@@ -134,20 +134,20 @@ def test_disabled_wall_bounce_fails_the_session() -> None:
 
 
 def test_unknown_providers_are_named() -> None:
-    got = refusal(spec(wallBounce={"providers": ["openai", "gemini", "mistral"]}), config())
+    got = refusal(spec(wallBounce={"providers": ["gpt", "gemini", "mistral"]}), config())
     assert got.reason == "InvalidWallBounce"
     assert "'gemini', 'mistral'" in got.message
-    assert "configured: openai, anthropic, local-llm" in got.message
+    assert "configured: gpt, anthropic, local-llm" in got.message
 
 
 @pytest.mark.parametrize(
     ("wall_bounce", "toml", "fragment"),
     [
-        ({"providers": ["openai"], "minProviders": 1}, PROVIDERS_TOML, "at least 2 providers; 1 listed"),
+        ({"providers": ["gpt"], "minProviders": 1}, PROVIDERS_TOML, "at least 2 providers; 1 listed"),
         ({}, "", "at least 2 providers; 0 configured"),
-        ({"providers": ["openai", "openai"]}, PROVIDERS_TOML, "'openai' listed more than once"),
+        ({"providers": ["gpt", "gpt"]}, PROVIDERS_TOML, "'gpt' listed more than once"),
         (
-            {"providers": ["openai", "anthropic"], "minProviders": 2},
+            {"providers": ["gpt", "anthropic"], "minProviders": 2},
             PROVIDERS_TOML.split('[[kubernetes.wall_bounce_providers]]\nprovider_id = "local-llm"')[0],
             None,
         ),
@@ -214,7 +214,7 @@ def test_wall_bounce_pod_gets_every_consulted_providers_key() -> None:
     pod = build_pod(spec(wallBounce={}), cfg)
     assert key_refs(pod) == {
         "CODEX_MODEL_API_KEY": {"name": "codex-model-api-key", "key": "api-key"},
-        "CODEX_WB_OPENAI_API_KEY": {"name": "codex-model-api-key", "key": "api-key"},
+        "CODEX_WB_GPT_API_KEY": {"name": "codex-model-api-key", "key": "api-key"},
         "CODEX_WB_ANTHROPIC_API_KEY": {"name": "anthropic-key", "key": "token"},
         "LOCAL_LLM_KEY": {"name": "local-llm-key", "key": "api-key"},
     }
@@ -222,22 +222,22 @@ def test_wall_bounce_pod_gets_every_consulted_providers_key() -> None:
     # The main endpoint's key stays first, the providers follow in order.
     assert [e["name"] for e in runner["env"]][3:] == [
         "CODEX_MODEL_API_KEY",
-        "CODEX_WB_OPENAI_API_KEY",
+        "CODEX_WB_GPT_API_KEY",
         "CODEX_WB_ANTHROPIC_API_KEY",
         "LOCAL_LLM_KEY",
     ]
     parsed = parse_runner_args(runner["args"])
     assert parsed.wall_bounce is not None
-    assert [p.provider_id for p in parsed.wall_bounce.providers] == ["openai", "anthropic", "local-llm"]
+    assert [p.provider_id for p in parsed.wall_bounce.providers] == ["gpt", "anthropic", "local-llm"]
     assert [p.model for p in parsed.wall_bounce.providers] == ["gpt-5-codex", "claude-sonnet-4", "qwen-coder"]
 
 
 def test_listed_providers_only_and_no_key_in_the_manifest() -> None:
-    pod = build_pod(spec(wallBounce={"providers": ["anthropic", "openai"]}), config())
+    pod = build_pod(spec(wallBounce={"providers": ["anthropic", "gpt"]}), config())
     assert set(key_refs(pod)) == {
         "CODEX_MODEL_API_KEY",
         "CODEX_WB_ANTHROPIC_API_KEY",
-        "CODEX_WB_OPENAI_API_KEY",
+        "CODEX_WB_GPT_API_KEY",
     }
     assert "LOCAL_LLM_KEY" not in str(pod)
 
@@ -259,7 +259,7 @@ def test_unconfigured_provider_in_settings_is_refused() -> None:
         endpoint=cfg.kubernetes.model_endpoint,
         wall_bounce=plan.settings(),
     )
-    with pytest.raises(RunnerArgsError, match="not configured: openai, anthropic, local-llm"):
+    with pytest.raises(RunnerArgsError, match="not configured: gpt, anthropic, local-llm"):
         wall_bounce_endpoints(settings, parse_config(""))
 
 
@@ -284,7 +284,7 @@ def test_network_policy_allows_every_provider_endpoint() -> None:
     assert plan is not None
     egress = netpol(cfg, plan.providers)["spec"]["egress"]
     plain = netpol(cfg)["spec"]["egress"]
-    # DNS, then the main endpoint (public, 443) - which the openai provider shares, so it is not repeated -
+    # DNS, then the main endpoint (public, 443) - which the gpt provider shares, so it is not repeated -
     # then anthropic's range and the in-cluster model server.
     assert egress[:2] == plain
     assert egress[2:] == [
@@ -326,16 +326,16 @@ U2 = Usage(input_tokens=20_000, output_tokens=1_000)
 
 def wall_bounce_result(outcome: str = "completed", **wb: Any) -> RunnerResult:
     runs = [
-        ProviderRun(provider="openai", model="gpt-5-codex", outcome="completed", final_message="A", usage=U1),
+        ProviderRun(provider="gpt", model="gpt-5-codex", outcome="completed", final_message="A", usage=U1),
         # No model reported: priced with the configured one.
         ProviderRun(provider="anthropic", outcome="completed", final_message="A.", usage=U2),
     ]
     total = Usage(input_tokens=30_000, cached_input_tokens=4_000, output_tokens=4_000, reasoning_tokens=500)
     fields: dict[str, Any] = {
-        "providers_used": ["openai", "anthropic"],
+        "providers_used": ["gpt", "anthropic"],
         "consensus_score": 0.82,
         "confidence_score": 0.9,
-        "chosen_provider": "openai",
+        "chosen_provider": "gpt",
         "min_providers": 2,
         "quality_threshold": 0.7,
         "runs": runs,
@@ -356,7 +356,7 @@ def finished(result: RunnerResult) -> PodOutcome:
     return PodOutcome("succeeded" if ok else "failed", 0 if ok else 1, "Completed", result.frame())
 
 
-MODELS = {"openai": "gpt-5-codex", "anthropic": "claude-sonnet-4"}
+MODELS = {"gpt": "gpt-5-codex", "anthropic": "claude-sonnet-4"}
 
 
 def test_wall_bounce_status_and_cost_per_provider() -> None:
@@ -366,16 +366,16 @@ def test_wall_bounce_status_and_cost_per_provider() -> None:
     )
     assert got.phase == "Succeeded"
     assert got.status["wallBounce"] == {
-        "providersUsed": ["openai", "anthropic"],
+        "providersUsed": ["gpt", "anthropic"],
         "consensusScore": 0.82,
         "confidenceScore": 0.9,
     }
-    # openai: 6000 * 1.25 + 4000 * 0.125 + 3000 * 10 = 0.038; anthropic: 20000 * 3 + 1000 * 15 = 0.075
+    # gpt: 6000 * 1.25 + 4000 * 0.125 + 3000 * 10 = 0.038; anthropic: 20000 * 3 + 1000 * 15 = 0.075
     assert got.status["cost"] == {
         "estimatedUsd": estimate.estimated_usd,
         "actualUsd": 0.113,
         "providers": [
-            {"provider": "openai", "estimatedUsd": estimate.providers[0].estimated_usd, "actualUsd": 0.038},
+            {"provider": "gpt", "estimatedUsd": estimate.providers[0].estimated_usd, "actualUsd": 0.038},
             {
                 "provider": "anthropic",
                 "estimatedUsd": estimate.providers[1].estimated_usd,
@@ -393,7 +393,7 @@ def test_below_threshold_fails_but_keeps_scores_and_cost() -> None:
     assert (got.phase, got.reason) == ("Failed", "TurnFailed")
     assert "below the quality threshold" in got.message
     assert got.status["wallBounce"]["consensusScore"] == 0.41
-    assert [p["provider"] for p in got.status["cost"]["providers"]] == ["openai", "anthropic"]
+    assert [p["provider"] for p in got.status["cost"]["providers"]] == ["gpt", "anthropic"]
     assert got.status["cost"]["actualUsd"] == 0.113
     assert "estimatedUsd" not in got.status["cost"]
 
@@ -401,7 +401,7 @@ def test_below_threshold_fails_but_keeps_scores_and_cost() -> None:
 def test_scores_left_out_when_unknown_and_no_runs_falls_back_to_the_total() -> None:
     result = wall_bounce_result(consensus_score=None, confidence_score=None, runs=[])
     got = turn_result(finished(result), None, "gpt-5-codex", PRICES, None, provider_models=MODELS)
-    assert got.status["wallBounce"] == {"providersUsed": ["openai", "anthropic"]}
+    assert got.status["wallBounce"] == {"providersUsed": ["gpt", "anthropic"]}
     # 26000 * 1.25 + 4000 * 0.125 + 4000 * 10 = 0.073
     assert got.status["cost"]["actualUsd"] == 0.073
     assert len(got.status["cost"]["providers"]) == 1
@@ -417,15 +417,15 @@ def test_estimate_and_actual_per_provider() -> None:
     est = cost.estimate_providers("x" * 4000, MODELS, PRICES)
     # 1000 input tokens + 2000 assumed output tokens per provider.
     assert est.providers == [
-        ProviderCost(provider="openai", estimated_usd=0.02125),
+        ProviderCost(provider="gpt", estimated_usd=0.02125),
         ProviderCost(provider="anthropic", estimated_usd=0.033),
     ]
     assert est.estimated_usd == 0.05425
-    got = cost.actual_providers([("openai", U1, "gpt-5-codex"), ("anthropic", U2, "claude-sonnet-4")], PRICES)
+    got = cost.actual_providers([("gpt", U1, "gpt-5-codex"), ("anthropic", U2, "claude-sonnet-4")], PRICES)
     assert got == Cost(
         actual_usd=0.113,
         providers=[
-            ProviderCost(provider="openai", actual_usd=0.038),
+            ProviderCost(provider="gpt", actual_usd=0.038),
             ProviderCost(provider="anthropic", actual_usd=0.075),
         ],
     )

@@ -35,6 +35,10 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 system:serviceaccount:{{ .Values.namespaces.system }}:codex-gateway
 {{- end -}}
 
+{{- define "codex.operatorServiceAccount" -}}
+system:serviceaccount:{{ .Values.namespaces.system }}:codex-operator
+{{- end -}}
+
 {{/* The pod-level security context of the operator and the gateway (image user 10001). */}}
 {{- define "codex.podSecurityContext" -}}
 runAsNonRoot: true
@@ -173,11 +177,35 @@ floats, never the reverse); strings are JSON-escaped, which is valid TOML.
 {{- end -}}
 {{- end -}}
 
-{{/* The Redis URL environment variable of the gateway. */}}
+{{/* The Secret holding the in-chart Redis's password: generated (redis.yaml) or redis.auth.existingSecret. */}}
+{{- define "codex.redisAuthSecret" -}}
+{{- .Values.redis.auth.existingSecret | default "codex-redis-auth" -}}
+{{- end -}}
+
+{{- define "codex.redisAuthKey" -}}
+{{- if .Values.redis.auth.existingSecret -}}{{ .Values.redis.auth.existingSecretKey }}{{- else -}}password{{- end -}}
+{{- end -}}
+
+{{/* The in-chart Redis's password as an environment variable `name` of a container, from the Secret. */}}
+{{- define "codex.redisPasswordEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "codex.redisAuthSecret" .root }}
+      key: {{ include "codex.redisAuthKey" .root }}
+{{- end -}}
+
+{{/*
+The Redis URL environment variable of the gateway. For the in-chart Redis the
+password comes from its Secret into REDIS_PASSWORD, and the kubelet expands
+$(REDIS_PASSWORD) into REDIS_URL when it starts the container: the pod spec
+holds only the reference.
+*/}}
 {{- define "codex.redisEnv" -}}
 {{- if .Values.redis.enabled }}
+{{ include "codex.redisPasswordEnv" (dict "root" . "name" "REDIS_PASSWORD") }}
 - name: REDIS_URL
-  value: {{ printf "redis://codex-redis.%s.svc:6379/0" .Values.namespaces.system | quote }}
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@codex-redis.%s.svc:6379/0" .Values.namespaces.system | quote }}
 {{- else if .Values.redis.existingSecret }}
 - name: REDIS_URL
   valueFrom:
@@ -197,6 +225,20 @@ floats, never the reverse); strings are JSON-escaped, which is valid TOML.
 {{- end }}
 {{- if and (not .Values.redis.enabled) .Values.redis.externalUrl .Values.redis.existingSecret }}
 {{- fail "set only one of redis.externalUrl and redis.existingSecret" }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.redis.auth.existingSecret }}
+{{- fail "redis.auth is the password of the in-chart Redis (redis.enabled=true); an external Redis's password goes into its URL (redis.existingSecret)" }}
+{{- end }}
+{{- with .Values.gateway.tokenReview }}
+{{- if and .enabled (not .audiences) (not .anyAudience) }}
+{{- fail "gateway.tokenReview.enabled needs gateway.tokenReview.audiences, e.g. [codex-gateway] (clients mint tokens with `kubectl create token NAME --audience codex-gateway`): without an audience every ServiceAccount token of the cluster would be accepted. If that is really wanted, set gateway.tokenReview.anyAudience=true (dangerous)" }}
+{{- end }}
+{{- if and .audiences .anyAudience }}
+{{- fail "set gateway.tokenReview.audiences or gateway.tokenReview.anyAudience, not both" }}
+{{- end }}
+{{- if and .anyAudience (not .enabled) }}
+{{- fail "gateway.tokenReview.anyAudience needs gateway.tokenReview.enabled" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.webhook.enabled .Values.webhook.certificate.existingSecret (not .Values.webhook.certificate.caBundle) }}
 {{- fail "webhook.certificate.existingSecret needs webhook.certificate.caBundle (base64 PEM of the CA that signed it)" }}
