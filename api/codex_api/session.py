@@ -204,6 +204,35 @@ class Usage(KubeModel):
     output_tokens: int = Field(default=0, ge=0, description="Output tokens.")
     reasoning_tokens: int = Field(default=0, ge=0, description="Reasoning output tokens.")
 
+    @classmethod
+    def from_codex(cls, raw: Any) -> Usage:
+        """Usage from Codex's own spelling (``turn.completed.usage`` in its JSONL):
+        the one place that spelling is read; everything after uses this model."""
+        raw = raw if isinstance(raw, dict) else {}
+
+        def tokens(*keys: str) -> int:
+            for key in keys:
+                value = raw.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+            return 0
+
+        return cls(
+            input_tokens=tokens("input_tokens"),
+            cached_input_tokens=tokens("cached_input_tokens"),
+            output_tokens=tokens("output_tokens"),
+            reasoning_tokens=tokens("reasoning_output_tokens", "reasoning_tokens"),
+        )
+
+    def by_kind(self) -> dict[str, int]:
+        """Tokens per kind, keyed by the ``kind`` label of the token metrics."""
+        return {
+            "input": self.input_tokens,
+            "cached_input": self.cached_input_tokens,
+            "output": self.output_tokens,
+            "reasoning": self.reasoning_tokens,
+        }
+
 
 class ProviderCost(KubeModel):
     """Cost attributed to one provider."""

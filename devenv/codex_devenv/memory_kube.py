@@ -16,9 +16,11 @@ from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from codex_api.common import API_VERSION
+from codex_api.approval import ApprovalRequestStatus
+from codex_api.common import API_VERSION, KubeModel
 from codex_api.config import CodexMCPConfig
 from codex_api.result import RunnerResult
+from codex_api.session import CodexSessionStatus
 from codex_operator.context import Context
 from codex_operator.events import EventRecorder
 from codex_operator.gate import ConcurrencyGate
@@ -112,7 +114,14 @@ class MemoryKubeApi:
         current = self.objects.get((plural, namespace, name))
         if current is None or current["metadata"]["resourceVersion"] != resource_version:
             raise Conflict(f"{plural}/{name}")
-        current["status"] = _merge(current.get("status") or {}, status)
+        merged = _merge(current.get("status") or {}, status)
+        # Stricter than the API server, which would prune an unknown key without a
+        # word: here the whole status must be what the CRD's model describes.
+        models: dict[str, type[KubeModel]] = {SESSIONS: CodexSessionStatus, APPROVALS: ApprovalRequestStatus}
+        model = models.get(plural)
+        if model is not None:
+            model.model_validate(merged)
+        current["status"] = merged
         return self._save(plural, current)
 
     async def delete_custom(self, plural: str, namespace: str, name: str) -> None:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from codex_api.session import TERMINAL_PHASES
+from codex_api.status import phase_of, session_status
 
 from .guard import Guard
 from .kube import KubeError, SessionApi
@@ -34,23 +35,13 @@ def cost_of(obj: dict[str, Any]) -> float:
     for a turn that ran but left none (timed out, killed), its estimate, since the
     model may well have been paid; nothing for one that never ran (Denied,
     refused, cancelled while waiting), whose estimate bought nothing."""
-    status = obj.get("status") or {}
-    cost = status.get("cost") or {}
-    value = cost.get("actualUsd")
-    if value is not None:
-        return float(value)
-    ran = bool((status.get("timings") or {}).get("startedAt"))
-    return float(cost.get("estimatedUsd") or 0.0) if ran else 0.0
-
-
-def usage_of(obj: dict[str, Any]) -> dict[str, int]:
-    usage = (obj.get("status") or {}).get("usage") or {}
-    return {
-        "input": int(usage.get("inputTokens") or 0),
-        "cached_input": int(usage.get("cachedInputTokens") or 0),
-        "output": int(usage.get("outputTokens") or 0),
-        "reasoning": int(usage.get("reasoningTokens") or 0),
-    }
+    status = session_status(obj)
+    if status.cost is None:
+        return 0.0
+    if status.cost.actual_usd is not None:
+        return status.cost.actual_usd
+    ran = status.timings is not None and status.timings.started_at is not None
+    return (status.cost.estimated_usd or 0.0) if ran else 0.0
 
 
 class SessionObserver:
@@ -95,8 +86,7 @@ class SessionObserver:
         active: dict[str, int] = {}
         present: set[str] = set()
         for obj in items:
-            status = obj.get("status") or {}
-            phase = status.get("phase") or "Pending"
+            phase = phase_of(obj) or "Pending"
             name = obj["metadata"]["name"]
             if phase not in TERMINAL_PHASES:
                 active[phase] = active.get(phase, 0) + 1
@@ -120,7 +110,7 @@ class SessionObserver:
         if name in self._seen:
             return
         self._seen.add(name)
-        status = obj.get("status") or {}
+        status = session_status(obj)
         usd = cost_of(obj)
         user = owner(obj)
         if self.guard is not None and user and usd > 0:
@@ -128,10 +118,10 @@ class SessionObserver:
         if count:
             self.finished_seen += 1
             self.metrics.turn_finished(
-                status.get("phase") or "",
-                (status.get("timings") or {}).get("durationSeconds"),
-                status.get("model") or (obj.get("spec") or {}).get("model") or "",
+                status.phase or "",
+                status.timings.duration_seconds if status.timings else None,
+                status.model or (obj.get("spec") or {}).get("model") or "",
                 usd,
-                usage_of(obj),
+                status.usage.by_kind() if status.usage else {},
                 wall_bounce=bool((obj.get("spec") or {}).get("wallBounce")),
             )

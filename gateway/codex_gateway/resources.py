@@ -27,6 +27,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from codex_api.config import CodexMCPConfig, redacted_dict
 from codex_api.session import TERMINAL_PHASES
+from codex_api.status import phase_of
 
 from .auth import Identity
 from .logs import record_fields, record_user
@@ -281,7 +282,7 @@ class ToolStats:
 # --------------------------------------------------------------------------- sessions and config
 def active_sessions(user: str, sessions: list[dict[str, Any]]) -> dict[str, Any]:
     """The user's non-terminal sessions, oldest first, with a count per phase."""
-    active = [o for o in sessions if (o.get("status") or {}).get("phase") not in TERMINAL_PHASES]
+    active = [o for o in sessions if phase_of(o) not in TERMINAL_PHASES]
     active.sort(key=lambda o: (o["metadata"].get("creationTimestamp") or "", o["metadata"]["name"]))
     results = [session_result(o) for o in active]
     by_phase: dict[str, int] = {}

@@ -25,6 +25,7 @@ from codex_api.config import CodexMCPConfig
 from codex_api.redaction import redact, shorten
 from codex_api.sandbox import profile
 from codex_api.session import TERMINAL_PHASES
+from codex_api.status import phase_of
 
 from .auth import Identity, current_identity
 from .calls import call_record
@@ -284,7 +285,7 @@ class Gateway:
             turns = [first]
         parent = latest_turn(turns)
         assert parent is not None
-        phase = (parent.get("status") or {}).get("phase")
+        phase = phase_of(parent)
         if phase in TERMINAL_PHASES and phase != "Succeeded":
             raise CallError(
                 f"the conversation's latest turn {parent['metadata']['name']!r} ended as {phase}; "
@@ -313,7 +314,7 @@ class Gateway:
         if session_id:
             return SessionInfoResult(session=await self._answer(await self._own(user, session_id)))
         mine = await self.mine(user)
-        active = [o for o in mine if (o.get("status") or {}).get("phase") not in TERMINAL_PHASES]
+        active = [o for o in mine if phase_of(o) not in TERMINAL_PHASES]
         active.sort(key=lambda o: o["metadata"].get("creationTimestamp") or "")
         return SessionInfoResult(sessions=[session_result(o) for o in active])
 
@@ -341,7 +342,7 @@ class Gateway:
                 result.removed.append(name)  # already gone
                 continue
             marked.append(name)
-            if (obj.get("status") or {}).get("phase") not in TERMINAL_PHASES:
+            if phase_of(obj) not in TERMINAL_PHASES:
                 result.cancelled.append(name)
         still = await self._wait_gone(marked, self.settings.cleanup_wait_seconds, everyone, identity.user)
         result.removed += [n for n in marked if n not in still]

@@ -26,6 +26,7 @@ from codex_api.session import (
     ReasoningEffort,
     Verbosity,
 )
+from codex_api.status import phase_of, session_status
 
 GATEWAY = "codex-gateway"
 ANNOTATION_TOOL = f"{names.PREFIX}tool"
@@ -126,7 +127,7 @@ def conversation_of(obj: dict[str, Any]) -> str:
     """The conversation a session belongs to: its status, else its label, else itself."""
     meta = obj.get("metadata") or {}
     return (
-        (obj.get("status") or {}).get("conversationId")
+        session_status(obj).conversation_id
         or (meta.get("labels") or {}).get(names.LABEL_CONVERSATION)
         or meta["name"]
     )
@@ -331,18 +332,14 @@ def _status_kind(phase: str) -> Literal["completed", "failed", "running", "await
 def session_result(obj: dict[str, Any]) -> SessionResult:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
+    status = session_status(obj)
     name = meta["name"]
     namespace = meta.get("namespace") or ""
-    phase = status.get("phase") or "Pending"
+    phase = status.phase or "Pending"
     kind = _status_kind(phase)
-    usage = status.get("usage")
-    cost = status.get("cost")
-    timings = status.get("timings")
-    wall_bounce = status.get("wallBounce")
     approval = None
     if phase == "AwaitingApproval":
-        ar = status.get("approvalRef") or names.approval_request(name)
+        ar = status.approval_ref or names.approval_request(name)
         approval = ApprovalOut(
             approval_request=ar,
             namespace=namespace,
@@ -359,48 +356,31 @@ def session_result(obj: dict[str, Any]) -> SessionResult:
             'patch also needs "decidedBy": the approver\'s own username. '
             f"Then call codex-session-info with session_id={name!r}"
         )
+
+    def out(model: type[BaseModel], value: BaseModel | None) -> Any:
+        # The status models and the *Out models share their snake_case field names.
+        return model.model_validate(value.model_dump(mode="json")) if value else None
+
     return SessionResult(
         session_id=name,
         conversation_id=conversation_of(obj),
-        thread_id=status.get("threadId"),
+        thread_id=status.thread_id,
         phase=phase,
         done=phase in TERMINAL_PHASES,
         status=kind,
-        response=status.get("response"),
-        response_truncated=status.get("responseTruncated"),
-        reason=status.get("reason"),
-        message=status.get("message"),
-        risk_level=status.get("riskLevel"),
-        model=status.get("model") or spec.get("model"),
+        response=status.response,
+        response_truncated=status.response_truncated,
+        reason=status.reason,
+        message=status.message,
+        risk_level=status.risk_level,
+        model=status.model or spec.get("model"),
         sandbox=spec.get("sandbox"),
         requested_by=spec.get("requestedBy"),
-        usage=UsageOut(
-            input_tokens=usage.get("inputTokens", 0),
-            cached_input_tokens=usage.get("cachedInputTokens", 0),
-            output_tokens=usage.get("outputTokens", 0),
-            reasoning_tokens=usage.get("reasoningTokens", 0),
-        )
-        if usage
-        else None,
-        cost=CostOut(estimated_usd=cost.get("estimatedUsd"), actual_usd=cost.get("actualUsd"))
-        if cost
-        else None,
-        timings=TimingsOut(
-            queued_at=timings.get("queuedAt"),
-            started_at=timings.get("startedAt"),
-            completed_at=timings.get("completedAt"),
-            duration_seconds=timings.get("durationSeconds"),
-        )
-        if timings
-        else None,
-        last_event=(status.get("progress") or {}).get("lastEvent"),
-        wall_bounce=WallBounceOut(
-            providers_used=wall_bounce.get("providersUsed") or [],
-            consensus_score=wall_bounce.get("consensusScore"),
-            confidence_score=wall_bounce.get("confidenceScore"),
-        )
-        if wall_bounce
-        else None,
+        usage=out(UsageOut, status.usage),
+        cost=out(CostOut, status.cost),
+        timings=out(TimingsOut, status.timings),
+        last_event=status.progress.last_event if status.progress else None,
+        wall_bounce=out(WallBounceOut, status.wall_bounce),
         approval=approval,
         next_step=next_step,
     )
@@ -408,14 +388,14 @@ def session_result(obj: dict[str, Any]) -> SessionResult:
 
 def settled(obj: dict[str, Any]) -> bool:
     """A tool call stops waiting: the turn ended, or it needs a human."""
-    phase = (obj.get("status") or {}).get("phase")
+    phase = phase_of(obj)
     return phase in TERMINAL_PHASES or phase == "AwaitingApproval"
 
 
 def progress_message(obj: dict[str, Any]) -> str:
-    status = obj.get("status") or {}
-    phase = status.get("phase") or "Pending"
-    last = (status.get("progress") or {}).get("lastEvent")
+    status = session_status(obj)
+    phase = status.phase or "Pending"
+    last = status.progress.last_event if status.progress else None
     return f"{phase}: {last}" if last else phase
 
 
@@ -440,7 +420,7 @@ class CleanupResult(BaseModel):
 def cleanup_targets(sessions: list[dict[str, Any]], force: bool) -> tuple[list[dict[str, Any]], int]:
     """What codex-cleanup removes: finished ("expired") sessions, or with
     `force` every session; and how many unfinished ones it leaves."""
-    finished = [o for o in sessions if (o.get("status") or {}).get("phase") in TERMINAL_PHASES]
+    finished = [o for o in sessions if phase_of(o) in TERMINAL_PHASES]
     if force:
         return list(sessions), 0
     return finished, len(sessions) - len(finished)

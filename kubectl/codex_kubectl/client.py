@@ -20,6 +20,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from codex_api import names
 from codex_api.common import GROUP, VERSION
+from codex_api.status import session_status
 
 SESSIONS = "codexsessions"
 APPROVALS = "approvalrequests"
@@ -135,7 +136,7 @@ class CodexApi:
 
     def runner_pod(self, namespace: str, session: Mapping[str, Any]) -> dict[str, Any] | None:
         """status.podName, else the newest pod labelled with the session."""
-        pod_name = (session.get("status") or {}).get("podName")
+        pod_name = session_status(session).pod_name
         if pod_name:
             try:
                 return self._raw(self.core.read_namespaced_pod, pod_name, namespace)

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from codex_api import names
 from codex_api.result import parse_frame
 from codex_api.session import TERMINAL_PHASES
+from codex_api.status import session_status
 
 from . import verify, views
 from .client import APPROVALS, SESSIONS, CodexApi, KubeError
@@ -137,11 +138,11 @@ def find_approval(api: CodexApi, namespace: str, name: str) -> dict[str, Any]:
     session = api.get(SESSIONS, namespace, name)
     if session is None:
         raise NotFound(f'no ApprovalRequest or CodexSession named "{name}" in namespace "{namespace}"')
-    status = session.get("status") or {}
-    ref = status.get("approvalRef") or names.approval_request(name)
+    status = session_status(session)
+    ref = status.approval_ref or names.approval_request(name)
     approval = api.get(APPROVALS, namespace, ref)
     if approval is None:
-        phase = status.get("phase") or "Pending"
+        phase = status.phase or "Pending"
         raise NotFound(
             f'CodexSession "{name}" has no ApprovalRequest (phase {phase}): there is nothing to decide'
         )
@@ -192,15 +193,15 @@ def cmd_describe(api: CodexApi, args: argparse.Namespace, io: Io) -> int:
             raise forbidden  # it may be a request this user cannot read: say so, not "not found"
         if session is None:
             raise NotFound(f'no CodexSession (or ApprovalRequest) named "{args.name}" in namespace "{ns}"')
-    status = session.get("status") or {}
     name = session["metadata"]["name"]
-    ref = status.get("approvalRef")
+    status = session_status(session)
+    ref = status.approval_ref
     if approval is None and approval_error is None:
         try:
             approval = api.get(APPROVALS, ns, ref or names.approval_request(name))
         except KubeError as err:
             approval_error = err.reason or err.message
-    objects = [name] + [n for n in (ref, status.get("podName")) if n]
+    objects = [name] + [n for n in (ref, status.pod_name) if n]
     if approval is not None and approval["metadata"]["name"] not in objects:
         objects.append(approval["metadata"]["name"])
     events, events_error = _events(api, ns, objects)
@@ -232,12 +233,12 @@ def cmd_logs(api: CodexApi, args: argparse.Namespace, io: Io) -> int:
     ns = args.namespace
     session = find_session(api, ns, args.name)
     name = session["metadata"]["name"]
-    status = session.get("status") or {}
-    phase = status.get("phase") or "Pending"
+    status = session_status(session)
+    phase = status.phase or "Pending"
     pod = api.runner_pod(ns, session)
     if pod is None:
-        why = f"phase {phase}" + (f": {status['message']}" if status.get("message") else "")
-        if phase in TERMINAL_PHASES and (status.get("podName") or status.get("attempts")):
+        why = f"phase {phase}" + (f": {status.message}" if status.message else "")
+        if phase in TERMINAL_PHASES and (status.pod_name or status.attempts):
             io.error(
                 f'error: the runner pod of session "{name}" is gone ({why}); '
                 f"its result is in `kubectl codex describe {name}`"

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from codex_api.status import approval_status
+
 from .views import decision_summary
 
 Decision = Literal["Approved", "Denied"]
@@ -34,12 +36,12 @@ def reason_problem(decision: Decision, reason: str | None) -> str | None:
 def closed_message(approval: Mapping[str, Any]) -> str | None:
     """Why this request cannot be decided any more (already decided, expired), or None."""
     name = (approval.get("metadata") or {}).get("name")
-    spec, status = approval.get("spec") or {}, approval.get("status") or {}
+    spec = approval.get("spec") or {}
     if spec.get("decision"):
         return (
             f'ApprovalRequest "{name}" is already decided ({decision_summary(approval)}); a decision is final'
         )
-    if status.get("phase") == "Expired":
+    if approval_status(approval).phase == "Expired":
         return (
             f'ApprovalRequest "{name}" expired at {spec.get("expiresAt")} and counts as denied; '
             "it can no longer be decided (the requester can ask again with a new session)"

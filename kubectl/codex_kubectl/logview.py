@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from codex_api.result import FRAME_PREFIX, parse_frame
+from codex_api.session import Usage
 
 OUTPUT_LINES = 5
 LINE_WIDTH = 200
@@ -63,7 +64,7 @@ class LogRenderer:
         if kind == "item.completed":
             return self._item(event.get("item") or {})
         if kind == "turn.completed":
-            return [f"== turn completed: {usage_text(event.get('usage') or {})}"]
+            return [f"== turn completed: {usage_text(Usage.from_codex(event.get('usage')))}"]
         if kind == "turn.failed":
             message = (event.get("error") or {}).get("message") or "turn failed"
             return [f"== turn failed: {_short(message)}"]
@@ -118,14 +119,11 @@ class LogRenderer:
         return render_result(result, skip_message=self.last_message)
 
 
-def usage_text(usage: Mapping[str, Any]) -> str:
-    cached = usage.get("cached_input_tokens", usage.get("cachedInputTokens", 0))
-    reasoning = usage.get(
-        "reasoning_output_tokens", usage.get("reasoning_tokens", usage.get("reasoningTokens", 0))
+def usage_text(usage: Usage) -> str:
+    return (
+        f"{usage.input_tokens} input tokens ({usage.cached_input_tokens} cached), "
+        f"{usage.output_tokens} output ({usage.reasoning_tokens} reasoning)"
     )
-    inp = usage.get("input_tokens", usage.get("inputTokens", 0))
-    out = usage.get("output_tokens", usage.get("outputTokens", 0))
-    return f"{inp} input tokens ({cached} cached), {out} output ({reasoning} reasoning)"
 
 
 def render_result(result: Any, *, skip_message: str | None = None) -> list[str]:
@@ -139,7 +137,7 @@ def render_result(result: Any, *, skip_message: str | None = None) -> list[str]:
     lines = [f"== result: {', '.join(parts)}"]
     if result.thread_id:
         lines.append(f"   thread: {result.thread_id}")
-    lines.append(f"   usage: {usage_text(result.usage.model_dump(by_alias=True))}")
+    lines.append(f"   usage: {usage_text(result.usage)}")
     lines += [f"   error: {_short(e)}" for e in result.errors]
     message = (result.final_message or "").strip()
     if message and message != skip_message:

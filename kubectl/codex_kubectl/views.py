@@ -18,7 +18,8 @@ from pydantic import BaseModel
 
 from codex_api import names
 from codex_api.binding import spec_digest
-from codex_api.session import CodexSessionSpec
+from codex_api.session import CodexSessionSpec, Cost, Usage
+from codex_api.status import approval_status, session_status
 
 from . import verify
 
@@ -39,7 +40,9 @@ Obj = Mapping[str, Any]
 
 # --------------------------------------------------------------------------- time
 def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp as the API server writes it (or None)."""
+    """An RFC 3339 timestamp as the API server writes it, or a typed status's datetime (or None)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -97,7 +100,13 @@ def relative(timestamp: Any, now: datetime) -> str:
 
 def stamp(timestamp: Any, now: datetime) -> str:
     """'2025-01-01T10:00:00Z (5m ago)'."""
-    return f"{timestamp} ({relative(timestamp, now)})" if parse_time(timestamp) else NONE
+    when = parse_time(timestamp)
+    if when is None:
+        return NONE
+    shown = (
+        when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(timestamp, datetime) else timestamp
+    )
+    return f"{shown} ({relative(timestamp, now)})"
 
 
 # --------------------------------------------------------------------------- text
@@ -139,42 +148,39 @@ def usd(value: Any) -> str:
     return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
 
 
-def format_cost(cost: Any) -> str:
+def format_cost(cost: Cost | None) -> str:
     """The actual cost, else the estimate marked with '~'."""
-    actual, estimated = _get(cost, "actualUsd"), _get(cost, "estimatedUsd")
-    if isinstance(actual, int | float):
-        return usd(actual)
-    if isinstance(estimated, int | float):
-        return "~" + usd(estimated)
+    if cost is not None and cost.actual_usd is not None:
+        return usd(cost.actual_usd)
+    if cost is not None and cost.estimated_usd is not None:
+        return "~" + usd(cost.estimated_usd)
     return NONE
 
 
-def format_tokens(usage: Any) -> str:
-    if not isinstance(usage, Mapping):
-        return NONE
-    return f"{usage.get('inputTokens', 0)}/{usage.get('outputTokens', 0)}"
+def format_tokens(usage: Usage | None) -> str:
+    return NONE if usage is None else f"{usage.input_tokens}/{usage.output_tokens}"
 
 
 # --------------------------------------------------------------------------- sessions
 def session_row(s: Obj, now: datetime, *, wide: bool = False, all_namespaces: bool = False) -> list[str]:
-    spec, status = s.get("spec") or {}, s.get("status") or {}
+    spec, status = s.get("spec") or {}, session_status(s)
     meta = s.get("metadata") or {}
     row = [
         _text(meta.get("name")),
-        _text(status.get("phase")),
+        _text(status.phase),
         _text(spec.get("sandbox")),
-        _text(status.get("riskLevel")),
+        _text(status.risk_level),
         _text(spec.get("requestedBy")),
-        _text(status.get("model") or spec.get("model")),
-        format_cost(status.get("cost")),
+        _text(status.model or spec.get("model")),
+        format_cost(status.cost),
         age(meta.get("creationTimestamp"), now),
     ]
     if wide:
         row += [
-            _text(status.get("reason")),
-            _text(status.get("approvalRef")),
-            _text(status.get("podName")),
-            format_tokens(status.get("usage")),
+            _text(status.reason),
+            _text(status.approval_ref),
+            _text(status.pod_name),
+            format_tokens(status.usage),
         ]
     if all_namespaces:
         row.insert(0, _text(meta.get("namespace")))
@@ -215,9 +221,9 @@ def approval_reasons(approval: Obj, session: Obj | None = None) -> str:
         factors.append(str(approval["spec"]["operation"]))
     policy = next(
         (
-            c.get("message")
-            for c in (_get(session, "status", "conditions") or [])
-            if c.get("type") == "Approved" and c.get("message")
+            c.message
+            for c in (session_status(session).conditions if session is not None else [])
+            if c.type == "Approved" and c.message
         ),
         None,
     )
@@ -269,7 +275,7 @@ def is_pending(approval: Obj) -> bool:
     """Still waiting for a human: no decision in the spec, and not Expired/decided by the operator."""
     if _get(approval, "spec", "decision"):
         return False
-    return (_get(approval, "status", "phase") or "Pending") == "Pending"
+    return (approval_status(approval).phase or "Pending") == "Pending"
 
 
 def pending_table(
@@ -303,11 +309,11 @@ def pending_table(
 
 def decision_summary(approval: Obj) -> str:
     """'Approved by alice: reason' from the spec (what admission verified), else the status phase."""
-    spec, status = approval.get("spec") or {}, approval.get("status") or {}
+    spec, status = approval.get("spec") or {}, approval_status(approval)
     decision = spec.get("decision")
     if not decision:
-        return _text(status.get("phase") or "Pending")
-    who = spec.get("decidedBy") or status.get("decidedBy") or "unknown"
+        return _text(status.phase or "Pending")
+    who = spec.get("decidedBy") or status.decided_by or "unknown"
     text = f"{decision} by {who}"
     return f"{text}: {spec['reason']}" if spec.get("reason") else text
 
@@ -546,7 +552,7 @@ def describe_session(
     events_error: str | None = None,
     approval_error: str | None = None,
 ) -> str:
-    meta, spec, status = session.get("metadata") or {}, session.get("spec") or {}, session.get("status") or {}
+    meta, spec, status = session.get("metadata") or {}, session.get("spec") or {}, session_status(session)
     binding = verify.check(approval, session) if approval is not None else None
     out: list[str] = mismatch_banner(binding) if binding is not None and not binding.ok else []
     out += _fields(
@@ -557,102 +563,93 @@ def describe_session(
             ("Created", stamp(meta.get("creationTimestamp"), now)),
         ]
     )
-    conversation = status.get("conversationId") or _get(
-        approval, "metadata", "labels", names.LABEL_CONVERSATION
-    )
+    conversation = status.conversation_id or _get(approval, "metadata", "labels", names.LABEL_CONVERSATION)
     out.append("Spec:")
     out += spec_lines(spec, conversation=conversation)
     out.append("Status:")
     out += _fields(
         [
-            ("Phase", status.get("phase") or NONE),
-            ("Reason", status.get("reason")),
-            ("Message", status.get("message")),
-            ("Risk", status.get("riskLevel")),
-            ("Model", status.get("model")),
-            ("Conversation", status.get("conversationId")),
-            ("Thread", status.get("threadId")),
-            ("Pod", status.get("podName")),
-            ("Attempts", status.get("attempts")),
+            ("Phase", status.phase or NONE),
+            ("Reason", status.reason),
+            ("Message", status.message),
+            ("Risk", status.risk_level),
+            ("Model", status.model),
+            ("Conversation", status.conversation_id),
+            ("Thread", status.thread_id),
+            ("Pod", status.pod_name),
+            ("Attempts", status.attempts),
         ],
         indent=2,
     )
-    if status.get("response"):
-        title = "Result (truncated):" if status.get("responseTruncated") else "Result:"
-        out += [title, *_block(status["response"])]
-    usage = status.get("usage")
-    if isinstance(usage, Mapping):
+    if status.response:
+        title = "Result (truncated):" if status.response_truncated else "Result:"
+        out += [title, *_block(status.response)]
+    usage = status.usage
+    if usage is not None:
         out.append("Usage:")
         out += _fields(
             [
-                (
-                    "Input tokens",
-                    f"{usage.get('inputTokens', 0)} ({usage.get('cachedInputTokens', 0)} cached)",
-                ),
-                (
-                    "Output tokens",
-                    f"{usage.get('outputTokens', 0)} ({usage.get('reasoningTokens', 0)} reasoning)",
-                ),
+                ("Input tokens", f"{usage.input_tokens} ({usage.cached_input_tokens} cached)"),
+                ("Output tokens", f"{usage.output_tokens} ({usage.reasoning_tokens} reasoning)"),
             ],
             indent=2,
         )
-    cost = status.get("cost")
-    if isinstance(cost, Mapping):
+    cost = status.cost
+    if cost is not None:
         out.append("Cost:")
         providers = ", ".join(
-            f"{p.get('provider')} {usd(p.get('actualUsd', p.get('estimatedUsd')))}"
-            for p in cost.get("providers") or []
+            f"{p.provider} {usd(p.actual_usd if p.actual_usd is not None else p.estimated_usd)}"
+            for p in cost.providers
         )
         out += _fields(
             [
-                ("Estimated", usd(cost["estimatedUsd"]) if "estimatedUsd" in cost else None),
-                ("Actual", usd(cost["actualUsd"]) if "actualUsd" in cost else None),
+                ("Estimated", usd(cost.estimated_usd) if cost.estimated_usd is not None else None),
+                ("Actual", usd(cost.actual_usd) if cost.actual_usd is not None else None),
                 ("Providers", providers or None),
             ],
             indent=2,
         )
-    timings = status.get("timings")
-    if isinstance(timings, Mapping) and timings:
+    timings = status.timings
+    if timings is not None and timings.model_fields_set:
         out.append("Timings:")
-        duration = timings.get("durationSeconds")
+        duration = timings.duration_seconds
         out += _fields(
             [
-                ("Queued", stamp(timings["queuedAt"], now) if timings.get("queuedAt") else None),
-                ("Started", stamp(timings["startedAt"], now) if timings.get("startedAt") else None),
-                ("Completed", stamp(timings["completedAt"], now) if timings.get("completedAt") else None),
-                ("Duration", f"{duration:.1f}s" if isinstance(duration, int | float) else None),
+                ("Queued", stamp(timings.queued_at, now) if timings.queued_at else None),
+                ("Started", stamp(timings.started_at, now) if timings.started_at else None),
+                ("Completed", stamp(timings.completed_at, now) if timings.completed_at else None),
+                ("Duration", f"{duration:.1f}s" if duration is not None else None),
             ],
             indent=2,
         )
-    progress = status.get("progress")
-    if isinstance(progress, Mapping) and progress.get("eventCount"):
+    progress = status.progress
+    if progress is not None and progress.event_count:
         out.append("Progress:")
         out += _fields(
             [
-                ("Events", progress.get("eventCount")),
-                ("Commands", progress.get("commands")),
-                ("File changes", progress.get("fileChanges")),
-                ("Last event", progress.get("lastEvent")),
+                ("Events", progress.event_count),
+                ("Commands", progress.commands),
+                ("File changes", progress.file_changes),
+                ("Last event", progress.last_event),
             ],
             indent=2,
         )
-    conditions = status.get("conditions") or []
     out.append("Conditions:")
-    if conditions:
+    if status.conditions:
         rows = [
             [
-                _text(c.get("type")),
-                _text(c.get("status")),
-                _text(c.get("reason")),
-                age(c.get("lastTransitionTime"), now),
-                _text(c.get("message")),
+                _text(c.type),
+                _text(c.status),
+                _text(c.reason),
+                age(c.last_transition_time, now),
+                _text(c.message),
             ]
-            for c in conditions
+            for c in status.conditions
         ]
         out += _block(table(["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows))
     else:
         out.append(f"  {NONE}")
-    out += _describe_approval(status.get("approvalRef"), approval, approval_error, now, binding)
+    out += _describe_approval(status.approval_ref, approval, approval_error, now, binding)
     out += _describe_events(events, events_error, now)
     # Last line of defence: nothing anywhere in the description (a condition
     # message, Codex's answer) may hide text behind terminal escapes.
@@ -661,8 +658,7 @@ def describe_session(
 
 def _pending(approval: Obj) -> bool:
     return (
-        not _get(approval, "spec", "decision")
-        and (_get(approval, "status", "phase") or "Pending") == "Pending"
+        not _get(approval, "spec", "decision") and (approval_status(approval).phase or "Pending") == "Pending"
     )
 
 
@@ -687,14 +683,10 @@ def approve_command(approval: Obj) -> str:
 
 
 def _request_fields(approval: Obj, now: datetime, binding: verify.Binding) -> list[tuple[str, Any]]:
-    spec, status, meta = (
-        approval.get("spec") or {},
-        approval.get("status") or {},
-        approval.get("metadata") or {},
-    )
+    spec, status, meta = approval.get("spec") or {}, approval_status(approval), approval.get("metadata") or {}
     return [
         ("Name", meta.get("name")),
-        ("Phase", status.get("phase") or "Pending"),
+        ("Phase", status.phase or "Pending"),
         ("Risk", spec.get("riskLevel")),
         ("Operation", spec.get("operation")),
         ("Requested by", spec.get("requestedBy")),
@@ -703,8 +695,8 @@ def _request_fields(approval: Obj, now: datetime, binding: verify.Binding) -> li
         ("Effective", _effective(spec.get("arguments") or {})),
         ("Decision", decision_summary(approval) if spec.get("decision") else None),
         ("Expires", stamp(spec.get("expiresAt"), now)),
-        ("Decided at", stamp(status["decidedAt"], now) if status.get("decidedAt") else None),
-        ("Message", status.get("message")),
+        ("Decided at", stamp(status.decided_at, now) if status.decided_at else None),
+        ("Message", status.message),
         ("Binding", binding.verdict()),
         ("Approve with", approve_command(approval) if binding.ok and _pending(approval) else None),
     ]

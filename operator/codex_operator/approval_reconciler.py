@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from codex_api.status import approval_status, approval_status_patch
+
 from .admission import decision_time
 from .conditions import now, parse_time, rfc3339, set_condition
 from .context import Context, session_key
@@ -25,8 +27,9 @@ async def _write(
 ) -> None:
     meta = body["metadata"]
     at = now()
+    current = approval_status(body)
     conds = set_condition(
-        (body.get("status") or {}).get("conditions"),
+        [c.to_k8s() for c in current.conditions],
         "Decided",
         "True" if fields.get("phase") in TERMINAL else "False",
         fields.get("phase", "Pending"),
@@ -34,12 +37,14 @@ async def _write(
         meta.get("generation"),
         at,
     )
-    fields = {"observedGeneration": meta.get("generation", 1), "conditions": conds, **fields}
+    fields = approval_status_patch(
+        {"observedGeneration": meta.get("generation", 1), "conditions": conds, **fields}
+    )
     updated = await ctx.api.patch_status(
         APPROVALS, meta["namespace"], meta["name"], fields, meta["resourceVersion"]
     )
     ctx.store.upsert(ctx.store.approvals, updated)
-    if fields.get("phase") != (body.get("status") or {}).get("phase"):
+    if fields.get("phase") != current.phase:
         await ctx.events.record(updated, *event)
 
 
@@ -48,9 +53,9 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     if body is None:
         return None
     spec = body.get("spec") or {}
-    status = body.get("status") or {}
+    status = approval_status(body)
     session = session_key(namespace, spec.get("sessionRef", ""))
-    if status.get("phase") in TERMINAL:
+    if status.phase in TERMINAL:
         ctx.queue.add(session)
         return None
     expires = parse_time(spec.get("expiresAt"))
@@ -69,7 +74,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
                 message = "decision ignored: no verified decider (is the admission policy installed?)"
             else:
                 message = "decision ignored: the requester cannot decide their own request"
-            if status.get("message") != message:
+            if status.message != message:
                 await _write(
                     ctx, body, {"phase": "Pending", "message": message}, ("DecisionIgnored", message, True)
                 )
@@ -95,7 +100,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         await _write(ctx, body, {"phase": "Expired", "message": message}, ("Expired", message, True))
         ctx.queue.add(session)
         return None
-    if not status.get("phase"):
+    if not status.phase:
         message = f"waiting for a decision until {spec.get('expiresAt')}"
         await _write(ctx, body, {"phase": "Pending", "message": message}, ("Pending", message, False))
     return (expires - current).total_seconds() + 0.05 if expires else None

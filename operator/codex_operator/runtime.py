@@ -12,6 +12,7 @@ from typing import Any, cast
 from codex_api import names
 from codex_api.config import CodexMCPConfig
 from codex_api.session import TERMINAL_PHASES
+from codex_api.status import phase_of
 
 from . import approval_reconciler, session_reconciler
 from .context import APPROVAL, SESSION, Context, approval_key, session_key
@@ -91,7 +92,7 @@ class Runtime:
                 self.store.upsert(self.store.pods, obj)
         holders: dict[Hashable, str] = {}
         for key, body in self.store.sessions.items():
-            phase = (body.get("status") or {}).get("phase")
+            phase = phase_of(body)
             if phase in TERMINAL_PHASES:
                 continue
             has_live_pod = any(not pod_outcome(p).finished for p in self.store.pods_of(*key))
@@ -149,25 +150,20 @@ class Runtime:
         while True:
             await asyncio.sleep(self.config.kubernetes.cleanup_interval_seconds)
             for key, body in list(self.store.sessions.items()):
-                if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                if phase_of(body) in TERMINAL_PHASES:
                     self.ctx.queue.add(session_key(*key))
             for key, body in list(self.store.approvals.items()):
-                if (body.get("status") or {}).get("phase") in (None, "Pending"):
+                if phase_of(body) in (None, "Pending"):
                     self.ctx.queue.add(approval_key(*key))
 
     async def _gauges(self) -> None:
         assert self.ctx is not None
         while True:
-            phases = Counter(
-                (b.get("status") or {}).get("phase") or "Pending" for b in self.store.sessions.values()
-            )
+            phases = Counter(phase_of(b) or "Pending" for b in self.store.sessions.values())
             self.metrics.set_phases(dict(phases))
             self.metrics.active_sessions.set(len(self.ctx.gate.holders))
             self.metrics.queue_depth.set(len(self.ctx.queue))
             self.metrics.approvals_pending.set(
-                sum(
-                    (b.get("status") or {}).get("phase") in (None, "Pending")
-                    for b in self.store.approvals.values()
-                )
+                sum(phase_of(b) in (None, "Pending") for b in self.store.approvals.values())
             )
             await asyncio.sleep(2)

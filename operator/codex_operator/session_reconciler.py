@@ -25,7 +25,8 @@ from codex_api import binding, names
 from codex_api.config import parse_quantity
 from codex_api.redaction import redact, shorten
 from codex_api.result import parse_frame
-from codex_api.session import TERMINAL_PHASES, CodexSessionSpec, Cost
+from codex_api.session import TERMINAL_PHASES, CodexSessionSpec, CodexSessionStatus
+from codex_api.status import approval_status, session_status, session_status_patch
 from codex_runner.contract import RunnerArgsError, turn_settings_for
 from codex_runner.invocation import CODEX_SANDBOX
 
@@ -67,8 +68,7 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     if body is None or body["metadata"].get("deletionTimestamp"):
         ctx.release_slot(namespace, name)
         return None
-    status = body.get("status") or {}
-    phase = status.get("phase")
+    phase = session_status(body).phase
     if phase in TERMINAL_PHASES:
         return await _finished(ctx, body)
     annotations = body["metadata"].get("annotations") or {}
@@ -112,10 +112,13 @@ async def _write(
     *,
     event: tuple[str, str, bool] | None = None,
 ) -> dict[str, Any]:
-    """Merge `fields` into status (guarded by resourceVersion); record an Event for a new phase."""
+    """Merge `fields` into status (guarded by resourceVersion); record an Event for a new phase.
+
+    The fields go through CodexSessionStatus first: a key or value the CRD would
+    refuse or prune raises here."""
     meta = body["metadata"]
-    old_phase = (body.get("status") or {}).get("phase")
-    fields = {"observedGeneration": meta.get("generation", 1), **fields}
+    old_phase = session_status(body).phase
+    fields = session_status_patch({"observedGeneration": meta.get("generation", 1), **fields})
     updated = await ctx.api.patch_status(
         SESSIONS, meta["namespace"], meta["name"], fields, meta["resourceVersion"]
     )
@@ -127,7 +130,7 @@ async def _write(
 
 
 def _conditions(body: dict[str, Any], *updates: tuple[str, str, str, str]) -> list[dict[str, Any]]:
-    conds = (body.get("status") or {}).get("conditions") or []
+    conds = [c.to_k8s() for c in session_status(body).conditions]
     at = now()
     generation = body["metadata"].get("generation", 1)
     for type_, status, reason, message in updates:
@@ -136,7 +139,8 @@ def _conditions(body: dict[str, Any], *updates: tuple[str, str, str, str]) -> li
 
 
 def _timings(body: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    timings = dict((body.get("status") or {}).get("timings") or {})
+    current = session_status(body).timings
+    timings = current.to_k8s() if current is not None else {}
     timings.update({k: v for k, v in changes.items() if v is not None})
     return timings
 
@@ -166,7 +170,7 @@ def _parent(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> Paren
             "ResumeParentNotFound", f"resumeFrom: CodexSession {spec.resume_from!r} does not exist"
         )
     pspec = parent.get("spec") or {}
-    pstatus = parent.get("status") or {}
+    pstatus = session_status(parent)
     if pspec.get("requestedBy") != spec.requested_by:
         return Refusal(
             "ResumeForbidden", f"resumeFrom: CodexSession {spec.resume_from!r} belongs to another requester"
@@ -180,18 +184,16 @@ def _parent(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> Paren
             "ResumeNeedsPersistentWorkspace",
             "a reply needs workspace.type=persistent on both turns (a scratch workspace is gone with its pod)",
         )
-    phase = pstatus.get("phase")
+    phase = pstatus.phase
     if phase not in TERMINAL_PHASES:
         return WAIT_FOR_PARENT
     if phase != "Succeeded":
         return Refusal(
             "ResumeParentFailed", f"resumeFrom: CodexSession {spec.resume_from!r} ended as {phase}"
         )
-    if not pstatus.get("threadId"):
+    if not pstatus.thread_id:
         return Refusal("ResumeParentHasNoThread", f"resumeFrom: {spec.resume_from!r} has no Codex thread id")
-    return Parent(
-        conversation=pstatus.get("conversationId") or spec.resume_from, thread_id=pstatus["threadId"]
-    )
+    return Parent(conversation=pstatus.conversation_id or spec.resume_from, thread_id=pstatus.thread_id)
 
 
 async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
@@ -204,7 +206,7 @@ async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> 
         return await _finish(ctx, body, "Failed", parent.reason, parent.message)
     if parent is WAIT_FOR_PARENT:
         message = f"waiting for {spec.resume_from} to finish"
-        if (body.get("status") or {}).get("message") != message:
+        if session_status(body).message != message:
             await _write(ctx, body, {"phase": "Pending", "reason": "WaitingForParent", "message": message})
         return SAFETY_REQUEUE  # the parent's end wakes us sooner
     name = body["metadata"]["name"]
@@ -294,7 +296,7 @@ def _approval_arguments(ctx: Context, body: dict[str, Any], spec: CodexSessionSp
 
 def _approval_body(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, risk: str) -> dict[str, Any]:
     meta = body["metadata"]
-    conversation = (body.get("status") or {}).get("conversationId") or meta["name"]
+    conversation = session_status(body).conversation_id or meta["name"]
     tool = (meta.get("annotations") or {}).get(f"{names.PREFIX}tool", "codex")
     verb = "codex exec resume" if spec.resume_from else "codex exec"
     spec_out: dict[str, Any] = {
@@ -335,9 +337,7 @@ async def _awaiting_approval(ctx: Context, body: dict[str, Any], spec: CodexSess
     ref = names.approval_request(meta["name"])
     approval = ctx.store.approvals.get((meta["namespace"], ref))
     if approval is None:
-        risk = (body.get("status") or {}).get("riskLevel") or assess_risk(
-            spec, ctx.config.security.risk_levels
-        )
+        risk = session_status(body).risk_level or assess_risk(spec, ctx.config.security.risk_levels)
         approval = await ctx.api.create_custom(
             APPROVALS, meta["namespace"], _approval_body(ctx, body, spec, risk)
         )
@@ -346,9 +346,9 @@ async def _awaiting_approval(ctx: Context, body: dict[str, Any], spec: CodexSess
         ctx.queue.add(approval_key(meta["namespace"], ref))
         return None
     _require(check_approval(approval, body, _is_live(ctx)))
-    astatus = approval.get("status") or {}
-    phase = astatus.get("phase")
-    who = astatus.get("decidedBy", "unknown")
+    astatus = approval_status(approval)
+    phase = astatus.phase
+    who = astatus.decided_by or "unknown"
     if phase == "Approved":
         fields = {"conditions": _conditions(body, ("Approved", "True", "Approved", f"approved by {who}"))}
         return await _start_or_queue(ctx, body, spec, fields)
@@ -375,7 +375,7 @@ async def _start_or_queue(
     key = session_key(meta["namespace"], meta["name"])
     user = spec.requested_by or ""
     if not ctx.gate.try_acquire(key, (meta.get("creationTimestamp", ""), meta["name"]), user):
-        if (body.get("status") or {}).get("phase") != "Queued" or fields:
+        if session_status(body).phase != "Queued" or fields:
             snap = ctx.gate.snapshot()
             mine = ctx.gate.held_by(user)
             fields.update(
@@ -389,9 +389,9 @@ async def _start_or_queue(
             )
             await _write(ctx, body, fields)
         return SAFETY_REQUEUE
-    merged = {**(body.get("status") or {}), **fields}
+    merged = {**session_status(body).to_k8s(), **fields}
     try:
-        pod = await _ensure_children(ctx, body, spec, merged, attempt=1)
+        pod = await _ensure_children(ctx, body, spec, merged.get("model"), attempt=1)
     except Foreign:
         raise  # reconcile() refuses the session (and frees the slot)
     except WallBounceRefused as refused:  # the configuration changed since admission
@@ -455,7 +455,7 @@ def _authorize(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> No
     meta = body["metadata"]
     ref = names.approval_request(meta["name"])
     approval = ctx.store.approvals.get((meta["namespace"], ref))
-    phase = ((approval or {}).get("status") or {}).get("phase")
+    phase = approval_status(approval).phase
     if approval is None or phase != "Approved":
         raise Foreign(
             "NotApproved",
@@ -466,7 +466,7 @@ def _authorize(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> No
 
 
 async def _ensure_children(
-    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, status: dict[str, Any], *, attempt: int
+    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, model: str | None, *, attempt: int
 ) -> dict[str, Any]:
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -483,7 +483,7 @@ async def _ensure_children(
     wall_bounce = plan_wall_bounce(spec, ctx.config)
     settings = turn_settings_for(
         spec,
-        model=status.get("model") or ctx.config.codex.model,
+        model=model or ctx.config.codex.model,
         resume_thread_id=thread,
         endpoint=k8s_cfg.model_endpoint,
         wall_bounce=wall_bounce.settings() if wall_bounce is not None else None,
@@ -539,8 +539,8 @@ async def _ensure_children(
 
 async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
     meta = body["metadata"]
-    status = body.get("status") or {}
-    pod = ctx.store.pods.get((meta["namespace"], status.get("podName", "")))
+    status = session_status(body)
+    pod = ctx.store.pods.get((meta["namespace"], status.pod_name or ""))
     if pod is None:
         return await _lost(ctx, body, spec, "PodDeleted", "the runner pod disappeared")
     outcome = pod_outcome(pod)
@@ -564,14 +564,13 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
             log_tail = await ctx.api.pod_log_tail(
                 meta["namespace"], pod["metadata"]["name"], RUNNER_CONTAINER
             )
-        estimate = Cost.model_validate(status["cost"]) if status.get("cost") else None
-        model = status.get("model") or ctx.config.codex.model
+        model = status.model or ctx.config.codex.model
         provider_models = {p.provider_id: p.model for p in ctx.config.kubernetes.wall_bounce_providers}
         result = turn_result(
-            outcome, log_tail, model, ctx.config.cost, estimate, provider_models=provider_models
+            outcome, log_tail, model, ctx.config.cost, status.cost, provider_models=provider_models
         )
         return await _finish(ctx, body, result.phase, result.reason, result.message, extra=result.status)
-    started = parse_time((status.get("timings") or {}).get("startedAt")) or now()
+    started = (status.timings.started_at if status.timings else None) or now()
     remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
     if remaining <= 0:
         await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
@@ -582,13 +581,13 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
 async def _lost(
     ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, reason: str, message: str
 ) -> float | None:
-    status = body.get("status") or {}
-    attempts = int(status.get("attempts") or 1)
+    status = session_status(body)
+    attempts = status.attempts or 1
     limit = ctx.config.kubernetes.max_pod_attempts
     if attempts >= limit:
         return await _finish(ctx, body, "Failed", reason, f"{message}; gave up after {attempts} attempt(s)")
     try:
-        pod = await _ensure_children(ctx, body, spec, status, attempt=attempts + 1)
+        pod = await _ensure_children(ctx, body, spec, status.model, attempt=attempts + 1)
     except WallBounceRefused as refused:  # the configuration changed since the first attempt
         return await _finish(ctx, body, "Failed", refused.reason, refused.message)
     pod_name = pod["metadata"]["name"]
@@ -614,9 +613,9 @@ async def _refuse(ctx: Context, body: dict[str, Any], foreign: Foreign) -> float
     ctx.release_slot(meta["namespace"], meta["name"])
     created = parse_time(meta.get("creationTimestamp")) or now()
     if foreign.stale and (now() - created).total_seconds() < STALE_WAIT_SECONDS:
-        status = body.get("status") or {}
-        if status.get("reason") != "WaitingForStaleObject":
-            phase = status.get("phase") or "Pending"
+        status = session_status(body)
+        if status.reason != "WaitingForStaleObject":
+            phase = status.phase or "Pending"
             await _write(
                 ctx, body, {"phase": phase, "reason": "WaitingForStaleObject", "message": foreign.message}
             )
@@ -645,9 +644,9 @@ async def _finish(
     approved: bool | None = None,
 ) -> float | None:
     meta = body["metadata"]
-    status = body.get("status") or {}
+    status = session_status(body)
     completed = now()
-    started = parse_time((status.get("timings") or {}).get("startedAt"))
+    started = status.timings.started_at if status.timings else None
     duration = round((completed - started).total_seconds(), 3) if started else None
     updates = [("Completed", "True" if phase == "Succeeded" else "False", reason, message)]
     if approved is False:
@@ -662,26 +661,21 @@ async def _finish(
     }
     updated = await _write(ctx, body, fields, event=(phase, shorten(message, 512), phase != "Succeeded"))
     ctx.release_slot(meta["namespace"], meta["name"])
-    _count(ctx, phase, duration, extra or {}, status.get("model") or ctx.config.codex.model)
+    _count(ctx, phase, duration, CodexSessionStatus.model_validate(extra or {}))
     for reply in ctx.store.replies_to(meta["namespace"], meta["name"]):
         ctx.queue.add(session_key(*reply))
     return _ttl_remaining(ctx, updated)
 
 
-def _count(ctx: Context, phase: str, duration: float | None, fields: dict[str, Any], model: str) -> None:
+def _count(ctx: Context, phase: str, duration: float | None, outcome: CodexSessionStatus) -> None:
     ctx.metrics.turn_finished(phase, duration)
-    usage = fields.get("usage") or {}
-    for kind, key in (
-        ("input", "inputTokens"),
-        ("cached_input", "cachedInputTokens"),
-        ("output", "outputTokens"),
-        ("reasoning", "reasoningTokens"),
-    ):
-        if usage.get(key):
-            ctx.metrics.tokens.labels(kind).inc(usage[key])
-    for provider in (fields.get("cost") or {}).get("providers") or []:
-        if provider.get("actualUsd"):
-            ctx.metrics.cost.labels(provider["provider"]).inc(provider["actualUsd"])
+    if outcome.usage is not None:
+        for kind, tokens in outcome.usage.by_kind().items():
+            if tokens:
+                ctx.metrics.tokens.labels(kind).inc(tokens)
+    for provider in outcome.cost.providers if outcome.cost is not None else []:
+        if provider.actual_usd:
+            ctx.metrics.cost.labels(provider.provider).inc(provider.actual_usd)
 
 
 def _ttl_remaining(ctx: Context, body: dict[str, Any]) -> float:
@@ -690,7 +684,8 @@ def _ttl_remaining(ctx: Context, body: dict[str, Any]) -> float:
     spec = body.get("spec") or {}
     ttl = spec.get("ttlSecondsAfterFinished")
     ttl = ctx.config.kubernetes.default_ttl_seconds_after_finished if ttl is None else ttl
-    completed = parse_time(((body.get("status") or {}).get("timings") or {}).get("completedAt")) or now()
+    timings = session_status(body).timings
+    completed = (timings.completed_at if timings else None) or now()
     return max((completed + timedelta(seconds=ttl) - now()).total_seconds(), 0.0) + 0.05
 
 
@@ -708,8 +703,7 @@ async def _cancel(
 async def _finished(ctx: Context, body: dict[str, Any]) -> float | None:
     meta = body["metadata"]
     ctx.release_slot(meta["namespace"], meta["name"])
-    status = body.get("status") or {}
-    if status.get("phase") in ("TimedOut", "Cancelled"):
+    if session_status(body).phase in ("TimedOut", "Cancelled"):
         for pod in list(ctx.store.pods_of(meta["namespace"], meta["name"])):
             if not pod_outcome(pod).finished and not pod["metadata"].get("deletionTimestamp"):
                 await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])

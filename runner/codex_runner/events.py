@@ -15,15 +15,6 @@ from codex_api.session import Usage
 MAX_ERRORS = 10
 
 
-def usage_from_event(raw: dict[str, Any]) -> Usage:
-    return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0),
-        cached_input_tokens=int(raw.get("cached_input_tokens") or 0),
-        output_tokens=int(raw.get("output_tokens") or 0),
-        reasoning_tokens=int(raw.get("reasoning_output_tokens") or raw.get("reasoning_tokens") or 0),
-    )
-
-
 def subtract(current: Usage, previous: Usage | None) -> Usage:
     if previous is None:
         return current
@@ -65,7 +56,7 @@ class TurnAccumulator:
             self._item(event.get("item") or {})
         elif kind == "turn.completed":
             self.turn_completed = True
-            self.cumulative_usage = usage_from_event(event.get("usage") or {})
+            self.cumulative_usage = Usage.from_codex(event.get("usage"))
         elif kind == "turn.failed":
             self.turn_failed = True
             self._error((event.get("error") or {}).get("message") or "turn failed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from codex_api.session import Usage
-from codex_runner.events import TurnAccumulator, subtract, usage_from_event
+from codex_runner.events import TurnAccumulator, subtract
 
 
 def _feed(acc: TurnAccumulator, *events: dict[str, object]) -> None:
@@ -66,4 +66,4 @@ def test_usage_of_a_reply_is_the_difference() -> None:
     )
     assert subtract(second, None) == second
     assert subtract(first, second) == Usage()  # never negative
-    assert usage_from_event({"input_tokens": 5}) == Usage(input_tokens=5)
+    assert Usage.from_codex({"input_tokens": 5}) == Usage(input_tokens=5)
