@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEVENV_ARGS ?=
 
-.PHONY: help deps venv system-deps node-host codex mcp-clients control-plane helm test test-unit test-integration crds lint dev bench clean
+.PHONY: help deps venv system-deps node-host codex mcp-clients control-plane helm test test-unit test-integration generate crds lint dev bench clean
 .PHONY: kind-up kind-load kind-certs deploy e2e-kind undeploy kind-down
 
 help: ## list targets
@@ -52,24 +52,16 @@ test-unit: venv helm ## unit tests only: seconds, no control plane (helm renders
 test-integration: deps ## integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-crds: venv ## regenerate the CRDs, admission policies, the chart's config schema and the docs' generated tables from the Python models
-	$(PY) -m codex_api.crdgen
-	$(PY) -m codex_api.admission manifests/base/admission.yaml
-	$(PY) -m codex_api.admission charts/codex-k8s-operator/files/admission.yaml
-	$(PY) -m codex_devenv.helm schema
-	$(PY) -m codex_api.config_reference
-	$(PY) -m codex_api.sandbox
+generate: venv ## regenerate every file made from the Python models: CRDs, admission policies, the chart's config schema, the docs' generated tables (codex_devenv.generate)
+	$(PY) -m codex_devenv.generate
+
+crds: generate ## the old name of `make generate`
 
 lint: venv ## ruff, formatting, mypy, and stale generated files
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api operator/codex_operator runner gateway devenv kubectl/codex_kubectl
-	$(PY) -m codex_api.crdgen --check
-	$(PY) -m codex_api.admission --check manifests/base/admission.yaml
-	$(PY) -m codex_api.admission --check charts/codex-k8s-operator/files/admission.yaml
-	$(PY) -m codex_devenv.helm schema --check
-	$(PY) -m codex_api.config_reference --check
-	$(PY) -m codex_api.sandbox --check
+	$(PY) -m codex_devenv.generate --check
 	@"$$(bash hack/build-helm.sh)" lint --strict charts/codex-k8s-operator
 
 dev: deps ## run the system locally until Ctrl-C

@@ -21,10 +21,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-import codex_api.admission as policies
 from codex_api.common import GROUP, VERSION
 
 from .controlplane import ADMINS_GROUP
+from .generate import admission as policies
 from .operator_process import OPERATOR_USER
 
 USERS = ("alice", "bob", "carol", "dave", "mallory")

@@ -166,12 +166,12 @@ def _install_admission(cp: ControlPlane, kube_client: Any, namespace: str) -> No
     import yaml
     from kubernetes import client
 
-    from codex_api import admission
     from codex_api.common import GROUP, VERSION
 
     from .admission_kit import user_rbac, wait_until_denied
     from .controlplane import ADMINS_GROUP
     from .gateway_process import GATEWAY_USER
+    from .generate import admission
     from .operator_process import OPERATOR_USER
     from .system import API_KEY_SECRET
 

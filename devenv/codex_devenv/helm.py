@@ -1,14 +1,8 @@
 """helm (built once from the Go module proxy, hack/build-helm.sh) and kustomize
-(kubectl's) for the tests of the chart and the manifests, and the generator of
-the configuration part of the chart's values schema.
-
-Usage: python -m codex_devenv.helm schema [--check]   write (or check) values.schema.json's config part
-"""
+(kubectl's) for the tests of the chart and the manifests."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -25,7 +19,6 @@ from .assets import REPO_ROOT, ensure_binaries
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-helm.sh"
 CHART_DIR = REPO_ROOT / "charts" / "codex-k8s-operator"
 KIND_VALUES = CHART_DIR / "values-kind.yaml"
-SCHEMA_FILE = CHART_DIR / "values.schema.json"
 RELEASE = "codex"
 
 __all__ = [
@@ -33,12 +26,10 @@ __all__ = [
     "KIND_VALUES",
     "RELEASE",
     "HelmError",
-    "config_schema",
     "helm_binary",
     "kustomize",
     "lint",
     "notes",
-    "render_schema",
     "run",
     "template",
     "template_text",
@@ -169,53 +160,3 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
     if out.returncode != 0:
         raise HelmError(f"kubectl kustomize {directory} failed:\n{out.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
-
-
-# -- the values schema ------------------------------------------------------------------
-
-
-def config_schema() -> dict[str, Any]:
-    """JSON Schema of the TOML configuration (values.config), from the pydantic models."""
-    from codex_api.config import CodexMCPConfig
-
-    return CodexMCPConfig.model_json_schema(mode="validation")
-
-
-def render_schema(current: Mapping[str, Any]) -> dict[str, Any]:
-    """values.schema.json with its generated parts (properties.config, $defs) brought up to date."""
-    generated = config_schema()
-    defs = generated.pop("$defs", {})
-    generated["description"] = (
-        "The TOML configuration (config/codex-mcp.toml) as a nested dict, rendered into the "
-        "ConfigMap codex-config. Generated from api/codex_api/config.py."
-    )
-    schema = json.loads(json.dumps(current))
-    schema["properties"]["config"] = generated
-    schema["$defs"] = defs
-    return dict(schema)
-
-
-def _schema_text(schema: Mapping[str, Any]) -> str:
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m codex_devenv.helm", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    schema = commands.add_parser("schema", help="update the config part of the chart's values.schema.json")
-    schema.add_argument("--check", action="store_true", help="exit 1 if it is stale")
-    args = parser.parse_args(argv)
-    current = json.loads(SCHEMA_FILE.read_text())
-    text = _schema_text(render_schema(current))
-    if args.check:
-        if SCHEMA_FILE.read_text() != text:
-            print(f"stale {SCHEMA_FILE} (run `make crds`)", file=sys.stderr)
-            return 1
-        return 0
-    SCHEMA_FILE.write_text(text)
-    print(f"wrote {SCHEMA_FILE}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

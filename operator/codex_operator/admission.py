@@ -1,7 +1,7 @@
 """What the operator's mutating webhook stamps, and when a decision was made.
 
 The webhook only fills in identity so that people need not type it; the
-ValidatingAdmissionPolicies of ``codex_api.admission`` are the enforcement
+ValidatingAdmissionPolicies of ``codex_devenv.generate.admission`` (shipped as manifests) are the enforcement
 and run after every mutating webhook, so whatever is stamped here is
 verified there against ``request.userInfo`` again.
 

@@ -7,7 +7,7 @@ The webhook only *stamps* identity so that people need not type it:
 - a CodexSession CREATE gets ``spec.requestedBy`` = the authenticated user,
   unless the caller is a trusted requester (the gateway) naming someone.
 
-The ValidatingAdmissionPolicies of ``codex_api.admission`` are the
+The ValidatingAdmissionPolicies of ``codex_devenv.generate.admission`` (shipped as manifests) are the
 enforcement: they run after every mutating webhook and check the stamped
 value against ``request.userInfo`` again. So the webhook is a convenience,
 and the shipped configuration (manifests/base/webhook.yaml) lets requests

@@ -30,9 +30,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from codex_api import admission
 from codex_api.common import GROUP, VERSION
 from codex_devenv.admission_kit import ScopedAdmission, message
+from codex_devenv.generate import admission
 from codex_devenv.operator_process import bind_operator, start_operator
 from codex_devenv.process import free_port
 from codex_devenv.testkit import get_session, phase_is, session_body, wait_session

@@ -1,4 +1,4 @@
-"""The ValidatingAdmissionPolicies of codex_api.admission on the real API
+"""The ValidatingAdmissionPolicies of codex_devenv.generate.admission on the real API
 server, exercised by real, distinct users.
 
 No operator (and so no stamping webhook) runs here: this is the fail-safe
@@ -25,12 +25,13 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from codex_api import admission, names
+from codex_api import names
 from codex_api.common import GROUP, VERSION
 from codex_devenv.admission_kit import ensure_param_keeper, wait_until_denied
 from codex_devenv.admission_kit import message as _message
 from codex_devenv.admission_kit import scoped as _scoped
 from codex_devenv.admission_kit import user_rbac as _rbac
+from codex_devenv.generate import admission
 from codex_devenv.operator_process import OPERATOR_USER
 from codex_operator.admission import decision_time
 

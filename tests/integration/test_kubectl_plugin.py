@@ -17,11 +17,12 @@ import pytest
 import yaml
 from kubernetes import client
 
-from codex_api import admission, binding, names
+from codex_api import binding, names
 from codex_api.common import GROUP, VERSION
 from codex_api.result import RunnerResult
 from codex_api.session import Usage
 from codex_devenv.admission_kit import ScopedAdmission
+from codex_devenv.generate import admission
 from codex_devenv.testkit import finish_pod, phase_is, session_body, wait_session
 
 REPO = Path(__file__).resolve().parents[2]

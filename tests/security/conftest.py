@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-import codex_api.admission as admission_policies
+import codex_devenv.generate.admission as admission_policies
 from codex_api import binding, names
 from codex_api.common import GROUP, VERSION
 from codex_api.result import RunnerResult, Usage

@@ -13,8 +13,9 @@ from typing import Any
 
 from kubernetes import client
 
-from codex_api import admission, binding, names
+from codex_api import binding, names
 from codex_api.common import GROUP, VERSION
+from codex_devenv.generate import admission
 
 from .conftest import Arena, approval_for, refused
 

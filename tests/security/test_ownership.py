@@ -14,8 +14,9 @@ from typing import Any
 
 from kubernetes import client
 
-from codex_api import admission, names
+from codex_api import names
 from codex_api.common import GROUP, VERSION
+from codex_devenv.generate import admission
 from codex_devenv.process import wait_for
 from codex_devenv.system import API_KEY_SECRET
 

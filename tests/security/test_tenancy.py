@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from codex_api import admission, names
+from codex_api import names
 from codex_api.common import GROUP, VERSION
+from codex_devenv.generate import admission
 
 from .conftest import Arena, refused
 

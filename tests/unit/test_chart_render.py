@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from codex_devenv import helm
+from codex_devenv.generate import helm_schema
 
 REPO = Path(__file__).resolve().parents[2]
 CODEX_OPERATOR = REPO / ".venv" / "bin" / "codex-operator"
@@ -140,7 +141,7 @@ def test_crds_come_from_the_generated_files() -> None:
 def test_admission_policies_are_the_generated_ones(defaults: Objects) -> None:
     chart_copy = helm.CHART_DIR / "files" / "admission.yaml"
     base = REPO / "manifests" / "base" / "admission.yaml"
-    assert chart_copy.read_text() == base.read_text(), "run `make crds`"
+    assert chart_copy.read_text() == base.read_text(), "run `make generate`"
     generated = [d for d in yaml.safe_load_all(base.read_text()) if d]
     rendered = {
         (o["kind"], o["metadata"]["name"]): o
@@ -860,23 +861,23 @@ def test_kind_values_pass_the_schema() -> None:
 
 
 def test_values_schema_config_part_is_current() -> None:
-    current = json.loads(helm.SCHEMA_FILE.read_text())
-    assert helm.render_schema(current) == current, "run `make crds`"
-    assert helm.main(["schema", "--check"]) == 0
+    path = helm_schema.SCHEMA_FILE
+    current = json.loads(path.read_text())
+    assert helm_schema.render_schema(current) == current, "run `make generate`"
+    assert helm_schema.outputs() == {path: path.read_text()}
 
 
-def test_values_schema_check_detects_a_stale_config_part(
+def test_values_schema_regeneration_fixes_a_stale_config_part_and_keeps_the_rest(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    stale = json.loads(helm.SCHEMA_FILE.read_text())
-    stale = copy.deepcopy(stale)
+    good = json.loads(helm_schema.SCHEMA_FILE.read_text())
+    stale = copy.deepcopy(good)
     stale["$defs"]["MCPConfig"]["properties"]["max_concurrent_sessions"]["maximum"] = 1
     path = tmp_path / "values.schema.json"
     path.write_text(json.dumps(stale, indent=2) + "\n")
-    monkeypatch.setattr(helm, "SCHEMA_FILE", path)
-    assert helm.main(["schema", "--check"]) == 1
-    assert helm.main(["schema"]) == 0
-    assert helm.main(["schema", "--check"]) == 0
+    monkeypatch.setattr(helm_schema, "SCHEMA_FILE", path)
+    regenerated = json.loads(helm_schema.outputs()[path])
+    assert regenerated == good
 
 
 def test_every_value_is_documented() -> None:

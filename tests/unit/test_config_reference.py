@@ -6,15 +6,15 @@ import re
 import tomllib
 from pathlib import Path
 
-from codex_api import config_reference
 from codex_api.config import CodexMCPConfig
+from codex_devenv.generate import config_reference
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_reference_is_current() -> None:
     committed = (REPO / config_reference.OUT_FILE).read_text()
-    assert committed == config_reference.render(), "run `python -m codex_api.config_reference`"
+    assert committed == config_reference.render(), "run `make generate`"
 
 
 def _rows(text: str) -> set[str]:

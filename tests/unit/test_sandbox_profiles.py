@@ -8,6 +8,7 @@ from codex_api import sandbox
 from codex_api.common import SANDBOX_LEVELS
 from codex_api.config import ApprovalWorkflowsConfig, CodexMCPConfig, RiskLevelsConfig
 from codex_api.session import CodexSessionSpec
+from codex_devenv.generate import sandbox_table
 from codex_operator.approval_policy import decide
 from codex_operator.netpol_builder import build_network_policy
 from codex_runner.invocation import CODEX_SANDBOX
@@ -62,5 +63,6 @@ def test_tool_description_names_every_level() -> None:
 
 
 def test_security_doc_table_is_current() -> None:
-    assert sandbox.main(["--check"]) == 0, "run `python -m codex_api.sandbox`"
-    assert "| `full-access` | writable |" in sandbox.DOC.read_text()
+    doc = sandbox_table.DOC
+    assert sandbox_table.outputs() == {doc: doc.read_text()}, "run `make generate`"
+    assert "| `full-access` | writable |" in doc.read_text()

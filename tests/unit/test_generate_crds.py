@@ -9,29 +9,30 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from codex_api import crdgen
 from codex_api.approval import ApprovalRequestSpec
 from codex_api.common import KubeModel
 from codex_api.session import CodexSessionSpec, CodexSessionStatus
+from codex_devenv.generate import crds
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("out_dir", crdgen.OUT_DIRS)
+@pytest.mark.parametrize("out_dir", crds.OUT_DIRS)
 def test_committed_crds_are_current(out_dir: str) -> None:
-    stale = crdgen.stale_files(REPO / out_dir)
-    assert stale == [], f"run `make crds`: stale {stale} in {out_dir}"
+    stale = crds.stale_files(REPO / out_dir)
+    assert stale == [], f"run `make generate`: stale {stale} in {out_dir}"
 
 
-def test_check_mode_fails_on_stale_files(tmp_path: Path) -> None:
-    assert crdgen.main(["--check", str(tmp_path)]) == 1
-    assert crdgen.main([str(tmp_path)]) == 0
-    assert crdgen.main(["--check", str(tmp_path)]) == 0
-    victim = tmp_path / crdgen.file_name(crdgen.RESOURCES[0])
+def test_a_missing_or_edited_crd_is_stale(tmp_path: Path) -> None:
+    assert crds.stale_files(tmp_path) == list(crds.rendered_files())
+    for name, text in crds.rendered_files().items():
+        (tmp_path / name).write_text(text)
+    assert crds.stale_files(tmp_path) == []
+    victim = tmp_path / crds.file_name(crds.RESOURCES[0])
     edited = victim.read_text().replace("maxLength: 65536", "maxLength: 1")
     assert edited != victim.read_text()
     victim.write_text(edited)
-    assert crdgen.main(["--check", str(tmp_path)]) == 1
+    assert crds.stale_files(tmp_path) == [victim.name]
 
 
 def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -45,9 +46,9 @@ def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any
     return out
 
 
-@pytest.mark.parametrize("resource", crdgen.RESOURCES, ids=lambda r: r.kind)
-def test_schema_is_strict_and_structural(resource: crdgen.Resource) -> None:
-    doc = yaml.safe_load(crdgen.render(resource))
+@pytest.mark.parametrize("resource", crds.RESOURCES, ids=lambda r: r.kind)
+def test_schema_is_strict_and_structural(resource: crds.Resource) -> None:
+    doc = yaml.safe_load(crds.render(resource))
     version = doc["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert doc["spec"]["names"]["categories"] == ["codex"]
@@ -66,7 +67,7 @@ def test_schema_is_strict_and_structural(resource: crdgen.Resource) -> None:
 
 
 def test_printer_columns_for_sessions() -> None:
-    doc = yaml.safe_load(crdgen.render(crdgen.RESOURCES[0]))
+    doc = yaml.safe_load(crds.render(crds.RESOURCES[0]))
     columns = [
         c["name"] for c in doc["spec"]["versions"][0]["additionalPrinterColumns"] if "priority" not in c
     ]
@@ -79,8 +80,8 @@ def test_generator_refuses_unbounded_strings() -> None:
 
         note: str = Field(description="no maxLength")
 
-    with pytest.raises(crdgen.SchemaRuleError, match=r"bad\.note: string without maxLength"):
-        crdgen.structural_schema(Bad, "bad")
+    with pytest.raises(crds.SchemaRuleError, match=r"bad\.note: string without maxLength"):
+        crds.structural_schema(Bad, "bad")
 
 
 def test_generator_refuses_undescribed_fields() -> None:
@@ -89,8 +90,8 @@ def test_generator_refuses_undescribed_fields() -> None:
 
         count: int = 0
 
-    with pytest.raises(crdgen.SchemaRuleError, match=r"bad\.count: no description"):
-        crdgen.structural_schema(Bad, "bad")
+    with pytest.raises(crds.SchemaRuleError, match=r"bad\.count: no description"):
+        crds.structural_schema(Bad, "bad")
 
 
 def test_generator_refuses_real_unions() -> None:
@@ -99,8 +100,8 @@ def test_generator_refuses_real_unions() -> None:
 
         value: int | str = Field(description="either")
 
-    with pytest.raises(crdgen.SchemaRuleError, match="unions"):
-        crdgen.structural_schema(Bad, "bad")
+    with pytest.raises(crds.SchemaRuleError, match="unions"):
+        crds.structural_schema(Bad, "bad")
 
 
 def test_models_accept_what_the_schema_accepts() -> None:
