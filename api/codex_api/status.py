@@ -13,6 +13,7 @@ does not parse is left unset rather than failing the whole read.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -35,17 +36,22 @@ def _model_of(annotation: Any) -> type[KubeModel] | None:
     return None
 
 
+@cache
+def _fields(model: type[BaseModel]) -> dict[str, type[KubeModel] | None]:
+    """Wire key -> nested model (or None) of every field of ``model``; computed once per model."""
+    return {(field.alias or name): _model_of(field.annotation) for name, field in model.model_fields.items()}
+
+
 def _known(model: type[BaseModel], data: Any) -> Any:
     """``data`` without the keys ``model`` does not declare, recursively."""
     if not isinstance(data, Mapping):
         return data
+    fields = _fields(model)
     out: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        key = field.alias or name
-        if key not in data and name not in data:
+    for key, value in data.items():
+        if key not in fields:
             continue
-        value = data[key] if key in data else data[name]
-        inner = _model_of(field.annotation)
+        inner = fields[key]
         if inner is not None:
             value = [_known(inner, v) for v in value] if isinstance(value, list) else _known(inner, value)
         out[key] = value
@@ -53,12 +59,17 @@ def _known(model: type[BaseModel], data: Any) -> Any:
 
 
 def _read(model: type[M], obj: Mapping[str, Any] | None) -> M:
-    raw = _known(model, (obj or {}).get("status") or {})
-    try:
+    raw = (obj or {}).get("status") or {}
+    try:  # what the API server stored normally matches the model as it is
         return model.model_validate(raw)
+    except ValidationError:
+        pass
+    known = _known(model, raw)
+    try:
+        return model.model_validate(known)
     except ValidationError as err:
         bad = {e["loc"][0] for e in err.errors() if e.get("loc")}
-        return model.model_validate({k: v for k, v in raw.items() if k not in bad})
+        return model.model_validate({k: v for k, v in known.items() if k not in bad})
 
 
 def session_status(obj: Mapping[str, Any] | None) -> CodexSessionStatus:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -22,6 +23,7 @@ from codex_api.session import (
     MAX_PROMPT,
     TERMINAL_PHASES,
     CodexSessionSpec,
+    CodexSessionStatus,
     Mode,
     ReasoningEffort,
     Verbosity,
@@ -123,11 +125,12 @@ def owner(obj: dict[str, Any]) -> str | None:
     return (obj.get("spec") or {}).get("requestedBy")
 
 
-def conversation_of(obj: dict[str, Any]) -> str:
+def conversation_of(obj: dict[str, Any], status: CodexSessionStatus | None = None) -> str:
     """The conversation a session belongs to: its status, else its label, else itself."""
     meta = obj.get("metadata") or {}
+    status = status if status is not None else session_status(obj)
     return (
-        session_status(obj).conversation_id
+        status.conversation_id
         or (meta.get("labels") or {}).get(names.LABEL_CONVERSATION)
         or meta["name"]
     )
@@ -263,9 +266,9 @@ class WallBounceOut(BaseModel):
 
 
 class TimingsOut(BaseModel):
-    queued_at: str | None = None
-    started_at: str | None = None
-    completed_at: str | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
     duration_seconds: float | None = None
 
 
@@ -359,11 +362,11 @@ def session_result(obj: dict[str, Any]) -> SessionResult:
 
     def out(model: type[BaseModel], value: BaseModel | None) -> Any:
         # The status models and the *Out models share their snake_case field names.
-        return model.model_validate(value.model_dump(mode="json")) if value else None
+        return model.model_validate(value, from_attributes=True) if value else None
 
     return SessionResult(
         session_id=name,
-        conversation_id=conversation_of(obj),
+        conversation_id=conversation_of(obj, status),
         thread_id=status.thread_id,
         phase=phase,
         done=phase in TERMINAL_PHASES,
