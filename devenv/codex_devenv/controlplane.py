@@ -94,8 +94,22 @@ class ControlPlane:
         path.chmod(0o600)
         return path
 
-    def kubeconfig_text(self, *, user: str, token: str) -> str:
+    def cert_kubeconfig(self, path: Path, *, user: str, cert: Path, key: Path) -> Path:
+        """A kubeconfig at `path` that authenticates with a client certificate (node components)."""
+        path.write_text(
+            self.kubeconfig_text(
+                user=user, credentials={"client-certificate": str(cert), "client-key": str(key)}
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    def kubeconfig_text(
+        self, *, user: str, token: str | None = None, credentials: dict[str, str] | None = None
+    ) -> str:
         assert self.certs is not None
+        assert (token is None) != (credentials is None), "a token or client credentials"
+        auth: dict[str, str] = credentials if credentials is not None else {"token": str(token)}
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -105,7 +119,7 @@ class ControlPlane:
                     "cluster": {"server": self.server, "certificate-authority": str(self.certs.ca_cert)},
                 }
             ],
-            "users": [{"name": user, "user": {"token": token}}],
+            "users": [{"name": user, "user": auth}],
             "contexts": [{"name": user, "context": {"cluster": "codex-test", "user": user}}],
             "current-context": user,
         }

@@ -16,7 +16,9 @@ static busybox) for test pods. Pods must use `imagePullPolicy: Never`.
 
 Networking: CNI bridge on `cxbr0`, 10.244.77.0/24, no gateway, no default
 route in pods, no NAT (see hack/node/setup-host.sh, which prepares the host
-once). Pod DNS is not provided.
+once). Pods route the Service range via the bridge's address, where the
+ClusterNetwork (kube-proxy + CoreDNS, codex_devenv.cluster_network) gives them
+Services and cluster DNS.
 
 Credentials, all from the harness CA:
   * the kubelet's client certificate: CN=system:node:<name>, O=system:nodes
@@ -55,6 +57,8 @@ import yaml
 
 from .assets import BUILD_SCRIPT, REPO_ROOT, read_env_file
 from .certs import CertBundle
+from .cluster_network import CLUSTER_DNS_IP, CLUSTER_DOMAIN, SERVICE_CIDR, ClusterNetwork
+from .cluster_network import problems as cluster_network_problems
 from .controlplane import APISERVER_KUBELET_CLIENT, ControlPlane
 from .process import ManagedProcess, free_port, wait_for
 
@@ -325,6 +329,7 @@ class TestNode:
         taints: Sequence[dict[str, str]] = (TEST_NODE_TAINT,),
         max_pods: int = 30,
         containerd_root: Path | None = None,
+        cluster_network: bool = True,
     ) -> None:
         env = node_env()
         self.work_dir = work_dir
@@ -336,6 +341,10 @@ class TestNode:
         self.subnet = env["NODE_SUBNET"]
         self.host_if = env["NODE_HOST_IF"]
         self.node_ip = env["NODE_IP"]
+        self.bridge_ip = env["NODE_BRIDGE_ADDR"].split("/")[0]
+        # Services and cluster DNS (kube-proxy + CoreDNS, codex_devenv.cluster_network).
+        self.with_cluster_network = cluster_network
+        self.cluster_network: ClusterNetwork | None = None
         # containerd's root (images, snapshots). Per node by default; pass a
         # persistent path to keep imported images across runs.
         self.containerd_root = containerd_root or work_dir / "containerd-root"
@@ -368,6 +377,10 @@ class TestNode:
         problems = host_problems(self.bin_dir)
         if problems:
             raise RuntimeError("host cannot run the test node: " + "; ".join(problems))
+        if self.with_cluster_network:
+            problems = cluster_network_problems(self.bin_dir, self.bridge)
+            if problems:
+                raise RuntimeError("host cannot run the cluster network: " + "; ".join(problems))
         self.control_plane = control_plane
         t0 = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -380,11 +393,23 @@ class TestNode:
         self._grant_apiserver_access()
         self._start_kubelet()
         wait_for(self._node_ready, timeout=timeout, what=f"node {self.name} Ready", interval=0.25)
+        if self.with_cluster_network:
+            self.cluster_network = ClusterNetwork(
+                control_plane,
+                self.work_dir / "cluster-network",
+                bin_dir=self.bin_dir,
+                node_name=self.name,
+                pod_subnet=self.subnet,
+                bridge_ip=self.bridge_ip,
+            ).start()
         self.timings.node_ready = time.monotonic() - t0
         return self
 
     def stop(self) -> None:
         """Stop every pod sandbox (CNI teardown included), the kubelet and containerd."""
+        if self.cluster_network is not None:
+            self.cluster_network.stop()
+            self.cluster_network = None
         kubelet = next((p for p in self.processes if p.name == "kubelet"), None)
         if kubelet:
             kubelet.stop()
@@ -404,6 +429,8 @@ class TestNode:
     def check_alive(self) -> None:
         for proc in self.processes:
             proc.check_alive()
+        if self.cluster_network is not None:
+            self.cluster_network.check_alive()
 
     # -- images ---------------------------------------------------------------------------
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -505,7 +532,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 {
                     "type": "bridge",
                     "bridge": self.bridge,
-                    # No gateway and no routes: a pod reaches only its own subnet.
+                    # No gateway, no default route: a pod reaches its own subnet and,
+                    # through the bridge's address, the Service range (kube-proxy).
                     "isGateway": False,
                     "isDefaultGateway": False,
                     "ipMasq": False,
@@ -513,7 +541,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": self.subnet, "rangeStart": self._range_start()}]],
-                        "routes": [],
+                        "routes": [{"dst": SERVICE_CIDR, "gw": self.bridge_ip}],
                         # Shared by every node on this host (host-local locks it), so
                         # two nodes on the same bridge never hand out one address twice.
                         "dataDir": str(IPAM_DIR),
@@ -551,34 +579,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _kubelet_kubeconfig(self, creds: dict[str, Path]) -> Path:
         assert self.control_plane is not None
-        doc = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "codex-test",
-                    "cluster": {
-                        "server": self.control_plane.server,
-                        "certificate-authority": str(creds["ca"]),
-                    },
-                }
-            ],
-            "users": [
-                {
-                    "name": "kubelet",
-                    "user": {
-                        "client-certificate": str(creds["client_crt"]),
-                        "client-key": str(creds["client_key"]),
-                    },
-                }
-            ],
-            "contexts": [{"name": "kubelet", "context": {"cluster": "codex-test", "user": "kubelet"}}],
-            "current-context": "kubelet",
-        }
-        path = self.work_dir / "kubelet.kubeconfig"
-        path.write_text(yaml.safe_dump(doc))
-        path.chmod(0o600)
-        return path
+        return self.control_plane.cert_kubeconfig(
+            self.work_dir / "kubelet.kubeconfig",
+            user="kubelet",
+            cert=creds["client_crt"],
+            key=creds["client_key"],
+        )
 
     def _kubelet_config(self, creds: dict[str, Path]) -> Path:
         config = {
@@ -610,7 +616,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "maxPods": self.max_pods,
             "podLogsDir": str(self.work_dir / "pod-logs"),
             "resolvConf": "",
-            "clusterDomain": "cluster.local",
+            "clusterDomain": CLUSTER_DOMAIN,
+            "clusterDNS": [CLUSTER_DNS_IP] if self.with_cluster_network else [],
             "staticPodPath": "",
             "rotateCertificates": False,
             "serverTLSBootstrap": False,

@@ -129,11 +129,7 @@ def conversation_of(obj: dict[str, Any], status: CodexSessionStatus | None = Non
     """The conversation a session belongs to: its status, else its label, else itself."""
     meta = obj.get("metadata") or {}
     status = status if status is not None else session_status(obj)
-    return (
-        status.conversation_id
-        or (meta.get("labels") or {}).get(names.LABEL_CONVERSATION)
-        or meta["name"]
-    )
+    return status.conversation_id or (meta.get("labels") or {}).get(names.LABEL_CONVERSATION) or meta["name"]
 
 
 def latest_turn(turns: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -18,8 +18,8 @@
 #      kubelet's node IP (kubelet refuses loopback; pods have no route to it).
 #   3. crictl (sigs.k8s.io/cri-tools) from the Go module proxy into the cache,
 #      used to tear pod sandboxes down cleanly (CNI included) on stop.
-#   4. kubelet, built into the control-plane cache by
-#      EXTRA_K8S_BINARIES=kubelet hack/build-control-plane.sh.
+#   4. kubelet and kube-proxy, built into the control-plane cache by
+#      EXTRA_K8S_BINARIES="kubelet kube-proxy" hack/build-control-plane.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -80,8 +80,16 @@ if [[ $check_only -eq 0 ]]; then
   has_addr "$NODE_HOST_IF" "$NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_HOST_IF"
   ip link set "$NODE_HOST_IF" up
 fi
+# A Service between two pods is DNATed by kube-proxy and routed back out of the
+# bridge: forwarding on for packets that come in on the bridge only (IPv4
+# forwarding is decided by the incoming interface), off for every other one.
+if [[ $check_only -eq 0 ]]; then
+  sysctl -qw "net.ipv4.conf.$NODE_BRIDGE.forwarding=1"
+elif [[ "$(cat "/proc/sys/net/ipv4/conf/$NODE_BRIDGE/forwarding" 2>/dev/null)" != 1 ]]; then
+  need "forwarding on $NODE_BRIDGE"
+fi
 # Nothing from the pod bridge may leave through another interface, whatever
-# ip_forward says; pod-to-pod traffic stays on the bridge (in == out).
+# forwarding says; pod-to-pod traffic stays on the bridge (in == out).
 fw_rule=(FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j DROP)
 fw_rule_in=(FORWARD ! -i "$NODE_BRIDGE" -o "$NODE_BRIDGE" -j DROP)
 for r in fw_rule fw_rule_in; do
@@ -107,9 +115,11 @@ fi
 # 4. kubelet ------------------------------------------------------------------------
 if [[ $check_only -eq 1 ]]; then
   bin_dir=$(bash "$here/../build-control-plane.sh" --print-dir)
-  [[ -x "$bin_dir/kubelet" ]] || need "kubelet in $bin_dir (EXTRA_K8S_BINARIES=kubelet hack/build-control-plane.sh)"
+  for b in kubelet kube-proxy; do
+    [[ -x "$bin_dir/$b" ]] || need "$b in $bin_dir (EXTRA_K8S_BINARIES='kubelet kube-proxy' hack/build-control-plane.sh)"
+  done
 else
-  EXTRA_K8S_BINARIES=kubelet bash "$here/../build-control-plane.sh" >/dev/null
+  EXTRA_K8S_BINARIES="kubelet kube-proxy" bash "$here/../build-control-plane.sh" >/dev/null
 fi
 
 if [[ $missing -eq 1 ]]; then exit 1; fi
