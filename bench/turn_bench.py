@@ -36,6 +36,7 @@ from kubernetes import client, config, watch
 from codex_api import names
 from codex_devenv import fake_model as fm
 from codex_devenv.assets import REPO_ROOT, ensure_binaries
+from codex_devenv.cluster_network import api_server_address
 from codex_devenv.codex_cli import run_exec, write_codex_home
 from codex_devenv.controlplane import ControlPlane
 from codex_devenv.gateway_process import GatewayProcess, bind_gateway, gateway_kubeconfig, start_gateway
@@ -198,7 +199,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="codex-turn-bench-"))
-    cp = ControlPlane(work / "cp", ensure_binaries()).start()
+    cp = ControlPlane(work / "cp", ensure_binaries(), address=api_server_address()).start()
     node: TestNode | None = None
     model = None
     op = None

@@ -30,9 +30,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     from codex_devenv.assets import ensure_binaries
+    from codex_devenv.cluster_network import api_server_address
     from codex_devenv.controlplane import ControlPlane
 
-    cp = ControlPlane(tmp_path_factory.mktemp("control-plane"), ensure_binaries())
+    # On the pod bridge when the host has one: pods reach the API server as in a real cluster.
+    cp = ControlPlane(
+        tmp_path_factory.mktemp("control-plane"), ensure_binaries(), address=api_server_address()
+    )
     try:
         cp.start()
         cp.install_crds(REPO_ROOT / "crds")

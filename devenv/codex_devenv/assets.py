@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+NODE_ENV = REPO_ROOT / "hack" / "node" / "node.env"  # the test node's host resources
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")

@@ -69,7 +69,18 @@ class CertBundle:
         return crt, key
 
 
-def make_certs(out_dir: Path) -> CertBundle:
+KUBERNETES_SERVICE_IP = "10.96.0.1"  # the first address of --service-cluster-ip-range
+KUBERNETES_SERVICE_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+def make_certs(out_dir: Path, *, address: str = "127.0.0.1") -> CertBundle:
+    """The CA, the service-account keys and the API server's serving certificate
+    (valid for 127.0.0.1, `address`, the `kubernetes` Service's IP and names)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = out_dir / "ca.key", out_dir / "ca.crt"
     _openssl(
@@ -91,5 +102,8 @@ def make_certs(out_dir: Path) -> CertBundle:
     _openssl("genrsa", "-out", str(sa_key), "2048")
     _openssl("rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub))
     bundle = CertBundle(ca_cert, ca_key, out_dir / "apiserver.crt", out_dir / "apiserver.key", sa_key, sa_pub)
-    bundle.issue(out_dir, "apiserver", "IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc")
+    # The names and the Service IP a pod uses for the API server, as in a real cluster.
+    sans = [f"IP:{ip}" for ip in dict.fromkeys(("127.0.0.1", address, KUBERNETES_SERVICE_IP))]
+    sans += [f"DNS:{name}" for name in ("localhost", *KUBERNETES_SERVICE_NAMES)]
+    bundle.issue(out_dir, "apiserver", ",".join(sans))
     return bundle

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .assets import REPO_ROOT, ensure_binaries, pinned_versions
+from .cluster_network import api_server_address
 from .controlplane import APPROVERS_GROUP, ControlPlane
 from .process import free_port
 from .redis_server import RedisServer
@@ -486,7 +487,7 @@ def up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    cp = ControlPlane(work_dir / "control-plane", ensure_binaries())
+    cp = ControlPlane(work_dir / "control-plane", ensure_binaries(), address=api_server_address())
     redis: RedisServer | None = None
     stack = contextlib.ExitStack()
     summary: list[str] = []

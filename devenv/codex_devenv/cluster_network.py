@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from .assets import REPO_ROOT
+from .assets import NODE_ENV, REPO_ROOT, read_env_file
 from .controlplane import ControlPlane
 from .process import ManagedProcess, free_port, wait_for
 
@@ -46,6 +46,20 @@ DNS_SERVICE = "kube-dns"
 COREDNS_USER = "codex-test:coredns"
 KUBE_PROXY_USER = "system:kube-proxy"
 BUILD_COREDNS = REPO_ROOT / "hack" / "build-coredns.sh"
+
+
+def api_server_address() -> str:
+    """Where the API server should listen: on the test node's pod bridge when this
+    host has one (pods reach it as in a real cluster), else on 127.0.0.1."""
+    env = read_env_file(NODE_ENV)
+    bridge, address = env["NODE_BRIDGE"], env["NODE_BRIDGE_ADDR"]
+    try:
+        shown = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "127.0.0.1"
+    return address.split("/")[0] if f"inet {address} " in shown else "127.0.0.1"
 
 
 def coredns_path() -> Path:

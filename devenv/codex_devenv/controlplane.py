@@ -1,5 +1,12 @@
-"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver,
+"""A real Kubernetes control plane: etcd, kube-apiserver,
 kube-controller-manager and kube-scheduler, started from the cached binaries.
+
+The API server listens on 127.0.0.1, or on the test node's pod bridge
+(`address=`, codex_devenv.cluster_network.api_server_address()) when pods
+must reach it as in a real cluster: it then advertises that address and keeps
+the `kubernetes` Service's endpoints (lease reconciler), so 10.96.0.1 leads
+to it through kube-proxy. Either way it never listens on an interface that
+leaves the machine; etcd and the other components stay on 127.0.0.1.
 
 Authentication is a static token file: an admin in system:masters plus a few
 ordinary users, so tests can act as distinct people (a requester, approvers,
@@ -54,8 +61,10 @@ class ControlPlane:
         users: dict[str, User] | None = None,
         *,
         run_scheduler: bool = True,
+        address: str = "127.0.0.1",
     ) -> None:
         self.run_scheduler = run_scheduler
+        self.address = address
         self.work_dir = work_dir
         self.bin_dir = bin_dir
         self.users = users or default_users()
@@ -70,7 +79,7 @@ class ControlPlane:
     # -- addresses and credentials -------------------------------------------------
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def logs_dir(self) -> Path:
@@ -144,7 +153,7 @@ class ControlPlane:
     # -- lifecycle -----------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> ControlPlane:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.certs = certs = make_certs(self.work_dir / "pki")
+        self.certs = certs = make_certs(self.work_dir / "pki", address=self.address)
         tokens = self.work_dir / "tokens.csv"
         tokens.write_text(
             "".join(f'{u.token},{u.name},{u.name},"{",".join(u.groups)}"\n' for u in self.users.values())
@@ -164,8 +173,8 @@ class ControlPlane:
             f"--kubelet-certificate-authority={certs.ca_cert}",
             "--kubelet-preferred-address-types=InternalIP",
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={self.api_port}",
             f"--tls-cert-file={certs.serving_cert}",
             f"--tls-private-key-file={certs.serving_key}",
@@ -176,7 +185,9 @@ class ControlPlane:
             f"--service-account-key-file={certs.sa_pub}",
             f"--service-account-signing-key-file={certs.sa_key}",
             "--service-cluster-ip-range=10.96.0.0/16",
-            "--endpoint-reconciler-type=none",
+            # An EndpointSlice refuses a loopback address: on 127.0.0.1 the
+            # `kubernetes` Service has no endpoints at all.
+            f"--endpoint-reconciler-type={'none' if self.address == '127.0.0.1' else 'lease'}",
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--profiling=false",

@@ -55,14 +55,13 @@ from typing import Any
 
 import yaml
 
-from .assets import BUILD_SCRIPT, REPO_ROOT, read_env_file
+from .assets import BUILD_SCRIPT, NODE_ENV, REPO_ROOT, read_env_file
 from .certs import CertBundle
 from .cluster_network import CLUSTER_DNS_IP, CLUSTER_DOMAIN, SERVICE_CIDR, ClusterNetwork
 from .cluster_network import problems as cluster_network_problems
 from .controlplane import APISERVER_KUBELET_CLIENT, ControlPlane
 from .process import ManagedProcess, free_port, wait_for
 
-NODE_ENV = REPO_ROOT / "hack" / "node" / "node.env"
 SETUP_SCRIPT = REPO_ROOT / "hack" / "node" / "setup-host.sh"
 
 PAUSE_IMAGE = "codex.local/pause:3.10"

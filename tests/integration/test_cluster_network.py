@@ -157,3 +157,32 @@ def test_node_ports_open_only_on_the_pod_bridge(node_cluster: Any, node_ns: str)
     jumps = [line for line in nat.splitlines() if "-j KUBE-NODEPORTS" in line]
     assert jumps, "kube-proxy wrote no NodePort rules"
     assert all(f"-d {node.bridge_ip}/32" in line for line in jumps), jumps
+
+
+def test_pods_reach_the_api_server_through_the_kubernetes_service(node_cluster: Any, node_ns: str) -> None:
+    """As in a real cluster: 10.96.0.1:443 leads to the API server (here on the
+    pod bridge). The positive control for every "the API server is unreachable
+    from a runner" check: without it, a server nothing can reach would pass."""
+    cp, node, _ = node_cluster
+    assert cp.address == node.bridge_ip, "the session's API server listens on the pod bridge"
+    slices = json.loads(
+        cp.kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            "default",
+            "-l",
+            "kubernetes.io/service-name=kubernetes",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    assert [e["addresses"] for s in slices for e in s["endpoints"]] == [[node.bridge_ip]]
+    logs = _run(
+        cp,
+        node_ns,
+        "api-client",
+        "nslookup kubernetes.default.svc.cluster.local; "
+        "nc -w 3 10.96.0.1 443 </dev/null && echo API-CONNECTED || echo api-refused",
+    )
+    assert "10.96.0.1" in logs and "API-CONNECTED" in logs, logs
