@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
-from codex_api import approval, names, session
+import codex_api.approval as approval
+import codex_api.names as names
+import codex_api.session as session
 from codex_api.common import GROUP, VERSION
 
 from ..assets import REPO_ROOT

@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from codex_api import approval, session
+import codex_api.approval as approval
+import codex_api.session as session
 from codex_api.common import GROUP, VERSION
 
 from ..assets import REPO_ROOT
