@@ -182,6 +182,14 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Risk", "type": "string", "jsonPath": ".spec.riskLevel", "description": "Risk level."},
     {"name": "Requester", "type": "string", "jsonPath": ".spec.requestedBy", "description": "Who asked."},
     {"name": "Decided-By", "type": "string", "jsonPath": ".status.decidedBy", "description": "Who decided."},
-    {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt", "priority": 1},
+    # A string, not a date: kubectl renders a date column as an age, "<invalid>" for the future.
+    {
+        "name": "Expires",
+        "type": "string",
+        "format": "date-time",
+        "jsonPath": ".spec.expiresAt",
+        "priority": 1,
+        "description": "When an undecided request counts as denied.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

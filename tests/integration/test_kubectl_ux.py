@@ -7,6 +7,7 @@ from typing import Any
 
 from kubernetes import client
 
+from codex_api import binding
 from codex_api.common import GROUP, VERSION
 
 
@@ -64,3 +65,35 @@ def test_explain_says_where_the_binding_is_checked(control_plane: Any) -> None:
     assert "sha256 of the session's spec" in digest and "kubectl codex describe" in digest
     uid = control_plane.kubectl("explain", "cxar.spec.sessionUid").stdout
     assert "never for a later session of the same name" in uid
+
+
+def test_get_cxar_wide_prints_when_a_request_expires(
+    control_plane: Any, kube_client: Any, namespace: str
+) -> None:
+    """A future expiry as a timestamp: a `date` column would print `<invalid>`."""
+    expires = "2099-01-01T00:00:00Z"
+    client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "approvalrequests",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ApprovalRequest",
+            "metadata": {"name": "demo-approval"},
+            "spec": {
+                "sessionRef": "demo",
+                "sessionUid": "00000000-0000-0000-0000-000000000001",
+                "specDigest": binding.spec_digest({"prompt": "hello"}),
+                "toolName": "codex",
+                "operation": "codex exec in an isolated runner pod",
+                "riskLevel": "medium",
+                "requestedBy": "carol",
+                "expiresAt": expires,
+            },
+        },
+    )
+    wide = control_plane.kubectl("get", "cxar", "demo-approval", "-n", namespace, "-o", "wide").stdout
+    header, row = wide.splitlines()[:2]
+    assert "EXPIRES" in header.split()
+    assert expires in row.split() and "<invalid>" not in row
