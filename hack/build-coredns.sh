@@ -32,7 +32,7 @@ start=$(date +%s)
 work=$(mktemp -d "$cache_root/build-coredns.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-log "building coredns $COREDNS_VERSION from the Go module proxy (cold: about 2 minutes on 2 cores)"
+log "building coredns $COREDNS_VERSION from the Go module proxy (cold: about 1.5 minutes on 2 cores)"
 # bind is here because the harness's Corefile pins CoreDNS to the bridge
 # address. The list is in plugin.cfg's order: setting Directives replaces
 # CoreDNS's generated list, and that order decides which plugin sees a query

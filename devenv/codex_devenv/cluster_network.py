@@ -132,13 +132,8 @@ class ClusterNetwork:
 
     # -- kube-proxy -----------------------------------------------------------------
     def _start_kube_proxy(self) -> None:
-        cp = self.control_plane
-        assert cp.certs is not None
-        crt, key = cp.certs.issue(
-            self.work_dir, "kube-proxy", None, subject=f"/CN={KUBE_PROXY_USER}", usage="clientAuth"
-        )
-        kubeconfig = cp.cert_kubeconfig(
-            self.work_dir / "kube-proxy.kubeconfig", user="kube-proxy", cert=crt, key=key
+        kubeconfig = self.control_plane.component_kubeconfig(
+            self.work_dir, "kube-proxy", user=KUBE_PROXY_USER
         )
         self.healthz_port, self.metrics_port = free_port(), free_port()
         config = {
@@ -164,14 +159,7 @@ class ClusterNetwork:
 
     # -- CoreDNS --------------------------------------------------------------------
     def _start_coredns(self) -> None:
-        cp = self.control_plane
-        assert cp.certs is not None
-        crt, key = cp.certs.issue(
-            self.work_dir, "coredns", None, subject=f"/CN={COREDNS_USER}", usage="clientAuth"
-        )
-        kubeconfig = cp.cert_kubeconfig(
-            self.work_dir / "coredns.kubeconfig", user="coredns", cert=crt, key=key
-        )
+        kubeconfig = self.control_plane.component_kubeconfig(self.work_dir, "coredns", user=COREDNS_USER)
         self.dns_health_port, self.dns_ready_port = free_port(), free_port()
         corefile = self.work_dir / "Corefile"
         corefile.write_text(

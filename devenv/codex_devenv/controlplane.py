@@ -103,6 +103,13 @@ class ControlPlane:
         path.chmod(0o600)
         return path
 
+    def component_kubeconfig(self, out_dir: Path, name: str, *, user: str) -> Path:
+        """`out_dir/<name>.kubeconfig` for a node component that authenticates as
+        `user` with a client certificate of the harness CA (issued next to it)."""
+        assert self.certs is not None
+        cert, key = self.certs.issue(out_dir, name, None, subject=f"/CN={user}", usage="clientAuth")
+        return self.cert_kubeconfig(out_dir / f"{name}.kubeconfig", user=name, cert=cert, key=key)
+
     def cert_kubeconfig(self, path: Path, *, user: str, cert: Path, key: Path) -> Path:
         """A kubeconfig at `path` that authenticates with a client certificate (node components)."""
         path.write_text(

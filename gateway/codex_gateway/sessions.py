@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from codex_api import names
 from codex_api.common import API_VERSION, DNS1123_SUBDOMAIN, MAX_SESSION_NAME, SandboxLevel
@@ -261,10 +261,18 @@ class WallBounceOut(BaseModel):
     confidence_score: float | None = None
 
 
+def _rfc3339(value: Any) -> Any:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(value, datetime) else value
+
+
+# As the API server writes it, so a result is plain JSON wherever it is dumped.
+Timestamp = Annotated[str | None, BeforeValidator(_rfc3339)]
+
+
 class TimingsOut(BaseModel):
-    queued_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
+    queued_at: Timestamp = None
+    started_at: Timestamp = None
+    completed_at: Timestamp = None
     duration_seconds: float | None = None
 
 

@@ -62,6 +62,16 @@ def test_active_sessions_keeps_the_non_terminal_ones_oldest_first() -> None:
     assert active_sessions("alice", [])["sessions"] == []
 
 
+def test_active_sessions_with_timings_is_plain_json() -> None:
+    """Typed status holds datetimes: the resource must still be JSON, timestamps as written."""
+    running = _session("cx-run", "Running")
+    running["status"]["timings"] = {"queuedAt": "2026-01-01T00:00:01Z", "startedAt": "2026-01-01T00:00:02Z"}
+    out = active_sessions("alice", [running])
+    (row,) = out["sessions"]
+    assert (row["queued_at"], row["started_at"]) == ("2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z")
+    assert json.loads(json.dumps(out)) == out
+
+
 def test_current_config_is_the_redacted_config() -> None:
     out = current_config(CONFIG, "ns", 20.0)
     assert out["config"]["codex"]["model"] == "gpt-test"
