@@ -1,6 +1,7 @@
 """Services and cluster DNS for the test node, as a real cluster has them.
 
-`ClusterNetwork(node).start()` runs, on this host, next to the kubelet:
+`ClusterNetwork(control_plane, work_dir, node_name=..., ...).start()` gives the
+node (TestNode.start does it):
 
 * **kube-proxy** (the control plane's Kubernetes version, built into the same
   cache by hack/build-control-plane.sh) in iptables mode, authenticated as
@@ -12,23 +13,27 @@
   machine. NodePorts open only on the bridge address, never on another
   interface of the host.
 * **CoreDNS** (hack/build-coredns.sh: a build from its Go module with only the
-  plugins a cluster resolver needs), serving `cluster.local` from the
-  control plane's Services and EndpointSlices with its `kubernetes` plugin.
-  It listens on the bridge's address; the `kube-dns` Service in
-  `kube-system` (CLUSTER_DNS_IP, the kubelet's clusterDNS) points at it
-  through an EndpointSlice of its own. There is no upstream resolver: a name
-  outside the cluster does not resolve (pods have no way off the machine).
+  plugins a cluster resolver needs, in an image of that one binary), run as a
+  cluster runs it: a Deployment in `kube-system` behind the `kube-dns`
+  Service (CLUSTER_DNS_IP, the kubelet's clusterDNS), reading Services and
+  EndpointSlices through its ServiceAccount and the `kubernetes` Service (the
+  API server listens on the pod bridge, ControlPlane(address=...)). So a
+  runner's NetworkPolicy rule "DNS to kube-system pods" means what it says.
+  There is no upstream resolver: a name outside the cluster does not resolve
+  (pods have no way off the machine).
 
-Both are host processes, like the kubelet: one kube-proxy per host (it owns
-the host's KUBE-* chains), so the harness runs one ClusterNetwork at a time
-(the test node's lock) and `stop()` removes every rule it made
-(`kube-proxy --cleanup`).
+kube-proxy is a host process, like the kubelet: one per host (it owns the
+host's KUBE-* chains), so the harness runs one ClusterNetwork at a time (the
+test node's lock) and `stop()` removes every rule it made (`kube-proxy
+--cleanup`), as does the next `start()` after a killed harness.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,9 @@ CLUSTER_DNS_IP = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 DNS_NAMESPACE = "kube-system"
 DNS_SERVICE = "kube-dns"
-COREDNS_USER = "codex-test:coredns"
+COREDNS_ROLE = "codex-test:coredns"
+COREDNS_IMAGE = "codex.local/coredns:test"
+COREDNS_PORT, COREDNS_HEALTH_PORT, COREDNS_READY_PORT = 1053, 8080, 8181
 KUBE_PROXY_USER = "system:kube-proxy"
 BUILD_COREDNS = REPO_ROOT / "hack" / "build-coredns.sh"
 
@@ -96,6 +103,7 @@ class ClusterNetwork:
         node_name: str,
         pod_subnet: str,
         bridge_ip: str,
+        tolerations: Sequence[dict[str, str]] = (),
     ) -> None:
         self.control_plane = control_plane
         self.work_dir = work_dir
@@ -103,16 +111,16 @@ class ClusterNetwork:
         self.node_name = node_name
         self.pod_subnet = pod_subnet
         self.bridge_ip = bridge_ip
+        self.tolerations = list(tolerations)
         self.processes: list[ManagedProcess] = []
         self.proxy_config: Path | None = None
 
     # -- lifecycle ------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> ClusterNetwork:
+    def start(self, timeout: float = 90.0) -> ClusterNetwork:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._cleanup_rules()  # of a kube-proxy that a killed harness left behind
-        self._apply(self._dns_objects())
-        self._start_coredns()
         self._start_kube_proxy()
+        self._apply(self._dns_objects())
         wait_for(self._ready, timeout=timeout, what="kube-proxy and CoreDNS ready", interval=0.25)
         return self
 
@@ -158,18 +166,16 @@ class ClusterNetwork:
         )
 
     # -- CoreDNS --------------------------------------------------------------------
-    def _start_coredns(self) -> None:
-        kubeconfig = self.control_plane.component_kubeconfig(self.work_dir, "coredns", user=COREDNS_USER)
-        self.dns_health_port, self.dns_ready_port = free_port(), free_port()
-        corefile = self.work_dir / "Corefile"
-        corefile.write_text(
-            f""".:53 {{
-    bind {self.bridge_ip}
+    def _dns_objects(self) -> list[dict[str, Any]]:
+        """CoreDNS as a cluster runs it: a Deployment in kube-system behind the
+        kube-dns Service, reading Services through its ServiceAccount."""
+        labels = {"k8s-app": "kube-dns"}
+        meta = {"namespace": DNS_NAMESPACE, "labels": labels}
+        corefile = f""".:{COREDNS_PORT} {{
     errors
-    health 127.0.0.1:{self.dns_health_port}
-    ready 127.0.0.1:{self.dns_ready_port}
+    health :{COREDNS_HEALTH_PORT}
+    ready :{COREDNS_READY_PORT}
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig}
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl 5
@@ -177,20 +183,35 @@ class ClusterNetwork:
     cache 5
 }}
 """
-        )
-        self._spawn("coredns", [str(coredns_path()), "-conf", str(corefile)])
-
-    def _dns_objects(self) -> list[dict[str, Any]]:
-        """CoreDNS's read rights, and the kube-dns Service pointing at it (on the bridge address)."""
-        ports = [
-            {"name": "dns", "port": 53, "protocol": "UDP"},
-            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-        ]
+        container = {
+            "name": "coredns",
+            "image": COREDNS_IMAGE,
+            "imagePullPolicy": "Never",
+            "args": ["-conf", "/etc/coredns/Corefile"],
+            # An unprivileged port: no capability needed; the Service maps 53 to it.
+            "ports": [
+                {"name": "dns", "containerPort": COREDNS_PORT, "protocol": "UDP"},
+                {"name": "dns-tcp", "containerPort": COREDNS_PORT, "protocol": "TCP"},
+            ],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": COREDNS_READY_PORT}, "periodSeconds": 1},
+            "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
+        }
         return [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", **meta}},
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "ClusterRole",
-                "metadata": {"name": COREDNS_USER},
+                "metadata": {"name": COREDNS_ROLE},
                 "rules": [
                     {
                         "apiGroups": [""],
@@ -207,39 +228,58 @@ class ClusterNetwork:
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
                 "kind": "ClusterRoleBinding",
-                "metadata": {"name": COREDNS_USER},
+                "metadata": {"name": COREDNS_ROLE},
                 "roleRef": {
                     "apiGroup": "rbac.authorization.k8s.io",
                     "kind": "ClusterRole",
-                    "name": COREDNS_USER,
+                    "name": COREDNS_ROLE,
                 },
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": COREDNS_USER}],
+                "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": DNS_NAMESPACE}],
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "coredns", **meta},
+                "data": {"Corefile": corefile},
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "coredns", **meta},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "serviceAccountName": "coredns",
+                            # No upstream: names outside the cluster do not resolve.
+                            "dnsPolicy": "Default",
+                            "nodeSelector": {"kubernetes.io/hostname": self.node_name},
+                            "tolerations": self.tolerations,
+                            "terminationGracePeriodSeconds": 1,
+                            "containers": [container],
+                            "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
+                        },
+                    },
+                },
             },
             {
                 "apiVersion": "v1",
                 "kind": "Service",
                 "metadata": {
                     "name": DNS_SERVICE,
-                    "namespace": DNS_NAMESPACE,
-                    "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+                    **meta,
+                    "labels": {**labels, "kubernetes.io/name": "CoreDNS"},
                 },
-                # No selector: CoreDNS is a host process, its endpoint is written below.
-                "spec": {"clusterIP": CLUSTER_DNS_IP, "ports": ports},
-            },
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{DNS_SERVICE}-host",
-                    "namespace": DNS_NAMESPACE,
-                    "labels": {
-                        "kubernetes.io/service-name": DNS_SERVICE,
-                        "endpointslice.kubernetes.io/managed-by": "codex-devenv",
-                    },
+                "spec": {
+                    "clusterIP": CLUSTER_DNS_IP,
+                    "selector": labels,
+                    "ports": [
+                        {"name": "dns", "port": 53, "targetPort": COREDNS_PORT, "protocol": "UDP"},
+                        {"name": "dns-tcp", "port": 53, "targetPort": COREDNS_PORT, "protocol": "TCP"},
+                    ],
                 },
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [self.bridge_ip], "conditions": {"ready": True}}],
-                "ports": ports,
             },
         ]
 
@@ -260,17 +300,14 @@ class ClusterNetwork:
         self.processes.append(proc)
 
     def _ready(self) -> bool:
-        import urllib.request
-
         self.check_alive()
-        for url in (
-            f"http://127.0.0.1:{self.healthz_port}/healthz",
-            f"http://127.0.0.1:{self.dns_ready_port}/ready",
-        ):
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    if answer.status != 200:
-                        return False
-            except OSError:
-                return False
-        return True
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.healthz_port}/healthz", timeout=2) as answer:
+                if answer.status != 200:
+                    return False
+        except OSError:
+            return False
+        out = self.control_plane.kubectl(
+            "get", "deployment", "coredns", "-n", DNS_NAMESPACE, "-o", "json", check=False
+        )
+        return out.returncode == 0 and json.loads(out.stdout).get("status", {}).get("availableReplicas") == 1

@@ -57,7 +57,14 @@ import yaml
 
 from .assets import BUILD_SCRIPT, NODE_ENV, REPO_ROOT, read_env_file
 from .certs import CertBundle
-from .cluster_network import CLUSTER_DNS_IP, CLUSTER_DOMAIN, SERVICE_CIDR, ClusterNetwork
+from .cluster_network import (
+    CLUSTER_DNS_IP,
+    CLUSTER_DOMAIN,
+    COREDNS_IMAGE,
+    SERVICE_CIDR,
+    ClusterNetwork,
+    coredns_path,
+)
 from .cluster_network import problems as cluster_network_problems
 from .controlplane import APISERVER_KUBELET_CLIENT, ControlPlane
 from .process import ManagedProcess, free_port, wait_for
@@ -280,6 +287,16 @@ def build_pause_archive(out_dir: Path) -> Path:
     )
 
 
+def build_coredns_archive(out_dir: Path) -> Path:
+    """The cluster DNS image: the static CoreDNS binary of hack/build-coredns.sh, nothing else."""
+    return write_oci_archive(
+        out_dir / "coredns.oci.tar",
+        COREDNS_IMAGE,
+        {"coredns": coredns_path().read_bytes()},
+        {"Entrypoint": ["/coredns"], "User": "65532:65532"},
+    )
+
+
 def build_busybox_archive(out_dir: Path) -> Path:
     """A tiny image from Debian's static busybox: /bin/busybox and a symlink per applet."""
     busybox = Path("/bin/busybox")
@@ -400,6 +417,7 @@ class TestNode:
                 node_name=self.name,
                 pod_subnet=self.subnet,
                 bridge_ip=self.bridge_ip,
+                tolerations=[TEST_NODE_TOLERATION],
             ).start()
         self.timings.node_ready = time.monotonic() - t0
         return self
@@ -451,6 +469,8 @@ class TestNode:
         images_dir = self.work_dir / "images"
         self.import_image(build_pause_archive(images_dir))
         self.import_image(build_busybox_archive(images_dir))
+        if self.with_cluster_network:
+            self.import_image(build_coredns_archive(images_dir))
 
     def images(self) -> list[str]:
         return self.ctr("images", "ls", "-q").stdout.split()

@@ -60,7 +60,7 @@ def _service(name: str, selector: dict[str, str], port: int, target: int, **spec
 
 
 def test_pods_resolve_cluster_names_through_the_kube_dns_service(node_cluster: Any, node_ns: str) -> None:
-    cp, _, _ = node_cluster
+    cp, node, _ = node_cluster
     _create(cp, node_ns, _service("named", {"app": "nobody"}, 80, 8080))
     cluster_ip = json.loads(cp.kubectl("get", "svc", "named", "-n", node_ns, "-o", "json").stdout)["spec"][
         "clusterIP"
@@ -83,6 +83,21 @@ echo "routes: $(ip route | tr '\\n' ';')"
     )
     print(logs)
     assert f"nameserver {CLUSTER_DNS_IP}" in logs
+    # Answered by CoreDNS in a kube-system pod, as a runner's DNS egress rule expects.
+    slices = json.loads(
+        cp.kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            "kube-system",
+            "-l",
+            "kubernetes.io/service-name=kube-dns",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    dns_ips = [a for s in slices for e in s["endpoints"] for a in e["addresses"]]
+    assert dns_ips and all(ip.startswith(node.subnet.rsplit(".", 1)[0] + ".") for ip in dns_ips), dns_ips
     assert f"search {node_ns}.svc.cluster.local svc.cluster.local cluster.local" in logs
     short, full = logs.split("== short")[1].split("== full")
     full, api = full.split("== api")
