@@ -27,10 +27,11 @@ system-deps: ## Debian packages: redis-server, openssl
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl >/dev/null; \
 	fi
 
-node-host: ## host setup for the test node: containerd, runc, CNI bridge, kubelet, kube-proxy, CoreDNS (idempotent)
+node-host: ## host setup for the test node: containerd, runc, CNI bridge, kubelet, kube-proxy, CoreDNS, the NetworkPolicy engine (idempotent)
 	@bash hack/node/setup-host.sh
 	@EXTRA_K8S_BINARIES="kubelet kube-proxy" bash hack/build-control-plane.sh >/dev/null
 	@bash hack/build-coredns.sh >/dev/null
+	@bash hack/build-netpol.sh >/dev/null
 
 codex: ## install the pinned Codex CLI from npm (cached outside the checkout)
 	@bash hack/install-codex.sh >/dev/null

@@ -319,6 +319,8 @@ def _sessions_system(
         node = TestNode(work_dir / "node", cp.bin_dir, name="codex-dev-node", taints=())
         stack.callback(node.stop)
         node.start(cp)
+        if node.cluster_network_off:
+            print(f"[node] no Services or cluster DNS on {node.name}: {node.cluster_network_off}", flush=True)
         refs = load_into(node)
         kube_client = kube_config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
         volumes = LocalVolumeProvisioner(kube_client, work_dir / "volumes").start()

@@ -30,12 +30,14 @@ test node's lock) and `stop()` removes every rule it made (`kube-proxy
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -43,6 +45,7 @@ from .assets import NODE_ENV, REPO_ROOT, read_env_file
 from .controlplane import ControlPlane
 from .process import ManagedProcess, free_port, wait_for
 
+LOCK_PATH = Path("/run/codex-node/cluster-network.lock")  # one kube-proxy per host
 SERVICE_CIDR = "10.96.0.0/16"  # the control plane's --service-cluster-ip-range
 CLUSTER_DNS_IP = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
@@ -50,7 +53,7 @@ DNS_NAMESPACE = "kube-system"
 DNS_SERVICE = "kube-dns"
 COREDNS_ROLE = "codex-test:coredns"
 COREDNS_IMAGE = "codex.local/coredns:test"
-COREDNS_PORT, COREDNS_HEALTH_PORT, COREDNS_READY_PORT = 1053, 8080, 8181
+COREDNS_PORT, COREDNS_HEALTH_PORT, COREDNS_READY_PORT = 53, 8080, 8181
 KUBE_PROXY_USER = "system:kube-proxy"
 BUILD_COREDNS = REPO_ROOT / "hack" / "build-coredns.sh"
 
@@ -114,13 +117,41 @@ class ClusterNetwork:
         self.tolerations = list(tolerations)
         self.processes: list[ManagedProcess] = []
         self.proxy_config: Path | None = None
+        self._host_lock: TextIO | None = None
 
     # -- lifecycle ------------------------------------------------------------------
+    def claim_host(self) -> str | None:
+        """Take this host's one kube-proxy slot; None when taken, else why it is not.
+
+        Two kube-proxies on one host rewrite the same KUBE-* chains for two
+        control planes, and both map 10.96.0.1 and 10.96.0.10: each breaks the
+        other's Services. So a second node on the host (`make dev` while the
+        test suite's node runs) goes without Services and DNS, and says so."""
+        LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(LOCK_PATH, "a+")  # noqa: SIM115 -- held until stop()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            return f"another test node on this host runs kube-proxy ({holder})"
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"node {self.node_name}, pid {os.getpid()}\n")
+        handle.flush()
+        self._host_lock = handle
+        return None
+
     def start(self, timeout: float = 90.0) -> ClusterNetwork:
+        if self._host_lock is None:
+            refused = self.claim_host()
+            if refused:
+                raise RuntimeError(refused)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._cleanup_rules()  # of a kube-proxy that a killed harness left behind
         self._start_kube_proxy()
-        self._apply(self._dns_objects())
+        self.control_plane.apply(self._dns_objects())
         wait_for(self._ready, timeout=timeout, what="kube-proxy and CoreDNS ready", interval=0.25)
         return self
 
@@ -129,7 +160,10 @@ class ClusterNetwork:
             proc.stop()
         self.processes.clear()
         # Leave the host's netfilter as it was: no Service rule outlives the node.
-        self._cleanup_rules()
+        if self._host_lock is not None:
+            self._cleanup_rules()
+            self._host_lock.close()
+            self._host_lock = None
 
     def _cleanup_rules(self) -> None:
         subprocess.run([str(self.bin_dir / "kube-proxy"), "--cleanup"], capture_output=True, timeout=60)
@@ -188,7 +222,8 @@ class ClusterNetwork:
             "image": COREDNS_IMAGE,
             "imagePullPolicy": "Never",
             "args": ["-conf", "/etc/coredns/Corefile"],
-            # An unprivileged port: no capability needed; the Service maps 53 to it.
+            # Port 53 in the pod, as in a real cluster: a NetworkPolicy's port is
+            # the pod's (after the Service's DNAT), and runner policies allow 53.
             "ports": [
                 {"name": "dns", "containerPort": COREDNS_PORT, "protocol": "UDP"},
                 {"name": "dns-tcp", "containerPort": COREDNS_PORT, "protocol": "TCP"},
@@ -258,6 +293,10 @@ class ClusterNetwork:
                             "nodeSelector": {"kubernetes.io/hostname": self.node_name},
                             "tolerations": self.tolerations,
                             "terminationGracePeriodSeconds": 1,
+                            # 53 without a capability: a namespaced, "safe" sysctl.
+                            "securityContext": {
+                                "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}]
+                            },
                             "containers": [container],
                             "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
                         },
@@ -284,16 +323,6 @@ class ClusterNetwork:
         ]
 
     # -- helpers --------------------------------------------------------------------
-    def _apply(self, docs: list[dict[str, Any]]) -> None:
-        self.control_plane.kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=codex-devenv",
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
-        )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         proc = ManagedProcess(name, argv, self.work_dir / "logs" / f"{name}.log").start()

@@ -24,6 +24,7 @@ import subprocess
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -151,6 +152,18 @@ class ControlPlane:
             text=True,
             input=input,
             timeout=120,
+        )
+
+    def apply(self, docs: list[dict[str, Any]], field_manager: str = "codex-devenv") -> None:
+        """Server-side apply of `docs` as admin (the harness's own objects)."""
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            f"--field-manager={field_manager}",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
         )
 
     def version(self) -> str:

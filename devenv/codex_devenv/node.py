@@ -361,6 +361,7 @@ class TestNode:
         # Services and cluster DNS (kube-proxy + CoreDNS, codex_devenv.cluster_network).
         self.with_cluster_network = cluster_network
         self.cluster_network: ClusterNetwork | None = None
+        self.cluster_network_off: str | None = None  # why a requested one did not start
         # containerd's root (images, snapshots). Per node by default; pass a
         # persistent path to keep imported images across runs.
         self.containerd_root = containerd_root or work_dir / "containerd-root"
@@ -398,6 +399,19 @@ class TestNode:
             if problems:
                 raise RuntimeError("host cannot run the cluster network: " + "; ".join(problems))
         self.control_plane = control_plane
+        if self.with_cluster_network:
+            self.cluster_network = ClusterNetwork(
+                control_plane,
+                self.work_dir / "cluster-network",
+                bin_dir=self.bin_dir,
+                node_name=self.name,
+                pod_subnet=self.subnet,
+                bridge_ip=self.bridge_ip,
+                tolerations=[TEST_NODE_TOLERATION],
+            )
+            self.cluster_network_off = self.cluster_network.claim_host()
+            if self.cluster_network_off:  # decided before the kubelet's clusterDNS is written
+                self.with_cluster_network, self.cluster_network = False, None
         t0 = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._cleanup_stale_state()
@@ -409,16 +423,8 @@ class TestNode:
         self._grant_apiserver_access()
         self._start_kubelet()
         wait_for(self._node_ready, timeout=timeout, what=f"node {self.name} Ready", interval=0.25)
-        if self.with_cluster_network:
-            self.cluster_network = ClusterNetwork(
-                control_plane,
-                self.work_dir / "cluster-network",
-                bin_dir=self.bin_dir,
-                node_name=self.name,
-                pod_subnet=self.subnet,
-                bridge_ip=self.bridge_ip,
-                tolerations=[TEST_NODE_TOLERATION],
-            ).start()
+        if self.cluster_network is not None:
+            self.cluster_network.start()
         self.timings.node_ready = time.monotonic() - t0
         return self
 

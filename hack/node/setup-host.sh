@@ -7,7 +7,8 @@
 #   hack/node/setup-host.sh --check        report what is missing, change nothing
 #
 # What it does:
-#   1. Debian packages: containerd, runc, CNI plugins, a static busybox (the
+#   1. Debian packages: containerd, runc, CNI plugins, ipset (the NetworkPolicy
+#      engine, hack/build-netpol.sh), a static busybox (the
 #      test image's rootfs), gcc + libc6-dev (to build a static pause binary).
 #      Debian's containerd *service* is not used: the harness starts its own
 #      containerd with its own config, root and socket.
@@ -37,7 +38,7 @@ if [[ $check_only -eq 0 && $(id -u) -ne 0 ]]; then
 fi
 
 # 1. packages -----------------------------------------------------------------
-pkgs=(containerd runc containernetworking-plugins busybox-static iptables iproute2 gcc libc6-dev)
+pkgs=(containerd runc containernetworking-plugins busybox-static iptables ipset iproute2 gcc libc6-dev)
 absent=()
 for p in "${pkgs[@]}"; do
   [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] || absent+=("$p")
