@@ -1,6 +1,5 @@
 """NetworkPolicy enforced on the test node (codex_devenv.network_policy:
-kube-router's firewall controller as a host process, started with the node,
-so every node test, runner pods included, runs under enforcement).
+kube-router's firewall controller as a host process).
 
 Every test starts with a positive control (the client reaches the server with
 no policy in the way), so a node where nothing connects cannot pass a
@@ -16,6 +15,7 @@ printed (its next finished sync after the create).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -37,18 +37,33 @@ PROBES: list[str] = []  # per wait: start:result(duration) of each probe
 
 
 @pytest.fixture(scope="module")
-def engine(node_cluster: Any) -> Iterator[Any]:
-    """The test node's own engine: every node test runs under enforcement."""
-    _, node, _ = node_cluster
-    assert node.network_policy is not None, "the test node runs without its NetworkPolicy engine"
-    eng = node.network_policy
+def engine(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from codex_devenv import network_policy
+
+    cp, node, _ = node_cluster
+    problems = network_policy.problems()
+    if problems:
+        reason = "host cannot run the NetworkPolicy engine: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
+        pytest.skip(reason)
+    eng = network_policy.NetworkPolicyEngine(cp, tmp_path_factory.mktemp("netpol"), node_name=node.name)
+    eng.start()
     print(
         f"\n[netpol] kube-router ready in {eng.started_in:.2f}s (left over before start: {eng.removed_at_start})"
     )
-    yield eng
-    for what, client_s, engine_s in LATENCIES:
-        engine_text = f"{engine_s:.2f}s" if engine_s is not None else "-"
-        print(f"[netpol] {what}: seen by the client after {client_s:.2f}s, engine synced after {engine_text}")
+    try:
+        yield eng
+    finally:
+        eng.stop()
+        left = network_policy.host_state()
+        print(f"\n[netpol] stopped; host state left: {left}")
+        for what, client_s, engine_s in LATENCIES:
+            engine_text = f"{engine_s:.2f}s" if engine_s is not None else "-"
+            print(
+                f"[netpol] {what}: seen by the client after {client_s:.2f}s, engine synced after {engine_text}"
+            )
+        assert not any(left.values()), left
 
 
 # -- helpers -----------------------------------------------------------------------------
