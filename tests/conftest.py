@@ -158,6 +158,35 @@ def node_cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathF
         print(f"\n[node] stopped {pids}")
 
 
+@pytest.fixture(scope="module")
+def netpol_engine(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """NetworkPolicy enforced on the session's node (kube-router's firewall,
+    codex_devenv.network_policy) for the tests of one module; none of its rules
+    or ipsets outlive the module."""
+    import os
+
+    from codex_devenv import network_policy
+
+    cp, node, _ = node_cluster
+    problems = network_policy.problems()
+    if problems:
+        reason = "host cannot run the NetworkPolicy engine: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
+        pytest.skip(reason)
+    engine = network_policy.NetworkPolicyEngine(cp, tmp_path_factory.mktemp("netpol"), node_name=node.name)
+    engine.start()
+    print(
+        f"\n[netpol] kube-router ready in {engine.started_in:.2f}s (left before start: {engine.removed_at_start})"
+    )
+    try:
+        yield engine
+    finally:
+        engine.stop()
+        left = network_policy.host_state()
+        assert not any(left.values()), f"the engine left host state behind: {left}"
+
+
 @pytest.fixture
 def node_ns(node_cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace enforcing PodSecurity `restricted`, as sessions namespaces do."""

@@ -15,7 +15,6 @@ printed (its next finished sync after the create).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -37,33 +36,11 @@ PROBES: list[str] = []  # per wait: start:result(duration) of each probe
 
 
 @pytest.fixture(scope="module")
-def engine(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from codex_devenv import network_policy
-
-    cp, node, _ = node_cluster
-    problems = network_policy.problems()
-    if problems:
-        reason = "host cannot run the NetworkPolicy engine: " + "; ".join(problems)
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
-        pytest.skip(reason)
-    eng = network_policy.NetworkPolicyEngine(cp, tmp_path_factory.mktemp("netpol"), node_name=node.name)
-    eng.start()
-    print(
-        f"\n[netpol] kube-router ready in {eng.started_in:.2f}s (left over before start: {eng.removed_at_start})"
-    )
-    try:
-        yield eng
-    finally:
-        eng.stop()
-        left = network_policy.host_state()
-        print(f"\n[netpol] stopped; host state left: {left}")
-        for what, client_s, engine_s in LATENCIES:
-            engine_text = f"{engine_s:.2f}s" if engine_s is not None else "-"
-            print(
-                f"[netpol] {what}: seen by the client after {client_s:.2f}s, engine synced after {engine_text}"
-            )
-        assert not any(left.values()), left
+def engine(netpol_engine: Any) -> Iterator[Any]:
+    yield netpol_engine
+    for what, client_s, engine_s in LATENCIES:
+        engine_text = f"{engine_s:.2f}s" if engine_s is not None else "-"
+        print(f"[netpol] {what}: seen by the client after {client_s:.2f}s, engine synced after {engine_text}")
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ internet host (203.0.113.0/24 in a netns of its own) is the next step.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -81,30 +80,7 @@ def _eventually(check: Any, expected: bool, timeout: float = 20) -> bool:
 
 
 @pytest.fixture(scope="module")
-def engine(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The NetworkPolicy engine, for this module's tests only: the other node tests
-    do not run under enforcement yet (docs/testing.md, open problems)."""
-    from codex_devenv import network_policy
-
-    cp, node, _ = node_cluster
-    problems = network_policy.problems()
-    if problems:
-        reason = "host cannot run the NetworkPolicy engine: " + "; ".join(problems)
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
-        pytest.skip(reason)
-    eng = network_policy.NetworkPolicyEngine(cp, tmp_path_factory.mktemp("netpol"), node_name=node.name)
-    eng.start()
-    try:
-        yield eng
-    finally:
-        eng.stop()
-        left = network_policy.host_state()
-        assert not any(left.values()), left
-
-
-@pytest.fixture(scope="module")
-def world(node_cluster: Any, engine: Any) -> Iterator[Any]:
+def world(node_cluster: Any, netpol_engine: Any) -> Iterator[Any]:
     """A namespace with a model pod, a bystander pod, and a free (unselected) prober."""
     cp, _, _ = node_cluster
     ns = f"runner-net-{int(time.time() * 1000) % 10**8}"
