@@ -76,7 +76,7 @@ clean: ## remove the venv and local state (the binary cache stays)
 	rm -rf $(VENV) .devenv .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: images
-images: ## container images (runner, operator) as OCI archives in the cache, no registry (hack/build-images.sh)
+images: ## container images (runner, operator, gateway; redis and fake-model for in-cluster tests) as OCI archives in the cache, no registry (hack/build-images.sh)
 	@bash hack/build-images.sh
 
 # -- kind: the chart on a local kind cluster -----------------------------------------------
@@ -101,8 +101,8 @@ kind-up: ## create the kind cluster (kind-config.yaml: the gateway's NodePort 30
 	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then echo "kind cluster $(KIND_CLUSTER) exists"; \
 	else $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s; fi
 
-kind-load: ## build the runner, operator and gateway images (hack/build-images.sh) and load them into kind, no registry
-	@set -euo pipefail; IMAGES="runner operator gateway" bash hack/build-images.sh | \
+kind-load: ## build the images (runner, operator, gateway, redis; fake-model for e2e-kind) with hack/build-images.sh and load them into kind, no registry
+	@set -euo pipefail; IMAGES="runner operator gateway redis fake-model" bash hack/build-images.sh | \
 	while IFS=$$'\t' read -r name archive; do \
 	  echo "kind load $$name <- $$archive"; $(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER); \
 	done
@@ -125,11 +125,13 @@ deploy: helm ## install on kind with helm (values-kind.yaml), plus the model key
 	  $(KUBECTL_KIND) -n codex-system rollout status deployment/$$d --timeout=180s || exit 1; done
 	@echo "gateway: http://127.0.0.1:8080/mcp, bearer token in $(KIND_TOKENS)"
 
-e2e-kind: kind-up kind-load ## smoke on kind: the example session through the gateway, answered by an in-cluster fake model
+e2e-kind: kind-up kind-load ## smoke on kind: the example session through the gateway, answered by an in-cluster fake model, and a full-access one approved by another user
 	$(MAKE) deploy DEPLOY_VALUES="-f hack/kind/e2e-values.yaml"
 	$(KUBECTL_KIND) apply --server-side -f hack/kind/fake-model.yaml
 	$(KUBECTL_KIND) -n codex-system rollout status deployment/codex-fake-model --timeout=120s
-	$(PY) hack/kind/smoke.py --token "$$(cut -d: -f1 $(KIND_TOKENS))"
+	$(PY) hack/kind/smoke.py --token "$$(cut -d: -f1 $(KIND_TOKENS))" \
+	  --requester-kubectl "$(KUBECTL_KIND) --as alice --as-group system:authenticated" \
+	  --approver-kubectl "$(KUBECTL_KIND) --as bob --as-group codex-approvers --as-group system:authenticated"
 
 undeploy: ## remove the install from kind (the release, with its namespaces and Secrets; the CRDs stay)
 	-$(KUBECTL_KIND) delete --ignore-not-found -f hack/kind/fake-model.yaml

@@ -3,15 +3,23 @@
 # an OCI archive in the cache, ready for `ctr images import` (the test node,
 # devenv/codex_devenv/images.py) or any other runtime.
 #
-#   hack/build-images.sh                 runner and operator
+#   hack/build-images.sh                 all: runner operator gateway redis fake-model
 #   IMAGES="runner operator gateway" hack/build-images.sh
+#   IMAGES="redis fake-model" hack/build-images.sh
+#
+# NAME's Dockerfile is NAME/Dockerfile (the product: runner, operator,
+# gateway) or images/NAME/Dockerfile (redis, the stand-in for the chart's
+# default docker.io/library/redis where no registry is reachable, and
+# fake-model, the scripted fake model API for in-cluster tests and
+# `make e2e-kind`). A Dockerfile line "# base: FLAVOR" picks its base
+# rootfs (BASE_FLAVORS; default python).
 #
 # stdout: one line per image, "NAME<TAB>ARCHIVE" (e.g. "runner\t/root/.cache/
 # codex-k8s-operator/images/codex-runner-0.1.0.oci.tar"); progress and the
 # time of every step go to stderr.
 #
 # Steps, each skipped when its inputs did not change (content-keyed):
-#   a. base: a debootstrap bookworm --variant=minbase rootfs plus BASE_PACKAGES
+#   a. base: a debootstrap bookworm --variant=minbase rootfs plus the packages of its flavor (BASE_FLAVORS)
 #      (+ bookworm-updates/-security), tarred into the cache (keyed by suite,
 #      architecture, package list and this recipe's version), then
 #      `podman import`ed as localhost/codex-base:bookworm (labelled with the
@@ -36,11 +44,18 @@ cd "$repo"
 
 RECIPE=1 # bump to invalidate every cached base rootfs
 SUITE=bookworm
-BASE_PACKAGES=(python3 python3-venv ca-certificates passwd)
-BASE_IMAGE=localhost/codex-base:$SUITE
+# Base rootfs flavors: the Debian packages debootstrap installs into each.
+declare -A BASE_FLAVORS=(
+  [python]="python3 python3-venv ca-certificates passwd"
+  [redis]="redis-server passwd"
+)
+base_image_of() { # flavor -> the local image name of its base
+  if [[ $1 == python ]]; then echo "localhost/codex-base:$SUITE"; else echo "localhost/codex-base-$1:$SUITE"; fi
+}
+BASE_IMAGE=$(base_image_of python)
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-IMAGES=${IMAGES:-runner operator}
+IMAGES=${IMAGES:-runner operator gateway redis fake-model}
 ULIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 PODMAN=(podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
 KEY_LABEL=dev.codex.build-key
@@ -85,21 +100,30 @@ fi
 
 # -- a. base --------------------------------------------------------------------------
 arch=$(dpkg --print-architecture)
-base_key=$(printf '%s\n' "recipe=$RECIPE" "$SUITE" minbase "$arch" "${BASE_PACKAGES[@]}" | sha)
-rootfs_tar="$img_dir/rootfs-$SUITE-minbase-$arch-$base_key.tar"
+
+dockerfile_of() { # image name -> its Dockerfile
+  if [[ -f "$1/Dockerfile" ]]; then echo "$1/Dockerfile"; else echo "images/$1/Dockerfile"; fi
+}
+flavor_of() { # Dockerfile -> its base flavor ("# base: FLAVOR", default python)
+  local f
+  f=$(sed -n 's/^# base: *\([a-z0-9-]*\).*/\1/p' "$1" | head -n1)
+  echo "${f:-python}"
+}
 
 unmount_under() { # dir: unmount whatever debootstrap or chroot left mounted below it
   local m
   while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(findmnt -rno TARGET | grep -F "$1/" | sort -r)
 }
 
-build_rootfs() {
-  local root
+build_rootfs() { # rootfs-tar packages...
+  local out=$1 root
+  shift
   root=$(mktemp -d "$img_dir/.rootfs.XXXXXX")
+  [[ -n "$root" && -d "$root" ]] || die "no temporary rootfs directory"
   # shellcheck disable=SC2064
-  trap "unmount_under '$root'; rm -rf --one-file-system '$root' '$rootfs_tar.tmp'" EXIT
-  log "debootstrap $SUITE minbase + ${BASE_PACKAGES[*]} from $MIRROR"
-  debootstrap --variant=minbase --components=main --include="$(IFS=,; echo "${BASE_PACKAGES[*]}")" \
+  trap "unmount_under '$root'; rm -rf --one-file-system '$root' '$out.tmp'" EXIT
+  log "debootstrap $SUITE minbase + $* from $MIRROR"
+  debootstrap --variant=minbase --components=main --include="$(IFS=,; echo "$*")" \
     "$SUITE" "$root" "$MIRROR" >"$img_dir/debootstrap.log" 2>&1 \
     || { tail -n 30 "$img_dir/debootstrap.log" >&2; die "debootstrap failed (log: $img_dir/debootstrap.log)"; }
   cat >"$root/etc/apt/sources.list" <<EOF
@@ -114,48 +138,75 @@ EOF
     tail -n 30 "$img_dir/debootstrap.log" >&2
     die "apt-get upgrade in the rootfs failed"
   fi
-  chroot "$root" /usr/bin/python3 -c 'import platform; print(platform.python_version())' >"$rootfs_tar.python"
+  if [[ -x "$root/usr/bin/python3" ]]; then
+    chroot "$root" /usr/bin/python3 -c 'import platform; print(platform.python_version())' >"$out.python"
+  fi
   umount "$root/proc"
   unmount_under "$root"
   # Slim down: package caches and lists, docs (copyright files stay), man pages,
   # locales, logs; no setuid/setgid bits (pods run with no_new_privs anyway).
-  rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old \
-    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+  rm -rf "${root:?}"/var/cache/apt/* "${root:?}"/var/lib/apt/lists/* "${root:?}"/var/cache/debconf/*-old \
+    "${root:?}"/usr/share/man/* "${root:?}"/usr/share/info/* "${root:?}"/usr/share/locale/* \
     "${root:?}"/var/log/* "${root:?}"/tmp/* "${root:?}"/var/tmp/* "${root:?}"/dev/* "${root:?}"/run/*
   find "$root/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
   find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
   find "$root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
   : >"$root/etc/machine-id"
   rm -f "$root/etc/resolv.conf" "$root/etc/hostname"
-  tar --numeric-owner --xattrs --xattrs-include='*' -C "$root" -cf "$rootfs_tar.tmp" .
-  mv "$rootfs_tar.tmp" "$rootfs_tar"
+  tar --numeric-owner --xattrs --xattrs-include='*' -C "$root" -cf "$out.tmp" .
+  mv "$out.tmp" "$out"
   rm -rf --one-file-system "$root"
   trap - EXIT
 }
 
-t0=$EPOCHREALTIME
-if [[ -f "$rootfs_tar" ]]; then
-  what="cached $(basename "$rootfs_tar")"
-else
-  build_rootfs
-  what="debootstrapped $(basename "$rootfs_tar") ($(du -m "$rootfs_tar" | cut -f1) MB)"
-fi
-step_done "base rootfs" "$t0" "$what"
+declare -A base_ids=()
+rootfs_tar=""
+ensure_base() { # flavor: the base rootfs and image of that flavor (cached); sets base_ids[flavor]
+  local flavor=$1 packages key tar image have what t0
+  [[ -n "${base_ids[$flavor]:-}" ]] && return 0
+  packages=${BASE_FLAVORS[$flavor]:-}
+  [[ -n "$packages" ]] || die "unknown base flavor '$flavor' (known: ${!BASE_FLAVORS[*]})"
+  # shellcheck disable=SC2086
+  key=$(printf '%s\n' "recipe=$RECIPE" "$SUITE" minbase "$arch" $packages | sha)
+  # The python flavor keeps its first name (no flavor in it), so caches stay valid.
+  if [[ $flavor == python ]]; then tar="$img_dir/rootfs-$SUITE-minbase-$arch-$key.tar"
+  else tar="$img_dir/rootfs-$flavor-$SUITE-minbase-$arch-$key.tar"; fi
+  image=$(base_image_of "$flavor")
 
-t0=$EPOCHREALTIME
-have_key=$("${PODMAN[@]}" image inspect --format "{{index .Labels \"$KEY_LABEL\"}}" "$BASE_IMAGE" 2>/dev/null || true)
-if [[ "$have_key" == "$base_key" ]]; then
-  what="unchanged"
-else
-  "${PODMAN[@]}" import --quiet \
-    --change "LABEL $KEY_LABEL=$base_key" \
-    --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    --change 'CMD ["/bin/bash"]' \
-    "$rootfs_tar" "$BASE_IMAGE" >/dev/null
-  what="imported"
-fi
-base_id=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE_IMAGE")
-step_done "base image" "$t0" "$what $BASE_IMAGE ${base_id:0:12}"
+  t0=$EPOCHREALTIME
+  if [[ -f "$tar" ]]; then
+    what="cached $(basename "$tar")"
+  else
+    # shellcheck disable=SC2086
+    build_rootfs "$tar" $packages
+    what="debootstrapped $(basename "$tar") ($(du -m "$tar" | cut -f1) MB)"
+  fi
+  step_done "base rootfs $flavor" "$t0" "$what"
+
+  t0=$EPOCHREALTIME
+  have=$("${PODMAN[@]}" image inspect --format "{{index .Labels \"$KEY_LABEL\"}}" "$image" 2>/dev/null || true)
+  if [[ "$have" == "$key" ]]; then
+    what="unchanged"
+  else
+    "${PODMAN[@]}" import --quiet \
+      --change "LABEL $KEY_LABEL=$key" \
+      --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+      --change 'CMD ["/bin/bash"]' \
+      "$tar" "$image" >/dev/null
+    what="imported"
+  fi
+  base_ids[$flavor]=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$image")
+  step_done "base image $flavor" "$t0" "$what $image ${base_ids[$flavor]:0:12}"
+  if [[ $flavor == python ]]; then rootfs_tar=$tar; fi
+}
+
+# The python base always: the build context (wheels) is made for its Python.
+ensure_base python
+for name in $IMAGES; do
+  dockerfile=$(dockerfile_of "$name")
+  [[ -f "$dockerfile" ]] || die "no $name/Dockerfile or images/$name/Dockerfile"
+  ensure_base "$(flavor_of "$dockerfile")"
+done
 
 # -- b. build context ------------------------------------------------------------------
 t0=$EPOCHREALTIME
@@ -253,8 +304,10 @@ tree_digest() { # paths -> digest of what the build context sends from them
 }
 
 for name in $IMAGES; do
-  dockerfile="$name/Dockerfile"
-  [[ -f "$dockerfile" ]] || die "no $dockerfile"
+  dockerfile=$(dockerfile_of "$name")
+  flavor=$(flavor_of "$dockerfile")
+  base_id=${base_ids[$flavor]}
+  base_image=$(base_image_of "$flavor")
   image="localhost/codex-$name:$version"
   archive="$img_dir/codex-$name-$version.oci.tar"
 
@@ -282,7 +335,7 @@ for name in $IMAGES; do
     log "building $image from $dockerfile"
     old_id=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     "${PODMAN[@]}" build --quiet --pull=never --layers=false --network=none "${ULIMITS[@]}" \
-      --build-arg "BASE=$BASE_IMAGE" --label "$KEY_LABEL=$key" \
+      --build-arg "BASE=$base_image" --label "$KEY_LABEL=$key" \
       -f "$dockerfile" -t "$image" . >&2 \
       || die "podman build of $image failed"
     # The previous build of this tag is now untagged: drop it. (--layers=false: no

@@ -55,18 +55,18 @@ def helm_binary() -> Path:
     return path
 
 
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """helm ARGS, without a cluster: its state and caches go to a throwaway home."""
+def run(*args: str, check: bool = True, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """helm ARGS: its caches go to a throwaway home; without `kubeconfig`, no cluster."""
     with tempfile.TemporaryDirectory(prefix="helm-home-") as home:
         env = {
             **os.environ,
             "HELM_CACHE_HOME": f"{home}/cache",
             "HELM_CONFIG_HOME": f"{home}/config",
             "HELM_DATA_HOME": f"{home}/data",
-            "KUBECONFIG": f"{home}/no-kubeconfig",
+            "KUBECONFIG": str(kubeconfig) if kubeconfig else f"{home}/no-kubeconfig",
         }
         out = subprocess.run(
-            [str(helm_binary()), *args], capture_output=True, text=True, env=env, timeout=120
+            [str(helm_binary()), *args], capture_output=True, text=True, env=env, timeout=300
         )
     if check and out.returncode != 0:
         raise HelmError(f"helm {' '.join(args)} failed ({out.returncode}):\n{out.stderr.strip()}")

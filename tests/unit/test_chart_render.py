@@ -92,6 +92,41 @@ def test_helm_lint_strict_passes_with_kind_values() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_approvers_are_bound_in_the_sessions_namespace_by_their_groups() -> None:
+    def binding(values: dict[str, Any]) -> dict[str, Any] | None:
+        found = [
+            d
+            for d in helm.template(values)
+            if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "codex-approvers"
+        ]
+        return found[0] if found else None
+
+    default = binding({})
+    assert default is not None and default["metadata"]["namespace"] == "codex-sessions"
+    assert default["roleRef"]["name"] == "codex-approver"
+    assert default["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "codex-approvers"}
+    ]
+    groups = binding(
+        {"config": {"kubernetes": {"approver_groups": ["sre", "leads"]}}, "namespaces": {"sessions": "ai"}}
+    )
+    assert groups is not None and groups["metadata"]["namespace"] == "ai"
+    assert [s["name"] for s in groups["subjects"]] == ["sre", "leads"]
+    off = helm.template({"approvers": {"bindRbac": False}})
+    assert not [d for d in off if d["metadata"]["name"] in ("codex-approver", "codex-approvers")]
+    # what approvers may do: read, and set a decision; never create, delete or touch status
+    role = next(
+        d
+        for d in helm.template({})
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "codex-approver"
+    )
+    verbs = {r["resources"][0]: set(r["verbs"]) for r in role["rules"]}
+    assert verbs == {
+        "codexsessions": {"get", "list", "watch"},
+        "approvalrequests": {"get", "list", "watch", "patch", "update"},
+    }
+
+
 def test_default_install_objects(defaults: Objects) -> None:
     assert names(defaults, "Namespace") == {"codex-system", "codex-sessions"}
     assert names(defaults, "Deployment") == {"codex-operator", "codex-gateway", "codex-redis"}
@@ -102,8 +137,8 @@ def test_default_install_objects(defaults: Objects) -> None:
         "codex-redis",
     }
     assert names(defaults, "ServiceAccount") == {"codex-operator", "codex-gateway", "codex-runner"}
-    assert names(defaults, "ClusterRole") == {"codex-operator", "codex-gateway"}
-    assert names(defaults, "RoleBinding") == {"codex-operator", "codex-gateway"}
+    assert names(defaults, "ClusterRole") == {"codex-operator", "codex-gateway", "codex-approver"}
+    assert names(defaults, "RoleBinding") == {"codex-operator", "codex-gateway", "codex-approvers"}
     assert not names(defaults, "ClusterRoleBinding") and not names(defaults, "Role")
     assert names(defaults, "NetworkPolicy") == {
         "codex-operator",

@@ -1,0 +1,114 @@
+"""The chart as a user installs it, running in the cluster (codex_devenv.in_cluster):
+helm install with the project's images imported into the node, the operator
+(with its webhook), the gateway and Redis as pods, Ready under Pod Security
+`restricted` and NetworkPolicy enforced (the chart's own policies for its
+pods, the operator's for runners). Then the same smoke `make e2e-kind` runs
+(hack/kind/smoke.py): a session through the gateway's Service to a result,
+and a full-access session that its requester cannot approve and another user
+does, with kubectl and their own credentials.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from codex_devenv.in_cluster import SESSIONS, SYSTEM, InClusterInstall, smoke
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+@pytest.fixture(scope="module")
+def install(
+    node_cluster: Any, netpol_engine: Any, volumes: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InClusterInstall]:
+    """The install; `volumes` binds the persistent workspaces' claims (what
+    kind's local-path provisioner does there)."""
+    cp, node, _ = node_cluster
+    installed = InClusterInstall(cp, node, tmp_path_factory.mktemp("in-cluster"))
+    before = _uids(cp)
+    try:
+        installed.install()
+        print(f"\n[in-cluster] installed: {installed.timings}")
+        yield installed
+    finally:
+        installed.uninstall()
+    # What existed before (the session fixtures' namespace and ServiceAccounts,
+    # whose tokens are in use) is still there, the same objects; nothing runs.
+    after = _uids(cp)
+    assert {k: v for k, v in after.items() if k in before} == before
+    left = cp.kubectl("-n", SYSTEM, "get", "deployments,services", "-o", "name").stdout.split()
+    assert not [name for name in left if "codex-" in name], left
+
+
+def _uids(cp: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kind, ns in (("namespace", None), ("serviceaccounts", SYSTEM), ("clusterroles", None)):
+        args = ["get", kind, "-o", "json"] + (["-n", ns] if ns else [])
+        found = cp.kubectl(*args, check=False)
+        if found.returncode != 0:
+            continue
+        for item in json.loads(found.stdout)["items"]:
+            if item["metadata"]["name"].startswith("codex-"):
+                out[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["uid"]
+    return out
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def test_every_component_is_a_ready_pod_under_restricted(install: InClusterInstall) -> None:
+    cp = install.control_plane
+    for ns in (SYSTEM, SESSIONS):
+        labels = json.loads(cp.kubectl("get", "namespace", ns, "-o", "json").stdout)["metadata"]["labels"]
+        assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", labels
+    pods = {p["metadata"]["labels"].get("app.kubernetes.io/component"): p for p in install.pods()}
+    for component in ("operator", "gateway", "redis"):
+        pod = pods.get(component)
+        assert pod is not None, f"no {component} pod: {sorted(pods)}"
+        assert pod["spec"]["nodeName"] == install.node.name
+        assert _ready(pod), pod["status"]
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["image"].startswith("localhost/codex-"), container["image"]
+        restarts = sum(s.get("restartCount", 0) for s in pod["status"]["containerStatuses"])
+        assert restarts == 0, (component, install.logs(f"codex-{component}"))
+    # in-cluster config: the operator's pod has no kubeconfig, only its ServiceAccount token
+    operator = pods["operator"]["spec"]
+    assert not any(
+        "kubeconfig" in " ".join(c.get("args", []) + c.get("command", [])) for c in operator["containers"]
+    )
+    assert operator["serviceAccountName"] == "codex-operator"
+
+
+def test_the_kind_smoke_passes_against_the_in_cluster_install(install: InClusterInstall) -> None:
+    out = smoke(install, requester="alice", approver="bob")
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}\n{install.diagnose()}"
+    assert "e2e-kind: ok" in out.stdout
+    assert "own approval refused" in out.stdout
+    assert "Approved by bob" in out.stdout  # the webhook, reached through its Service, stamped the decider
+    sessions = json.loads(
+        install.control_plane.kubectl("-n", SESSIONS, "get", "codexsessions", "-o", "json").stdout
+    )
+    phases = sorted(s["status"]["phase"] for s in sessions["items"])
+    assert phases == ["Succeeded", "Succeeded"], phases
+
+
+def test_the_gateway_reports_redis_and_the_api_server_healthy(install: InClusterInstall) -> None:
+    import urllib.request
+
+    token = next(iter(install.tokens))
+    request = urllib.request.Request(
+        f"{install.gateway_url}/mcp/codex/health", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        health = json.load(resp)
+    assert resp.status == 200, health
+    text = json.dumps(health)
+    assert "redis" in text and "unreachable" not in text.lower(), health
