@@ -62,6 +62,7 @@ from .assets import NODE_ENV, REPO_ROOT, read_env_file
 from .cluster_network import SERVICE_CIDR
 from .controlplane import ControlPlane
 from .process import ManagedProcess, wait_for
+from .stand_in_internet import forward_exceptions
 
 ENGINE_USER = "codex-test:kube-router"
 BUILD_NETPOL = REPO_ROOT / "hack" / "build-netpol.sh"
@@ -178,12 +179,18 @@ def remove_host_state() -> dict[str, list[str]]:
     return before
 
 
-def _install_guard(bridge: str) -> None:
-    """The setup script's two FORWARD DROP rules again, in mangle (before any filter ACCEPT)."""
+def _install_guard(bridge: str, subnet: str) -> None:
+    """The setup script's two FORWARD DROP rules again, in mangle (before any filter
+    ACCEPT), with the same exceptions for the stand-in internet (its veth only)."""
+    exceptions = [
+        f"-A {GUARD_CHAIN} {' '.join(match)} -m comment --comment codex-netpol -j RETURN"
+        for match in forward_exceptions(bridge, subnet)
+    ]
     _restore(
         "mangle",
         [
             f":{GUARD_CHAIN} - [0:0]",
+            *exceptions,
             f"-A {GUARD_CHAIN} -i {bridge} ! -o {bridge} -m comment --comment codex-netpol -j DROP",
             f"-A {GUARD_CHAIN} ! -i {bridge} -o {bridge} -m comment --comment codex-netpol -j DROP",
             f"-I FORWARD 1 -j {GUARD_CHAIN}",
@@ -233,7 +240,7 @@ class NetworkPolicyEngine:
         # Rules of an engine that a killed harness left behind.
         self.removed_at_start = remove_host_state()
         self.control_plane.apply(self._rbac_objects())
-        _install_guard(self.bridge)
+        _install_guard(self.bridge, read_env_file(NODE_ENV)["NODE_SUBNET"])
         kubeconfig = self.control_plane.component_kubeconfig(self.work_dir, "kube-router", user=ENGINE_USER)
         argv = [
             str(engine_path()),

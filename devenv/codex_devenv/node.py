@@ -68,6 +68,7 @@ from .cluster_network import (
 from .cluster_network import problems as cluster_network_problems
 from .controlplane import APISERVER_KUBELET_CLIENT, ControlPlane
 from .process import ManagedProcess, free_port, wait_for
+from .stand_in_internet import SUBNET as INTERNET_SUBNET
 
 SETUP_SCRIPT = REPO_ROOT / "hack" / "node" / "setup-host.sh"
 
@@ -558,7 +559,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     "type": "bridge",
                     "bridge": self.bridge,
                     # No gateway, no default route: a pod reaches its own subnet and,
-                    # through the bridge's address, the Service range (kube-proxy).
+                    # through the bridge's address, the Service range (kube-proxy), the
+                    # node's own address (the kubelet's port, as pods can in any
+                    # cluster) and the stand-in internet (codex_devenv.stand_in_internet).
                     "isGateway": False,
                     "isDefaultGateway": False,
                     "ipMasq": False,
@@ -566,7 +569,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": self.subnet, "rangeStart": self._range_start()}]],
-                        "routes": [{"dst": SERVICE_CIDR, "gw": self.bridge_ip}],
+                        "routes": [
+                            {"dst": dst, "gw": self.bridge_ip}
+                            for dst in (SERVICE_CIDR, f"{self.node_ip}/32", INTERNET_SUBNET)
+                        ],
                         # Shared by every node on this host (host-local locks it), so
                         # two nodes on the same bridge never hand out one address twice.
                         "dataDir": str(IPAM_DIR),

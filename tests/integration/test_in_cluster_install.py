@@ -11,12 +11,18 @@ does, with kubectl and their own credentials.
 from __future__ import annotations
 
 import json
+import time
+import tomllib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from codex_api import names
+from codex_api.config import CodexMCPConfig
 from codex_devenv.in_cluster import SESSIONS, SYSTEM, InClusterInstall, smoke
+from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, resolves, serve
+from codex_operator.netpol_builder import build_network_policy
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -112,3 +118,105 @@ def test_the_gateway_reports_redis_and_the_api_server_healthy(install: InCluster
     assert resp.status == 200, health
     text = json.dumps(health)
     assert "redis" in text and "unreachable" not in text.lower(), health
+
+
+LEVELS = ("read-only", "isolated", "full-access", "wall-bounce")
+
+
+def _install_config(install: InClusterInstall) -> CodexMCPConfig:
+    cm = json.loads(
+        install.control_plane.kubectl("-n", SYSTEM, "get", "configmap", "codex-config", "-o", "json").stdout
+    )
+    return CodexMCPConfig.model_validate(tomllib.loads(cm["data"]["codex-mcp.toml"]))
+
+
+def _component_ip(install: InClusterInstall, component: str) -> str:
+    pod = next(
+        p for p in install.pods() if p["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    )
+    return str(pod["status"]["podIP"])
+
+
+@pytest.fixture(scope="module")
+def prober(install: InClusterInstall) -> Iterator[tuple[str, str]]:
+    """A pod no policy restricts, outside the install's namespaces: (namespace, pod)."""
+    cp = install.control_plane
+    ns = f"free-{int(time.time() * 1000) % 10**8}"
+    cp.kubectl("create", "namespace", ns)
+    cp.kubectl(
+        "create", "-n", ns, "-f", "-", input=json.dumps(probe_pod("free", serve(9090), {"role": "free"}))
+    )
+    pod_ip(cp, ns, "free")
+    yield ns, "free"
+    cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_no_runner_reaches_the_gateway_redis_or_the_operator(
+    install: InClusterInstall, prober: tuple[str, str], level: str
+) -> None:
+    """A pod with the operator's own policy for `level` (built from the installed
+    configuration) in the sessions namespace, under the chart's default deny."""
+    cp = install.control_plane
+    config = _install_config(install)
+    endpoint = config.kubernetes.model_endpoint
+    session = f"probe-{level}"
+    policy = build_network_policy(
+        session_name=session,
+        namespace=SESSIONS,
+        session_uid="00000000-0000-0000-0000-000000000000",
+        conversation=session,
+        sandbox="read-only" if level == "wall-bounce" else level,
+        endpoint=endpoint,
+        extra_endpoints=[endpoint] if level == "wall-bounce" else [],
+    )
+    del policy["metadata"]["ownerReferences"]
+    cp.kubectl("apply", "-f", "-", input=json.dumps(policy))
+    runner = f"runner-{session}"
+    pod = probe_pod(runner, serve(9090), {names.LABEL_SESSION: session})
+    cp.kubectl("create", "-n", SESSIONS, "-f", "-", input=json.dumps(pod))
+    pod_ip(cp, SESSIONS, runner)
+    free_ns, free = prober
+    gateway, redis, operator = (_component_ip(install, c) for c in ("gateway", "redis", "operator"))
+    fake_model = next(
+        p["status"]["podIP"]
+        for p in install.pods()
+        if p["metadata"]["labels"].get("app.kubernetes.io/name") == "codex-fake-model"
+    )
+    try:
+        # What the policy allows: the model (in-cluster, by labels) and DNS.
+        assert eventually(lambda: connects(cp, SESSIONS, runner, fake_model, 18080), True), "the model"
+        assert eventually(lambda: resolves(cp, SESSIONS, runner), True), "DNS"
+        # Positive controls: each target is up and reachable from where its own policy allows.
+        targets = {
+            "gateway": (gateway, 8080),
+            "operator metrics": (operator, 8080),
+            "webhook": (operator, 9443),
+        }
+        for what, (ip, port) in targets.items():
+            assert connects(cp, free_ns, free, ip, port), f"positive control: {what}"
+        gateway_pod = next(
+            p
+            for p in install.pods()
+            if p["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"
+        )
+        from_gateway = cp.kubectl(
+            "exec", "-n", SYSTEM, gateway_pod["metadata"]["name"], "--", "python3", "-c",
+            f"import socket; socket.create_connection(({redis!r}, 6379), 2); print('OPEN')",
+            check=False,
+        )  # fmt: skip
+        assert "OPEN" in from_gateway.stdout, (
+            f"positive control: Redis from the gateway: {from_gateway.stderr}"
+        )
+        # The runner reaches none of them, nor the gateway's Service.
+        service = json.loads(cp.kubectl("-n", SYSTEM, "get", "service", "codex-gateway", "-o", "json").stdout)
+        targets["redis"] = (redis, 6379)
+        targets["gateway Service"] = (service["spec"]["clusterIP"], 8080)
+        assert connects(cp, free_ns, free, *targets["gateway Service"]), (
+            "positive control: the gateway's Service"
+        )
+        for what, (ip, port) in targets.items():
+            assert not connects(cp, SESSIONS, runner, ip, port), f"{level}: the runner reached the {what}"
+    finally:
+        cp.kubectl("-n", SESSIONS, "delete", "pod", runner, "--wait=false", check=False)
+        cp.kubectl("-n", SESSIONS, "delete", "networkpolicy", policy["metadata"]["name"], check=False)

@@ -2,11 +2,15 @@
 (codex_devenv.network_policy), checked by traffic from a pod the policy selects.
 
 The policy is the operator's own (codex_operator.netpol_builder), for a
-"model" pod on the bridge as the model endpoint. Every "unreachable" has its
-positive control in the same test: the same target reached from a pod no
-policy selects, so a target nothing can reach cannot make a test pass. All
-traffic stays on the pod bridge and the host's bridge address; the stand-in
-internet host (203.0.113.0/24 in a netns of its own) is the next step.
+"model" pod on the bridge as the model endpoint (wall-bounce: a second
+provider pod too). Every "unreachable" has its positive control in the same
+test: the same target reached from a pod no policy selects, so a target
+nothing can reach cannot make a test pass. All traffic stays on this
+machine: the pod bridge, the node's own addresses, and the stand-in internet
+(codex_devenv.stand_in_internet: 203.0.113.20 in a network namespace of its
+own). Link-local and metadata addresses get no traffic: their exclusion is
+checked on the policy objects. The chart's own components (gateway, Redis,
+operator) as targets: test_in_cluster_install.py.
 """
 
 from __future__ import annotations
@@ -20,103 +24,78 @@ import pytest
 
 from codex_api import names
 from codex_api.config import ModelEndpointConfig
-from codex_devenv.node import BUSYBOX_IMAGE, hardened_test_pod
+from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, resolves, serve
+from codex_devenv.stand_in_internet import SERVER_IP, StandInInternet
 from codex_operator.netpol_builder import build_network_policy
 
 pytestmark = pytest.mark.timeout(600)
 
-UID = 1000
 MODEL_PORT, OTHER_PORT = 8080, 9090
-LEVELS = ("read-only", "isolated", "full-access")
-
-
-def _pod(name: str, script: str, labels: dict[str, str]) -> dict[str, Any]:
-    pod = hardened_test_pod(name, BUSYBOX_IMAGE, script, uid=UID, memory_limit="64Mi")
-    pod["metadata"]["labels"] = labels
-    pod["spec"]["restartPolicy"] = "Always"
-    return pod
-
-
-def _serve(port: int) -> str:
-    return f"mkdir -p /tmp/www && echo up > /tmp/www/index.html && exec httpd -f -p {port} -h /tmp/www"
-
-
-def _ip(cp: Any, ns: str, name: str, timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pod = json.loads(cp.kubectl("get", "pod", name, "-n", ns, "-o", "json").stdout)
-        ready = any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in pod.get("status", {}).get("conditions", [])
-        )
-        if ready and pod["status"].get("podIP"):
-            return str(pod["status"]["podIP"])
-        time.sleep(0.2)
-    raise AssertionError(f"pod {ns}/{name} not ready")
-
-
-def _exec(cp: Any, ns: str, pod: str, script: str) -> str:
-    return str(cp.kubectl("exec", "-n", ns, pod, "--", "sh", "-c", script, check=False).stdout)
-
-
-def _connects(cp: Any, ns: str, pod: str, ip: str, port: int) -> bool:
-    out = _exec(cp, ns, pod, f"nc -w 2 {ip} {port} </dev/null >/dev/null 2>&1 && echo OPEN || echo CLOSED")
-    return "OPEN" in out
-
-
-def _resolves(cp: Any, ns: str, pod: str) -> bool:
-    out = _exec(cp, ns, pod, "timeout 5 nslookup kubernetes.default.svc.cluster.local 2>&1")
-    return any(line.split()[-1:] == ["10.96.0.1"] for line in out.splitlines() if line.startswith("Address"))
-
-
-def _eventually(check: Any, expected: bool, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check() == expected:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.3)
+LEVELS = ("read-only", "isolated", "full-access", "wall-bounce")
+INTERNET_PORTS = (80, 443)
 
 
 @pytest.fixture(scope="module")
-def world(node_cluster: Any, netpol_engine: Any) -> Iterator[Any]:
-    """A namespace with a model pod, a bystander pod, and a free (unselected) prober."""
+def internet(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandInInternet]:
+    host = StandInInternet(tmp_path_factory.mktemp("internet"), ports=INTERNET_PORTS).start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def world(node_cluster: Any, netpol_engine: Any, internet: StandInInternet) -> Iterator[Any]:
+    """A namespace with two model pods (providers), a bystander pod, and a free
+    (unselected) prober."""
     cp, _, _ = node_cluster
     ns = f"runner-net-{int(time.time() * 1000) % 10**8}"
     cp.kubectl("create", "namespace", ns)
     cp.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-    both = f"{_serve(MODEL_PORT)} & {_serve(OTHER_PORT)}"
-    for name, script in (("model", _serve(MODEL_PORT)), ("bystander", both), ("free", both)):
-        cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(_pod(name, script, {"role": name})))
-    ips = {name: _ip(cp, ns, name) for name in ("model", "bystander", "free")}
+    both = f"{serve(MODEL_PORT)} & {serve(OTHER_PORT)}"
+    pods = (
+        ("model", serve(MODEL_PORT)),
+        ("model2", serve(MODEL_PORT)),
+        ("bystander", both),
+        ("free", both),
+    )
+    for name, script in pods:
+        cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(probe_pod(name, script, {"role": name})))
+    ips = {name: pod_ip(cp, ns, name) for name, _ in pods}
     yield cp, ns, ips
     cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _endpoint(ip: str) -> ModelEndpointConfig:
+    return ModelEndpointConfig(
+        provider_id="fake",
+        base_url=f"http://{ip}:{MODEL_PORT}/v1",
+        egress_cidrs=[f"{ip}/32"],
+        egress_ports=[MODEL_PORT],
+    )
+
+
+def _policy(level: str, ns: str, session: str, ips: dict[str, str]) -> dict[str, Any]:
+    """The operator's policy at `level`; wall-bounce is read-only with a second provider."""
+    return build_network_policy(
+        session_name=session,
+        namespace=ns,
+        session_uid="00000000-0000-0000-0000-000000000000",
+        conversation=session,
+        sandbox="read-only" if level == "wall-bounce" else level,
+        endpoint=_endpoint(ips["model"]),
+        extra_endpoints=[_endpoint(ips["model2"])] if level == "wall-bounce" else [],
+    )
 
 
 def _runner(world: Any, level: str, session: str) -> tuple[str, str]:
     """The operator's policy for `session` at `level`, and a pod it selects: (name, ip)."""
     cp, ns, ips = world
-    endpoint = ModelEndpointConfig(
-        provider_id="fake",
-        base_url=f"http://{ips['model']}:{MODEL_PORT}/v1",
-        egress_cidrs=[f"{ips['model']}/32"],
-        egress_ports=[MODEL_PORT],
-    )
-    policy = build_network_policy(
-        session_name=session,
-        namespace=ns,
-        session_uid="00000000-0000-0000-0000-000000000000",
-        conversation=session,
-        sandbox=level,
-        endpoint=endpoint,
-    )
+    policy = _policy(level, ns, session, ips)
     del policy["metadata"]["ownerReferences"]  # no CodexSession object here; the rules are what count
     cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(policy))
     labels = {names.LABEL_SESSION: session, "role": "runner"}
     name = f"runner-{session}"
-    cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(_pod(name, _serve(OTHER_PORT), labels)))
-    return name, _ip(cp, ns, name)
+    cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(probe_pod(name, serve(OTHER_PORT), labels)))
+    return name, pod_ip(cp, ns, name)
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -125,19 +104,24 @@ def test_a_runner_reaches_dns_and_the_model_and_no_other_pod(world: Any, level: 
     runner, runner_ip = _runner(world, level, f"s-{level}")
 
     # Positive controls: every target is up, and reachable from a pod no policy selects.
-    assert _connects(cp, ns, "free", ips["bystander"], OTHER_PORT)
-    assert _connects(cp, ns, runner, "127.0.0.1", OTHER_PORT), "the runner's own listener is up"
+    assert connects(cp, ns, "free", ips["bystander"], OTHER_PORT)
+    assert connects(cp, ns, runner, "127.0.0.1", OTHER_PORT), "the runner's own listener is up"
 
     # Allowed for every level: cluster DNS and the model endpoint.
-    assert _eventually(lambda: _resolves(cp, ns, runner), True), "DNS through kube-dns"
-    assert _eventually(lambda: _connects(cp, ns, runner, ips["model"], MODEL_PORT), True), "the model"
+    assert eventually(lambda: resolves(cp, ns, runner), True), "DNS through kube-dns"
+    assert eventually(lambda: connects(cp, ns, runner, ips["model"], MODEL_PORT), True), "the model"
+    if level == "wall-bounce":
+        assert connects(cp, ns, runner, ips["model2"], MODEL_PORT), "the second provider"
+    else:
+        assert connects(cp, ns, "free", ips["model2"], MODEL_PORT), "positive control: a model not its own"
+        assert eventually(lambda: connects(cp, ns, runner, ips["model2"], MODEL_PORT), False), (
+            "another provider than its own"
+        )
 
     # No other pod, at any level (full-access's public rule leaves out private ranges).
-    assert _eventually(lambda: _connects(cp, ns, runner, ips["bystander"], OTHER_PORT), False), "another pod"
+    assert eventually(lambda: connects(cp, ns, runner, ips["bystander"], OTHER_PORT), False), "another pod"
     # And nothing may connect to a runner.
-    assert _eventually(lambda: _connects(cp, ns, "free", runner_ip, OTHER_PORT), False), (
-        "ingress to the runner"
-    )
+    assert eventually(lambda: connects(cp, ns, "free", runner_ip, OTHER_PORT), False), "ingress to the runner"
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -146,10 +130,68 @@ def test_a_runner_cannot_reach_the_api_server(world: Any, level: str) -> None:
     where a policy engine might let pod-to-node traffic through; it must not."""
     cp, ns, _ = world
     runner, _ = _runner(world, level, f"api-{level}")
-    assert _connects(cp, ns, "free", "10.96.0.1", 443), "positive control: the kubernetes Service"
-    assert _connects(cp, ns, "free", cp.address, cp.api_port), "positive control: the node address"
+    assert connects(cp, ns, "free", "10.96.0.1", 443), "positive control: the kubernetes Service"
+    assert connects(cp, ns, "free", cp.address, cp.api_port), "positive control: the node address"
     # The engine programs a new pod's firewall on its next sync: blocked from then on.
-    assert _eventually(lambda: _connects(cp, ns, runner, "10.96.0.1", 443), False), (
+    assert eventually(lambda: connects(cp, ns, runner, "10.96.0.1", 443), False), (
         "the API server (Service IP)"
     )
-    assert not _connects(cp, ns, runner, cp.address, cp.api_port), "the API server (node address)"
+    assert not connects(cp, ns, runner, cp.address, cp.api_port), "the API server (node address)"
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_only_full_access_reaches_the_internet(world: Any, level: str) -> None:
+    cp, ns, _ = world
+    runner, _ = _runner(world, level, f"net-{level}")
+    for port in INTERNET_PORTS:
+        assert connects(cp, ns, "free", SERVER_IP, port), f"positive control: the stand-in internet :{port}"
+    eventually(lambda: resolves(cp, ns, runner), True)  # the runner's policy is in force by now
+    for port in INTERNET_PORTS:
+        reached = eventually(lambda p=port: connects(cp, ns, runner, SERVER_IP, p), level == "full-access")
+        assert reached, (
+            f"{level}: the internet on {port} should be {'open' if level == 'full-access' else 'closed'}"
+        )
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_no_runner_reaches_the_kubelet(world: Any, level: str, node_cluster: Any) -> None:
+    cp, ns, _ = world
+    node = node_cluster[1]
+    runner, _ = _runner(world, level, f"kubelet-{level}")
+    assert connects(cp, ns, "free", node.node_ip, node.kubelet_port), "positive control: the kubelet's port"
+    assert eventually(lambda: connects(cp, ns, runner, node.node_ip, node.kubelet_port), False), "the kubelet"
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_no_rule_opens_link_local_or_metadata_addresses(world: Any, level: str) -> None:
+    """Checked on the policy objects, without sending a packet: every rule that
+    names addresses either names the configured model endpoints or is the
+    public rule, which cuts out link-local and every metadata address."""
+    import ipaddress
+
+    _, ns, ips = world
+    forbidden = [
+        ipaddress.ip_network(n)
+        for n in (
+            "169.254.0.0/16",
+            "169.254.169.254/32",
+            "fd00:ec2::254/128",
+            "fe80::/10",
+            "100.100.100.200/32",
+            "192.0.0.192/32",
+        )
+    ]
+    models = {f"{ips['model']}/32", f"{ips['model2']}/32"}
+    for rule in _policy(level, ns, f"static-{level}", ips)["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            if "ipBlock" not in peer:
+                continue
+            block = peer["ipBlock"]
+            if block["cidr"] in models:
+                continue
+            assert block["cidr"] in ("0.0.0.0/0", "::/0"), block
+            excluded = [ipaddress.ip_network(e) for e in block.get("except", [])]
+            for net in forbidden:
+                if net.version != ipaddress.ip_network(block["cidr"]).version:
+                    continue
+                assert any(net.subnet_of(e) for e in excluded), f"{level}: {net} is not excluded from {block}"  # type: ignore[arg-type]
