@@ -7,7 +7,7 @@ import json
 import os
 import urllib.request
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +80,24 @@ class GatewayProcess:
         """SIGKILL: no shutdown, no goodbye (crash tests)."""
         self.proc.kill()
 
-    @asynccontextmanager
-    async def client(self, token: str, mode: str = "auto") -> AsyncIterator[Client]:
-        """The SDK's client; `mode` "legacy" forces the 2025-11-25 handshake,
-        "2026-07-28" the stateless era, "auto" lets the client discover."""
-        http = httpx2.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120)
-        )
-        transport = streamable_http_client(self.url, http_client=http)
-        async with http, Client(transport, mode=mode) as mcp_client:
-            yield mcp_client
+    def client(self, token: str, mode: str = "auto") -> AbstractAsyncContextManager[Client]:
+        return mcp_client(self.url, token, mode)
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+@asynccontextmanager
+async def mcp_client(url: str, token: str, mode: str = "auto") -> AsyncIterator[Client]:
+    """The SDK's client for the gateway at `url` (.../mcp) as the token's user;
+    `mode` "legacy" forces the 2025-11-25 handshake, "2026-07-28" the
+    stateless era, "auto" lets the client discover."""
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120)
+    )
+    transport = streamable_http_client(url, http_client=http)
+    async with http, Client(transport, mode=mode) as client:
+        yield client
 
 
 def start_gateway(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,11 +39,14 @@ import yaml
 
 from . import helm
 from .assets import REPO_ROOT
+from .gateway_process import mcp_client
 from .images import load_into
 from .node import TEST_NODE_TOLERATION, node_env
 from .process import wait_for
 
 if TYPE_CHECKING:
+    from mcp import Client
+
     from .controlplane import ControlPlane
     from .node import TestNode
 
@@ -74,6 +78,46 @@ class InClusterInstall:
     @property
     def gateway_url(self) -> str:
         return f"http://{bridge_address()}:{NODE_PORT}"
+
+    def client(self, user: str = "alice") -> AbstractAsyncContextManager[Client]:
+        """An MCP client of the gateway, through its NodePort, as `user` (a token of theirs)."""
+        token = next(t for t, u in self.tokens.items() if u == user)
+        return mcp_client(f"{self.gateway_url}/mcp", token)
+
+    def pod_of(self, component: str) -> dict[str, Any]:
+        """The running pod of a component (operator, gateway, redis) or of the fake model."""
+        for pod in self.pods():
+            labels = pod["metadata"]["labels"]
+            named = component in (
+                labels.get("app.kubernetes.io/component"),
+                labels.get("app.kubernetes.io/name"),
+            )
+            live = (
+                pod["metadata"].get("deletionTimestamp") is None and pod["status"].get("phase") == "Running"
+            )
+            if named and live:
+                return pod
+        raise LookupError(f"no running {component} pod")
+
+    def replaced(self, component: str, old: str) -> bool:
+        """Whether a running pod other than `old` serves the component now."""
+        try:
+            return self.pod_of(component)["metadata"]["name"] != old
+        except LookupError:
+            return False
+
+    def rollout(self, deployment: str, timeout: int = 110) -> None:
+        out = self.control_plane.kubectl(
+            "-n",
+            SYSTEM,
+            "rollout",
+            "status",
+            f"deployment/{deployment}",
+            f"--timeout={timeout}s",
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"deployment {deployment} did not roll out: {out.stderr}\n{self.diagnose()}")
 
     def overrides(self) -> dict[str, Any]:
         toleration = dict(TEST_NODE_TOLERATION)
@@ -121,12 +165,7 @@ class InClusterInstall:
 
         t0 = time.monotonic()
         for name in (*DEPLOYMENTS, "codex-fake-model"):
-            out = cp.kubectl(
-                "-n", SYSTEM, "rollout", "status", f"deployment/{name}", f"--timeout={min(int(timeout), 110)}s",
-                check=False,
-            )  # fmt: skip
-            if out.returncode != 0:
-                raise RuntimeError(f"deployment {name} did not roll out: {out.stderr}\n{self.diagnose()}")
+            self.rollout(name, min(int(timeout), 110))
         wait_for(self._gateway_answers, timeout=60, what="the gateway's /health through its NodePort")
         self.timings["ready"] = time.monotonic() - t0
         return self

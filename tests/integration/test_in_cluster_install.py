@@ -220,3 +220,167 @@ def test_no_runner_reaches_the_gateway_redis_or_the_operator(
     finally:
         cp.kubectl("-n", SESSIONS, "delete", "pod", runner, "--wait=false", check=False)
         cp.kubectl("-n", SESSIONS, "delete", "networkpolicy", policy["metadata"]["name"], check=False)
+
+
+# --------------------------------------------------------------------------- faults
+def _structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error and result.structured_content is not None, result.content
+    return dict(result.structured_content)
+
+
+def _sessions(install: InClusterInstall) -> dict[str, dict[str, Any]]:
+    out = install.control_plane.kubectl("-n", SESSIONS, "get", "codexsessions", "-o", "json")
+    return {s["metadata"]["name"]: s for s in json.loads(out.stdout)["items"]}
+
+
+def _runner_pods(install: InClusterInstall, session: str) -> list[str]:
+    out = install.control_plane.kubectl(
+        "-n", SESSIONS, "get", "pods", "-l", f"{names.LABEL_SESSION}={session}", "-o", "name"
+    )
+    return out.stdout.split()
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def slow_model(install: InClusterInstall) -> Iterator[None]:
+    """The in-cluster fake model with 1.5 s between its answer's events, so a
+    turn lasts several seconds: long enough to break something in the middle."""
+    cp = install.control_plane
+    patch = {
+        "spec": {"template": {"spec": {"containers": [{"name": "fake-model", "args": ["--delay", "1.5"]}]}}}
+    }
+    cp.kubectl("-n", SYSTEM, "patch", "deployment", "codex-fake-model", "-p", json.dumps(patch))
+    install.rollout("codex-fake-model")
+    yield
+    cp.kubectl("-n", SYSTEM, "patch", "deployment", "codex-fake-model", "--type", "json", "-p",
+               json.dumps([{"op": "remove", "path": "/spec/template/spec/containers/0/args"}]))  # fmt: skip
+    install.rollout("codex-fake-model")
+
+
+async def _start_turns(
+    install: InClusterInstall, client: Any, count: int, tag: str
+) -> tuple[list[Any], set[str]]:
+    """`count` codex calls in flight; returns (their tasks, the new session names)."""
+    import asyncio
+
+    before = set(_sessions(install))
+    tasks = [asyncio.create_task(client.call_tool("codex", {"prompt": f"{tag} {i}"})) for i in range(count)]
+    await asyncio.to_thread(
+        _wait, lambda: len(set(_sessions(install)) - before) == count, 60, f"{count} new sessions"
+    )
+    return tasks, set(_sessions(install)) - before
+
+
+async def test_deleting_the_operator_pod_mid_turn_finishes_every_turn_once(
+    install: InClusterInstall, slow_model: None
+) -> None:
+    import asyncio
+
+    cp = install.control_plane
+    async with install.client("alice") as alice:
+        tasks, started = await _start_turns(install, alice, 3, "operator fault")
+
+        def running() -> bool:
+            sessions = _sessions(install)
+            return all((sessions[n].get("status") or {}).get("phase") == "Running" for n in started)
+
+        await asyncio.to_thread(_wait, running, 90, "the turns to run")
+        old = install.pod_of("operator")["metadata"]["name"]
+        t0 = time.monotonic()
+        cp.kubectl("-n", SYSTEM, "delete", "pod", old, "--wait=false")
+        await asyncio.to_thread(_wait, lambda: install.replaced("operator", old), 60, "a new operator pod")
+        await asyncio.to_thread(install.rollout, "codex-operator")
+        back = time.monotonic() - t0
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        def finished() -> bool:
+            sessions = _sessions(install)
+            return all((sessions[n].get("status") or {}).get("phase") == "Succeeded" for n in started)
+
+        await asyncio.to_thread(_wait, finished, 180, "every turn to succeed")
+        print(f"\n[in-cluster] operator pod replaced and Ready in {back:.1f}s")
+        for name in started:
+            status = _sessions(install)[name]["status"]
+            assert status.get("attempts") == 1, (name, status)
+            assert len(_runner_pods(install, name)) == 1, (name, _runner_pods(install, name))
+            info = _structured(await alice.call_tool("codex-session-info", {"session_id": name}))
+            assert info["session"]["status"] == "completed", info
+
+
+async def test_killing_the_gateway_pod_with_calls_in_flight_loses_no_result(
+    install: InClusterInstall, slow_model: None
+) -> None:
+    import asyncio
+
+    cp = install.control_plane
+    killed = False
+    try:
+        async with install.client("alice") as alice:
+            tasks, started = await _start_turns(install, alice, 5, "gateway fault")
+            old = install.pod_of("gateway")["metadata"]["name"]
+            cp.kubectl("-n", SYSTEM, "delete", "pod", old, "--grace-period=0", "--force", "--wait=false")
+            killed = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+    except BaseException:
+        if not killed:
+            raise  # only the dead gateway's broken connection is expected
+    await asyncio.to_thread(_wait, lambda: install.replaced("gateway", old), 60, "a new gateway pod")
+    await asyncio.to_thread(install.rollout, "codex-gateway")
+    await asyncio.to_thread(_wait, install._gateway_answers, 60, "the new gateway through the NodePort")
+    async with install.client("alice") as alice:
+
+        def done() -> bool:
+            sessions = _sessions(install)
+            return all((sessions[n].get("status") or {}).get("phase") == "Succeeded" for n in started)
+
+        await asyncio.to_thread(_wait, done, 180, "every turn to succeed")
+        for name in started:
+            info = _structured(await alice.call_tool("codex-session-info", {"session_id": name}))
+            assert info["session"]["status"] == "completed" and info["session"]["response"], info
+
+
+async def test_restarting_redis_under_load_keeps_calls_working_and_limits_resume(
+    install: InClusterInstall,
+) -> None:
+    import asyncio
+
+    cp = install.control_plane
+    errors: list[Any] = []
+    calls = 0
+    stop = asyncio.Event()
+
+    async def load(client: Any) -> None:
+        nonlocal calls
+        while not stop.is_set():
+            result = await client.call_tool("codex-session-info", {"list_active": True})
+            calls += 1
+            if result.is_error:
+                errors.append(result.content)
+            await asyncio.sleep(0.1)
+
+    def keys() -> list[str]:
+        out = cp.kubectl(
+            "-n", SYSTEM, "exec", "deployment/codex-redis", "--", "sh", "-c", "redis-cli --scan", check=False
+        )
+        return [k for k in out.stdout.split() if ":rate:" in k]
+
+    async with install.client("alice") as alice:
+        worker = asyncio.create_task(load(alice))
+        await asyncio.sleep(2)
+        assert await asyncio.to_thread(keys), "the gateway counts calls in Redis"
+        old = install.pod_of("redis")["metadata"]["name"]
+        cp.kubectl("-n", SYSTEM, "delete", "pod", old, "--wait=false")
+        await asyncio.to_thread(_wait, lambda: install.replaced("redis", old), 60, "a new Redis pod")
+        await asyncio.to_thread(install.rollout, "codex-redis")
+        # A fresh Redis is empty; the gateway's next calls after its pause count there again.
+        await asyncio.to_thread(_wait, lambda: bool(keys()), 90, "rate counters in the new Redis")
+        stop.set()
+        await worker
+    assert calls > 20 and not errors, (calls, errors)
