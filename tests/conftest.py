@@ -159,32 +159,46 @@ def node_cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="module")
-def netpol_engine(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """NetworkPolicy enforced on the session's node (kube-router's firewall,
-    codex_devenv.network_policy) for the tests of one module; none of its rules
-    or ipsets outlive the module."""
+def netpol_engine(node_cluster: Any) -> Any:
+    """The node's NetworkPolicy engine (kube-router's firewall,
+    codex_devenv.network_policy): every node test runs under enforcement; the
+    modules that test the network itself ask for it by name."""
     import os
 
-    from codex_devenv import network_policy
-
-    cp, node, _ = node_cluster
-    problems = network_policy.problems()
-    if problems:
-        reason = "host cannot run the NetworkPolicy engine: " + "; ".join(problems)
+    _, node, _ = node_cluster
+    if node.network_policy is None:
+        reason = f"the test node runs without NetworkPolicy enforcement ({node.cluster_network_off})"
         if os.environ.get("CI") == "true":
-            pytest.fail(reason + " (CI runs `make deps`, which prepares the host)")
+            pytest.fail(reason)
         pytest.skip(reason)
-    engine = network_policy.NetworkPolicyEngine(cp, tmp_path_factory.mktemp("netpol"), node_name=node.name)
-    engine.start()
+    engine = node.network_policy
     print(
         f"\n[netpol] kube-router ready in {engine.started_in:.2f}s (left before start: {engine.removed_at_start})"
     )
-    try:
-        yield engine
-    finally:
-        engine.stop()
-        left = network_policy.host_state()
-        assert not any(left.values()), f"the engine left host state behind: {left}"
+    return engine
+
+
+@pytest.fixture(scope="session")
+def internet(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The stand-in internet (codex_devenv.stand_in_internet): 203.0.113.0/24 on
+    a veth of its own, a server at SERVER_IP in its own network namespace."""
+    from codex_devenv.stand_in_internet import StandInInternet
+
+    host = StandInInternet(tmp_path_factory.mktemp("internet")).start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="module")
+def public_model(internet: Any) -> Iterator[Any]:
+    """The scripted fake model at a public address as NetworkPolicy sees it
+    (the stand-in internet's host end, port 443): what the shipped default
+    egress rule (public addresses on 443) lets runners reach."""
+    from codex_devenv import fake_model as fm
+    from codex_devenv.stand_in_internet import HOST_IP
+
+    with fm.FakeModelServer(port=443, host=HOST_IP) as server:
+        yield server
 
 
 @pytest.fixture

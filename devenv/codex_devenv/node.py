@@ -67,6 +67,8 @@ from .cluster_network import (
 )
 from .cluster_network import problems as cluster_network_problems
 from .controlplane import APISERVER_KUBELET_CLIENT, ControlPlane
+from .network_policy import NetworkPolicyEngine
+from .network_policy import problems as network_policy_problems
 from .process import ManagedProcess, free_port, wait_for
 from .stand_in_internet import SUBNET as INTERNET_SUBNET
 
@@ -347,6 +349,7 @@ class TestNode:
         max_pods: int = 30,
         containerd_root: Path | None = None,
         cluster_network: bool = True,
+        network_policy: bool = True,
     ) -> None:
         env = node_env()
         self.work_dir = work_dir
@@ -363,6 +366,10 @@ class TestNode:
         self.with_cluster_network = cluster_network
         self.cluster_network: ClusterNetwork | None = None
         self.cluster_network_off: str | None = None  # why a requested one did not start
+        # NetworkPolicy enforced (kube-router's firewall, codex_devenv.network_policy),
+        # with the cluster network only (one per host, like kube-proxy).
+        self.with_network_policy = network_policy
+        self.network_policy: NetworkPolicyEngine | None = None
         # containerd's root (images, snapshots). Per node by default; pass a
         # persistent path to keep imported images across runs.
         self.containerd_root = containerd_root or work_dir / "containerd-root"
@@ -397,6 +404,8 @@ class TestNode:
             raise RuntimeError("host cannot run the test node: " + "; ".join(problems))
         if self.with_cluster_network:
             problems = cluster_network_problems(self.bin_dir, self.bridge)
+            if self.with_network_policy:
+                problems += network_policy_problems()
             if problems:
                 raise RuntimeError("host cannot run the cluster network: " + "; ".join(problems))
         self.control_plane = control_plane
@@ -426,11 +435,18 @@ class TestNode:
         wait_for(self._node_ready, timeout=timeout, what=f"node {self.name} Ready", interval=0.25)
         if self.cluster_network is not None:
             self.cluster_network.start()
+            if self.with_network_policy:
+                self.network_policy = NetworkPolicyEngine(
+                    control_plane, self.work_dir / "network-policy", node_name=self.name, bridge=self.bridge
+                ).start()
         self.timings.node_ready = time.monotonic() - t0
         return self
 
     def stop(self) -> None:
         """Stop every pod sandbox (CNI teardown included), the kubelet and containerd."""
+        if self.network_policy is not None:
+            self.network_policy.stop()
+            self.network_policy = None
         if self.cluster_network is not None:
             self.cluster_network.stop()
             self.cluster_network = None
@@ -455,6 +471,8 @@ class TestNode:
             proc.check_alive()
         if self.cluster_network is not None:
             self.cluster_network.check_alive()
+        if self.network_policy is not None:
+            self.network_policy.check_alive()
 
     # -- images ---------------------------------------------------------------------------
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .assets import NODE_ENV, read_env_file
+
 NETNS = "codex-inet"
 HOST_IF, PEER_IF = "cxinet0", "cxinet1"
 SUBNET = "203.0.113.0/24"
@@ -68,9 +70,7 @@ def _forward_rules(bridge: str, subnet: str) -> list[list[str]]:
 def remove_leftovers() -> None:
     """What a killed run left behind: the namespace (its veth end goes with it),
     the host's veth end, the FORWARD exceptions."""
-    from .node import node_env  # node.py imports this module's addresses
-
-    env = node_env()
+    env = read_env_file(NODE_ENV)
     for pid in _run("ip", "netns", "pids", NETNS, check=False).stdout.split():
         _run("kill", "-9", pid, check=False)
     _run("ip", "netns", "delete", NETNS, check=False)
@@ -91,9 +91,7 @@ class StandInInternet:
         return f"http://{SERVER_IP}:{self.ports[0]}/"
 
     def start(self) -> StandInInternet:
-        from .node import node_env
-
-        env = node_env()
+        env = read_env_file(NODE_ENV)
         bridge, subnet = env["NODE_BRIDGE"], env["NODE_SUBNET"]
         remove_leftovers()
         _run("ip", "netns", "add", NETNS)

@@ -2,7 +2,8 @@
 (its ConfigMap codex-config, which manifests/base mirrors), changed only
 where this machine must differ, drives a turn end to end: `kubectl apply`
 -> the real operator -> a runner pod on the real kubelet -> the real Codex
-CLI -> the scripted fake model on the pod bridge -> Succeeded.
+CLI -> the scripted fake model at a public address (the stand-in internet,
+203.0.113.1:443) through the shipped egress rule, enforced -> Succeeded.
 
 The default model endpoint is the point: Codex 0.171 refuses a provider
 table with a built-in id, and the shipped `provider_id = "openai"` failed
@@ -49,9 +50,10 @@ def _overrides(namespace: str, model: fm.FakeModelServer) -> dict[str, Any]:
                 "runner_tolerations": [
                     {"key": TEST_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
                 ],
-                # The endpoint's URL: the fake model on the pod bridge instead of
-                # api.openai.com. Everything else of model_endpoint stays the default
-                # (its egress too: NetworkPolicy is not enforced on this node).
+                # The endpoint's URL: the fake model at a public address of the
+                # stand-in internet, port 443, instead of api.openai.com. Everything
+                # else of model_endpoint stays the default, its egress rule too (public
+                # addresses on 443), enforced on the test node.
                 "model_endpoint": {"base_url": model.url},
             }
         },
@@ -73,12 +75,13 @@ def _without(config: dict[str, Any], *paths: str) -> dict[str, Any]:
 def shipped(
     node_cluster: Any,
     node_ns: str,
-    model: fm.FakeModelServer,
+    public_model: fm.FakeModelServer,
     operator_kubeconfig: Path,
     tmp_path: Path,
     kube_client: Any,
 ) -> Iterator[dict[str, Any]]:
     cp, _node, refs = node_cluster
+    model = public_model
     model.reset()
     text = helm.config_toml(_overrides(node_ns, model))
     rendered, default = tomllib.loads(text), tomllib.loads(helm.config_toml())

@@ -76,8 +76,14 @@ def test_read_only_session_runs_to_success(kube_client: Any, namespace: str, run
     assert status["cost"]["providers"][0]["provider"] == "openai"
     assert status["timings"]["completedAt"] and status["timings"]["durationSeconds"] >= 0
     assert status["reason"] == "Completed"
-    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=s1").items
-    assert sorted(e.reason for e in events) == ["Started", "Succeeded"]  # one per transition, nothing else
+
+    def reasons() -> list[str]:
+        events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=s1").items
+        return sorted(str(e.reason) for e in events)
+
+    # The event of a transition is posted right after its status write, not with it.
+    wait_for(lambda: len(reasons()) >= 2, timeout=15, what="the transition events")
+    assert reasons() == ["Started", "Succeeded"]  # one per transition, nothing else
     assert op.metric("codex_mcp_tokens_consumed_total", 'type="output"') == 300.0
 
 

@@ -25,6 +25,7 @@ import pytest
 from codex_api import names
 from codex_api.config import ModelEndpointConfig
 from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, resolves, serve
+from codex_devenv.stand_in_internet import PORTS as INTERNET_PORTS
 from codex_devenv.stand_in_internet import SERVER_IP, StandInInternet
 from codex_operator.netpol_builder import build_network_policy
 
@@ -32,14 +33,6 @@ pytestmark = pytest.mark.timeout(600)
 
 MODEL_PORT, OTHER_PORT = 8080, 9090
 LEVELS = ("read-only", "isolated", "full-access", "wall-bounce")
-INTERNET_PORTS = (80, 443)
-
-
-@pytest.fixture(scope="module")
-def internet(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandInInternet]:
-    host = StandInInternet(tmp_path_factory.mktemp("internet"), ports=INTERNET_PORTS).start()
-    yield host
-    host.stop()
 
 
 @pytest.fixture(scope="module")
