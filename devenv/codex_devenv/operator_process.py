@@ -4,6 +4,7 @@ integration tests do."""
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,9 +39,20 @@ OPERATOR_USER = "system:serviceaccount:codex-system:codex-operator"
 
 
 class OperatorProcess:
-    def __init__(self, proc: ManagedProcess, metrics_port: int) -> None:
+    def __init__(self, proc: ManagedProcess, metrics_port: int, health_port: int = 0) -> None:
         self.proc = proc
         self.metrics_port = metrics_port
+        self.health_port = health_port
+
+    def probe(self, path: str) -> int:
+        """The HTTP status of /healthz or /readyz (0: no answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+        except OSError:
+            return 0
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
@@ -114,9 +126,14 @@ def start_operator(
     webhook_host: str = "127.0.0.1",
     trusted_requesters: Sequence[str] | None = None,
     config_file: Path | None = None,
+    leader_identity: str | None = None,
+    lease_seconds: float = 15.0,
+    wait_ready: bool = True,
 ) -> OperatorProcess:
     """The operator for `namespace`, ready; with `webhook_port` (and a serving
-    cert/key) it also serves its identity-stamping webhook on `webhook_host`."""
+    cert/key) it also serves its identity-stamping webhook on `webhook_host`.
+    With `leader_identity` it takes part in leader election under that name
+    (a follower never becomes ready: pass wait_ready=False)."""
     config = config_file or work / f"operator-{namespace}.toml"
     if config_file is None:
         config.write_text(
@@ -143,6 +160,10 @@ def start_operator(
         webhook_args += ["--webhook-cert", str(webhook_cert), "--webhook-key", str(webhook_key)]
     for user in trusted_requesters or ():
         webhook_args += ["--trusted-requester", user]
+    if leader_identity:
+        webhook_args += ["--leader-election", "--leader-identity", leader_identity]
+        webhook_args += ["--lease-seconds", str(lease_seconds)]
+    health_port = free_port()
     proc = ManagedProcess(
         "codex-operator",
         [
@@ -157,11 +178,12 @@ def start_operator(
             "--metrics-port",
             str(metrics_port),
             "--health-port",
-            str(free_port()),
+            str(health_port),
             *webhook_args,
         ],
         work / f"operator-{namespace}.log",
     ).start()
-    op = OperatorProcess(proc, metrics_port)
-    op.wait_ready()
+    op = OperatorProcess(proc, metrics_port, health_port)
+    if wait_ready:
+        op.wait_ready()
     return op

@@ -6,10 +6,17 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from codex_api.config import ConfigError, load_config
+from codex_api.config import CodexMCPConfig, ConfigError, load_config
 
 from . import webhook
+from .health import HealthServer
+from .kube import load_client
+from .leader import LeaderElector, LeaseSettings, default_identity, lease_name
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 
 def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,9 +30,28 @@ def add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     run.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, then $KUBECONFIG")
     run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
-    run.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port (0: off)")
+    run.add_argument(
+        "--health-port",
+        type=int,
+        default=8080,
+        help="/healthz (liveness) and /readyz (leading) port (0: off)",
+    )
     run.add_argument("--workers", type=int, default=16, help="concurrent reconciles")
     run.add_argument("--verbose", action="store_true")
+    run.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="reconcile only while holding the Lease codex-operator.<sessions namespace> in the "
+        "operator namespace, so that replicas > 1 have one active reconciler (off by default: the "
+        "identity webhook is still served by the active replica only)",
+    )
+    run.add_argument(
+        "--leader-identity", help="this replica's name in the Lease; default: $HOSTNAME (the pod)"
+    )
+    run.add_argument(
+        "--lease-seconds", type=float, default=15.0, help="a silent leader is replaced after this long"
+    )
     webhook.add_arguments(run)
     run.set_defaults(handler=_run)
 
@@ -58,13 +84,70 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.metrics_port:
         runtime.metrics.serve(args.metrics_port)  # before kopf: a busy port fails at once
-    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
-    asyncio.run(
-        kopf.operator(
-            namespaces=namespaces,
-            standalone=True,
-            liveness_endpoint=liveness,
-            memo=kopf.Memo(runtime=runtime, webhook=webhook_options),
+    try:
+        return asyncio.run(_serve(args, config, namespaces, runtime, webhook_options))
+    except ValueError as err:
+        print(err, flush=True)
+        return 1
+
+
+async def _serve(
+    args: argparse.Namespace,
+    config: CodexMCPConfig,
+    namespaces: list[str],
+    runtime: Runtime,
+    webhook_options: webhook.WebhookOptions,
+) -> int:
+    """Stand by until this replica leads (when leader election is on), then run
+    kopf until it stops or the Lease is lost; release the Lease on the way out."""
+    import kopf
+
+    elector = lease_client = None
+    if args.leader_election:
+        settings = LeaseSettings(
+            namespace=config.kubernetes.operator_namespace,
+            name=lease_name(namespaces),
+            identity=args.leader_identity or default_identity(),
+            lease_seconds=args.lease_seconds,
+            renew_deadline_seconds=args.lease_seconds * 2 / 3,
+            retry_seconds=max(0.2, args.lease_seconds / 7.5),
         )
-    )
-    return 0
+        lease_client = await load_client(args.kubeconfig)
+        elector = LeaderElector(lease_client, settings)
+
+    def ready() -> bool:
+        return runtime.running and (elector is None or elector.leading)
+
+    health = HealthServer(args.health_port, ready) if args.health_port else None
+    if health:
+        await health.start()
+    lost = False
+    try:
+        if elector:
+            await elector.acquire()
+        stop = asyncio.Event()
+        operator = asyncio.create_task(
+            kopf.operator(
+                namespaces=namespaces,
+                standalone=True,
+                stop_flag=stop,
+                memo=kopf.Memo(runtime=runtime, webhook=webhook_options),
+            )
+        )
+        watch = [operator]
+        if elector:
+            watch.append(asyncio.create_task(elector.hold()))
+        done, _ = await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
+        if operator not in done:
+            lost = True  # stop reconciling before another replica may take over
+            stop.set()
+            await operator
+    finally:
+        if elector:
+            if not lost:
+                await elector.release()
+            if lease_client is not None:
+                await lease_client.close()
+        if health:
+            await health.stop()
+    return 1 if lost else 0

@@ -47,6 +47,7 @@ class Runtime:
         self.metrics = OperatorMetrics()
         self.store = Store()
         self.ctx: Context | None = None
+        self.running = False  # set once the first sync is done and reconciles flow
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------
@@ -69,9 +70,11 @@ class Runtime:
             asyncio.create_task(self._gauges(), name="gauges"),
         ]
         self.metrics.ready.set(1)
+        self.running = True
         log.info("operator ready", extra={"namespaces": self.namespaces, "gate": ctx.gate.snapshot()})
 
     async def stop(self) -> None:
+        self.running = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -138,8 +138,14 @@ def test_default_install_objects(defaults: Objects) -> None:
     }
     assert names(defaults, "ServiceAccount") == {"codex-operator", "codex-gateway", "codex-runner"}
     assert names(defaults, "ClusterRole") == {"codex-operator", "codex-gateway", "codex-approver"}
-    assert names(defaults, "RoleBinding") == {"codex-operator", "codex-gateway", "codex-approvers"}
-    assert not names(defaults, "ClusterRoleBinding") and not names(defaults, "Role")
+    assert names(defaults, "RoleBinding") == {
+        "codex-operator",
+        "codex-gateway",
+        "codex-approvers",
+        "codex-operator-leader-election",
+    }
+    assert names(defaults, "Role") == {"codex-operator-leader-election"}
+    assert not names(defaults, "ClusterRoleBinding")
     assert names(defaults, "NetworkPolicy") == {
         "codex-operator",
         "codex-gateway",
@@ -241,6 +247,8 @@ def test_operator_is_one_replica_recreated(defaults: Objects) -> None:
     assert pod["serviceAccountName"] == "codex-operator"
     probe = pod["containers"][0]["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
+    # ready only once the operator reconciles (and, with leader election, leads)
+    assert pod["containers"][0]["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
     assert ports == {"health": 8080, "metrics": 9090, "webhook": 9443}
 
