@@ -57,6 +57,7 @@ FAKE_MODEL = REPO_ROOT / "hack" / "kind" / "fake-model.yaml"
 DEPLOYMENTS = ("codex-redis", "codex-operator", "codex-gateway")
 NODE_PORT = 30080  # values-kind.yaml
 HELM_NAMESPACE = "default"
+LEASE = f"codex-operator.{SESSIONS}"  # the operators' leader election (codex_operator.leader)
 
 
 def bridge_address() -> str:
@@ -98,6 +99,13 @@ class InClusterInstall:
             if named and live:
                 return pod
         raise LookupError(f"no running {component} pod")
+
+    def operator_leader(self) -> str | None:
+        """The pod holding the operator's Lease (its identity is the pod name)."""
+        out = self.control_plane.kubectl(
+            "-n", SYSTEM, "get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}", check=False
+        )
+        return out.stdout.strip() or None
 
     def replaced(self, component: str, old: str) -> bool:
         """Whether a running pod other than `old` serves the component now."""
@@ -184,6 +192,7 @@ class InClusterInstall:
         cp.kubectl(
             "-n", HELM_NAMESPACE, "delete", "secret", "-l", f"owner=helm,name={self.release}", check=False
         )
+        cp.kubectl("-n", SYSTEM, "delete", "lease", LEASE, "--ignore-not-found", check=False)
 
     def pods(self) -> list[dict[str, Any]]:
         out = self.control_plane.kubectl("-n", SYSTEM, "get", "pods", "-o", "json")

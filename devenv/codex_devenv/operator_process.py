@@ -4,6 +4,7 @@ integration tests do."""
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -43,6 +44,16 @@ class OperatorProcess:
         self.proc = proc
         self.metrics_port = metrics_port
         self.health_port = health_port
+
+    def role(self) -> str | None:
+        """ "leader" or "follower" from /readyz (None: no answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2) as resp:
+                return str(json.load(resp).get("role"))
+        except urllib.error.HTTPError as err:
+            return str(json.load(err).get("role"))
+        except OSError:
+            return None
 
     def probe(self, path: str) -> int:
         """The HTTP status of /healthz or /readyz (0: no answer)."""

@@ -37,7 +37,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    webhook.configure(settings, memo.get("webhook"))
+    webhook.configure(settings)
     runtime: Runtime = memo["runtime"]
     await runtime.start()
 
@@ -60,65 +60,3 @@ async def approval_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
 async def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     memo["runtime"].pod_event(event["type"], event["object"])
-
-
-# --------------------------------------------------------------------------- identity webhook
-# Registered by `register_webhooks` only when a webhook server is configured:
-# kopf refuses to start with admission handlers and no server.
-
-
-async def stamp_decider(
-    *,
-    userinfo: kopf.UserInfo,
-    patch: kopf.Patch,
-    operation: str | None = None,
-    old: kopf.Body | None = None,
-    new: kopf.Body | None = None,
-    **_: Any,
-) -> None:
-    webhook.apply(patch, webhook.decider_changes(operation, old, new, userinfo), new)
-
-
-async def stamp_requester(
-    *,
-    userinfo: kopf.UserInfo,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    operation: str | None = None,
-    new: kopf.Body | None = None,
-    **_: Any,
-) -> None:
-    trusted = webhook.trusted_requesters(memo)
-    webhook.apply(patch, webhook.requester_changes(operation, new, userinfo, trusted), new)
-
-
-_webhook_registries: list[kopf.OperatorRegistry] = []
-
-
-def register_webhooks(registry: kopf.OperatorRegistry | None = None) -> None:
-    """Register the mutate handlers (once per registry; default: kopf's global one).
-
-    The handler ids are the URL paths (``/stamp-decider``, ``/stamp-requester``)
-    named by manifests/base/webhook.yaml. No ``ignore_failures``: it only
-    shapes kopf-managed configurations, and the shipped one sets failurePolicy.
-    """
-    registry = registry if registry is not None else kopf.get_default_registry()
-    if any(r is registry for r in _webhook_registries):
-        return
-    _webhook_registries.append(registry)
-    kopf.on.mutate(
-        GROUP,
-        VERSION,
-        "approvalrequests",
-        id=webhook.DECIDER_HANDLER,
-        operations=["UPDATE"],
-        registry=registry,
-    )(stamp_decider)
-    kopf.on.mutate(
-        GROUP,
-        VERSION,
-        "codexsessions",
-        id=webhook.REQUESTER_HANDLER,
-        operations=["CREATE"],
-        registry=registry,
-    )(stamp_requester)

@@ -1,9 +1,9 @@
 """The operator's probe endpoints, up from the first moment (followers too).
 
 - ``/healthz`` (liveness): the process and its event loop answer.
-- ``/readyz`` (readiness): this replica leads and kopf runs. Followers are
-  alive but not ready, so the webhook's Service sends admission reviews only
-  to the leader, the one replica that serves them.
+- ``/readyz`` (readiness): the leader once its first sync is done; a
+  follower always (it serves the identity webhook and stands by). The body
+  says which (``role``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from aiohttp import web
 
 
 class HealthServer:
-    def __init__(self, port: int, ready: Callable[[], bool]) -> None:
+    def __init__(self, port: int, ready: Callable[[], bool], role: Callable[[], str]) -> None:
         self.port = port
         self.ready = ready
+        self.role = role
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -37,5 +38,5 @@ class HealthServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         if self.ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "standby"}, status=503)
+            return web.json_response({"status": "ready", "role": self.role()})
+        return web.json_response({"status": "starting", "role": self.role()}, status=503)

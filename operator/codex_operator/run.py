@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from codex_api.config import CodexMCPConfig, ConfigError, load_config
 
 from . import webhook
+from .admission_server import AdmissionServer
 from .health import HealthServer
 from .kube import load_client
 from .leader import LeaderElector, LeaseSettings, default_identity, lease_name
@@ -60,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here so that `codex-operator config validate` stays fast.
     import kopf
 
-    from . import handlers  # registers the kopf handlers
+    from . import handlers  # noqa: F401  (registers the kopf handlers)
     from .runtime import Runtime
 
     try:
@@ -69,8 +70,6 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as err:
         print(err, flush=True)
         return 1
-    if webhook_options.enabled:
-        handlers.register_webhooks()
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
@@ -116,11 +115,21 @@ async def _serve(
         elector = LeaderElector(lease_client, settings)
 
     def ready() -> bool:
-        return runtime.running and (elector is None or elector.leading)
+        # A follower is ready: it serves the webhook and stands by. The leader
+        # (or the only replica) is ready once its first sync is done.
+        if elector is not None and not elector.leading:
+            return True
+        return runtime.running
 
-    health = HealthServer(args.health_port, ready) if args.health_port else None
+    def role() -> str:
+        return "follower" if elector is not None and not elector.leading else "leader"
+
+    health = HealthServer(args.health_port, ready, role) if args.health_port else None
     if health:
         await health.start()
+    admission = AdmissionServer(webhook_options) if webhook_options.enabled else None
+    if admission:
+        await admission.start()  # every replica stamps, leading or not
     lost = False
     try:
         if elector:
@@ -148,6 +157,8 @@ async def _serve(
                 await elector.release()
             if lease_client is not None:
                 await lease_client.close()
+        if admission:
+            await admission.stop()
         if health:
             await health.stop()
     return 1 if lost else 0

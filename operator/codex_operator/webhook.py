@@ -13,10 +13,10 @@ value against ``request.userInfo`` again. So the webhook is a convenience,
 and the shipped configuration (manifests/base/webhook.yaml) lets requests
 through when it is down (failurePolicy Ignore).
 
-The operator never writes webhook configurations (``settings.admission.managed
-= None``): they ship as manifests, and the operator needs no RBAC on
-admissionregistration. kopf serves each handler at ``/<handler id>``, so the
-ids below are the paths the manifests name.
+The operator never writes webhook configurations: they ship as manifests,
+and the operator needs no RBAC on admissionregistration. The server is
+``admission_server`` (not kopf's): it runs in every replica, leading or not,
+at the paths below, which the manifests name.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import urllib.parse
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,13 +39,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TRUSTED_REQUESTER = "system:serviceaccount:codex-system:codex-gateway"
 DEFAULT_HOST = "0.0.0.0"  # in-cluster, the Service reaches the pod's address
 
-# kopf handler ids; kopf serves each at "/<id>" (see `path`).
+# The webhook's paths are "/<id>" (see `path`); the manifests name them.
 DECIDER_HANDLER = "stamp-decider"
 REQUESTER_HANDLER = "stamp-requester"
 
 
 def path(handler_id: str) -> str:
-    """The URL path kopf's WebhookServer serves a handler at (``clientConfig.service.path``)."""
+    """The URL path a stamp is served at (``clientConfig.service.path``)."""
     return "/" + urllib.parse.quote(handler_id)
 
 
@@ -114,21 +114,10 @@ def options_from_args(args: argparse.Namespace) -> WebhookOptions:
     )
 
 
-def server(options: WebhookOptions) -> kopf.WebhookServer:
-    """kopf's HTTPS server for the options; it re-reads the PEM files when they change (rotation)."""
-    import kopf
-
-    return kopf.WebhookServer(
-        addr=options.host,
-        port=options.port,
-        certfile=options.cert,
-        pkeyfile=options.key,
-    )
-
-
-def configure(settings: kopf.OperatorSettings, options: WebhookOptions | None) -> None:
-    """Point kopf at the webhook server, or at none; never let it manage configurations."""
-    settings.admission.server = server(options) if options is not None and options.enabled else None
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf serves no webhook (admission_server does, in every replica) and never
+    manages webhook configurations (they ship as manifests)."""
+    settings.admission.server = None
     settings.admission.managed = None
 
 
@@ -159,21 +148,6 @@ def requester_changes(
     if operation != "CREATE" or new is None:
         return {}
     return admission.stamp_requester(new, username(userinfo), set(trusted))
-
-
-def apply(patch: kopf.Patch, changes: Mapping[str, Any], body: Mapping[str, Any] | None) -> None:
-    """Put spec changes into kopf's patch (kopf turns it into the JSONPatch of the response)."""
-    if not changes:
-        return
-    spec: MutableMapping[str, Any] = patch.spec
-    for key, value in changes.items():
-        spec[key] = value
-    meta = (body or {}).get("metadata") or {}
-    log.info(
-        "stamped %s",
-        ", ".join(f"spec.{k}={v}" for k, v in changes.items()),
-        extra={"namespace": meta.get("namespace"), "object": meta.get("name") or meta.get("generateName")},
-    )
 
 
 def trusted_requesters(memo: Mapping[str, Any]) -> frozenset[str]:

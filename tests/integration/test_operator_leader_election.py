@@ -2,8 +2,8 @@
 Lease (codex_operator.leader), each replica a real `codex-operator run
 --leader-election` on the real API server, as its own ServiceAccount.
 
-The follower is alive (/healthz 200) and not ready (/readyz 503) and creates
-nothing. The leader is SIGKILLed in the middle of a burst: the follower takes
+The follower is alive and ready (it serves the identity webhook, see
+test_admission_webhook.py) and creates nothing. The leader is SIGKILLed in the middle of a burst: the follower takes
 the Lease once it has seen it unrenewed for the lease duration (measured),
 and every session finishes exactly once: one runner pod each, one attempt,
 and never more sessions running than the limit. Runner pods are played the
@@ -19,6 +19,7 @@ from kubernetes import client
 
 from codex_api import names
 from codex_api.result import RunnerResult
+from codex_devenv.process import wait_for
 from codex_devenv.testkit import create_session, finish_pod, list_sessions, set_pod_running
 
 pytestmark = pytest.mark.timeout(300)
@@ -42,11 +43,7 @@ def _holder(kube_client: Any, namespace: str) -> str | None:
 
 
 def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_for(check, timeout=timeout, what=what, interval=0.1)
 
 
 def _result(name: str) -> RunnerResult:
@@ -58,8 +55,8 @@ def test_one_replica_leads_the_other_stands_by(kube_client: Any, namespace: str,
     b = run_operator(leader_identity="replica-b", lease_seconds=LEASE_SECONDS, wait_ready=False)
     assert _holder(kube_client, namespace) == "replica-a"
     assert (a.probe("/healthz"), a.probe("/readyz")) == (200, 200)
-    _wait(lambda: b.probe("/healthz") == 200, 30, "the follower's health endpoint")
-    assert b.probe("/readyz") == 503
+    _wait(lambda: b.probe("/readyz") == 200, 30, "the follower's readiness")
+    assert (a.role(), b.role()) == ("leader", "follower")
     create_session(kube_client, namespace, "s1", prompt="hello")
     _wait(lambda: (list_sessions(kube_client, namespace)[0].get("status") or {}).get("podName"), 30, "a pod")
     # the follower never reconciled: its metrics show no reconcile at all
@@ -69,7 +66,7 @@ def test_one_replica_leads_the_other_stands_by(kube_client: Any, namespace: str,
     t0 = time.monotonic()
     _wait(lambda: _holder(kube_client, namespace) == "replica-b", 2 * LEASE_SECONDS, "the follower to lead")
     handover = time.monotonic() - t0
-    _wait(lambda: b.probe("/readyz") == 200, 30, "the new leader to be ready")
+    _wait(lambda: b.role() == "leader" and b.probe("/readyz") == 200, 30, "the new leader to be ready")
     print(f"\n[leader] graceful handover in {handover:.2f}s")
     assert handover < LEASE_SECONDS
 

@@ -240,14 +240,26 @@ def test_every_container_is_locked_down(values: dict[str, Any]) -> None:
             assert set(volume) & {"configMap", "secret", "emptyDir"}, f"{name}: {volume}"
 
 
-def test_operator_is_one_replica_recreated(defaults: Objects) -> None:
+def test_operator_is_two_replicas_with_leader_election(defaults: Objects) -> None:
     spec = find(defaults, "Deployment", "codex-operator")["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert "--leader-election" in spec["template"]["spec"]["containers"][0]["args"]
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert find(defaults, "PodDisruptionBudget", "codex-operator")["spec"]["minAvailable"] == 1
+    single = helm.template({"operator": {"replicas": 1}})
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "codex-operator"
     probe = pod["containers"][0]["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
-    # ready only once the operator reconciles (and, with leader election, leads)
+    # ready once it reconciles (the leader) or stands by serving the webhook (a follower)
     assert pod["containers"][0]["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
     assert ports == {"health": 8080, "metrics": 9090, "webhook": 9443}
@@ -266,6 +278,7 @@ def test_operator_command_line(defaults: Objects) -> None:
         "9090",
         "--health-port",
         "8080",
+        "--leader-election",
         "--webhook-port",
         "9443",
         "--webhook-cert",
