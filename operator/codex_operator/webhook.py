@@ -22,7 +22,6 @@ at the paths below, which the manifests name.
 from __future__ import annotations
 
 import argparse
-import logging
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from . import admission
 if TYPE_CHECKING:  # kopf is imported only by `codex-operator run`: `config validate` stays fast
     import kopf
 
-log = logging.getLogger(__name__)
 
 DEFAULT_TRUSTED_REQUESTER = "system:serviceaccount:codex-system:codex-gateway"
 DEFAULT_HOST = "0.0.0.0"  # in-cluster, the Service reaches the pod's address
@@ -148,10 +146,3 @@ def requester_changes(
     if operation != "CREATE" or new is None:
         return {}
     return admission.stamp_requester(new, username(userinfo), set(trusted))
-
-
-def trusted_requesters(memo: Mapping[str, Any]) -> frozenset[str]:
-    options = memo.get("webhook")
-    if isinstance(options, WebhookOptions):
-        return options.trusted_requesters
-    return frozenset({DEFAULT_TRUSTED_REQUESTER})
