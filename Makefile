@@ -5,13 +5,16 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEVENV_ARGS ?=
 
-.PHONY: help deps venv system-deps node-host codex mcp-clients control-plane helm test test-unit test-integration generate crds lint dev bench clean
+.PHONY: help deps host-leftovers venv system-deps node-host codex mcp-clients control-plane helm test test-unit test-integration generate crds lint dev bench clean
 .PHONY: kind-up kind-load kind-certs deploy e2e-kind undeploy kind-down
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-deps: venv system-deps control-plane helm node-host codex mcp-clients images ## everything the tests and `make dev` need
+deps: host-leftovers venv system-deps control-plane helm node-host codex mcp-clients images ## everything the tests and `make dev` need
+
+host-leftovers: ## remove what a killed test run left on the host that could reach beyond it (the stand-in internet's veth)
+	@bash hack/node/remove-leftovers.sh
 
 venv: $(VENV)/.installed ## Python virtual environment with the project and dev tools
 

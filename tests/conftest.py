@@ -180,7 +180,7 @@ def netpol_engine(node_cluster: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def internet(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The stand-in internet (codex_devenv.stand_in_internet): 203.0.113.0/24 on
+    """The stand-in internet (codex_devenv.stand_in_internet): SUBNET on
     a veth of its own, a server at SERVER_IP in its own network namespace."""
     from codex_devenv.stand_in_internet import StandInInternet
 

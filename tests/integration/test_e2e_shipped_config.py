@@ -3,7 +3,7 @@
 where this machine must differ, drives a turn end to end: `kubectl apply`
 -> the real operator -> a runner pod on the real kubelet -> the real Codex
 CLI -> the scripted fake model at a public address (the stand-in internet,
-203.0.113.1:443) through the shipped egress rule, enforced -> Succeeded.
+198.51.100.1:443) through the shipped egress rule, enforced -> Succeeded.
 
 The default model endpoint is the point: Codex 0.171 refuses a provider
 table with a built-in id, and the shipped `provider_id = "openai"` failed

@@ -7,7 +7,7 @@ provider pod too). Every "unreachable" has its positive control in the same
 test: the same target reached from a pod no policy selects, so a target
 nothing can reach cannot make a test pass. All traffic stays on this
 machine: the pod bridge, the node's own addresses, and the stand-in internet
-(codex_devenv.stand_in_internet: 203.0.113.20 in a network namespace of its
+(codex_devenv.stand_in_internet: SERVER_IP in a network namespace of its
 own). Link-local and metadata addresses get no traffic: their exclusion is
 checked on the policy objects. The chart's own components (gateway, Redis,
 operator) as targets: test_in_cluster_install.py.
@@ -188,3 +188,25 @@ def test_no_rule_opens_link_local_or_metadata_addresses(world: Any, level: str) 
                 if net.version != ipaddress.ip_network(block["cidr"]).version:
                     continue
                 assert any(net.subnet_of(e) for e in excluded), f"{level}: {net} is not excluded from {block}"  # type: ignore[arg-type]
+
+
+def test_stand_in_internet_takes_no_address_this_machine_uses(internet: StandInInternet) -> None:
+    """While it is up, every package registry and the resolver are still routed
+    the way they were (not into its veth): a stand-in that claimed the
+    registries' range once cut the next CI run off from pip."""
+    import subprocess
+
+    from codex_devenv.stand_in_internet import HOST_IF, registry_addresses
+
+    routed = {
+        address: subprocess.run(
+            ["ip", "-4", "route", "get", address], capture_output=True, text=True, check=True
+        ).stdout
+        for addresses in registry_addresses().values()
+        for address in addresses
+    }
+    assert routed, "no registry address resolved: the check would prove nothing"
+    assert {a: r for a, r in routed.items() if f"dev {HOST_IF}" in r} == {}
+    # Positive control: the stand-in's own server is routed into the veth.
+    server = subprocess.run(["ip", "-4", "route", "get", SERVER_IP], capture_output=True, text=True, check=True)
+    assert f"dev {HOST_IF}" in server.stdout
