@@ -208,5 +208,7 @@ def test_stand_in_internet_takes_no_address_this_machine_uses(internet: StandInI
     assert routed, "no registry address resolved: the check would prove nothing"
     assert {a: r for a, r in routed.items() if f"dev {HOST_IF}" in r} == {}
     # Positive control: the stand-in's own server is routed into the veth.
-    server = subprocess.run(["ip", "-4", "route", "get", SERVER_IP], capture_output=True, text=True, check=True)
+    server = subprocess.run(
+        ["ip", "-4", "route", "get", SERVER_IP], capture_output=True, text=True, check=True
+    )
     assert f"dev {HOST_IF}" in server.stdout

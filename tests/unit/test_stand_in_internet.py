@@ -15,7 +15,10 @@ ROUTES = [
 
 
 def test_free_range_has_no_conflicts() -> None:
-    assert address_conflicts(SUBNET, {"registry": {"203.0.113.80"}, "the resolver": {"10.255.255.53"}}, ROUTES) == []
+    assert (
+        address_conflicts(SUBNET, {"registry": {"203.0.113.80"}, "the resolver": {"10.255.255.53"}}, ROUTES)
+        == []
+    )
 
 
 def test_a_registry_inside_the_range_is_a_conflict() -> None:
