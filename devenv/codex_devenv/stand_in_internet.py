@@ -103,7 +103,7 @@ def registry_addresses() -> dict[str, set[str]]:
         if not host or host in found:
             continue
         try:
-            found[host] = {info[4][0] for info in socket.getaddrinfo(host, None, socket.AF_INET)}
+            found[host] = {str(info[4][0]) for info in socket.getaddrinfo(host, None, socket.AF_INET)}
         except OSError:
             found[host] = set()
     return found
