@@ -44,6 +44,9 @@ HOST_IP = "198.51.100.1"
 SERVER_IP = "198.51.100.2"
 PORTS = (80, 443)
 LEFTOVERS_SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "node" / "remove-leftovers.sh"
+# The pid of the process whose stand-in is up: remove-leftovers.sh (`make deps`,
+# e.g. `make dev` run by a test) leaves a live one alone.
+OWNER_FILE = Path("/run/codex-inet.owner")
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -143,12 +146,31 @@ def check_free() -> None:
         )
 
 
-def remove_leftovers() -> None:
+def live_owner() -> int | None:
+    """The pid of another running process whose stand-in is up, if any."""
+    try:
+        pid = int(OWNER_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def remove_leftovers(*, force: bool = False) -> None:
     """What a killed run left behind: the namespace and its processes, the host's
     veth end (hack/node/remove-leftovers.sh, which `make deps` runs first), the
-    FORWARD exceptions."""
+    FORWARD exceptions. Refuses to take away another running process's stand-in
+    unless `force`."""
+    owner = None if force else live_owner()
+    if owner is not None:
+        raise RuntimeError(f"the stand-in internet ({NETNS}) is in use by the running process {owner}")
     env = read_env_file(NODE_ENV)
-    _run("bash", str(LEFTOVERS_SCRIPT), check=False)
+    _run("bash", str(LEFTOVERS_SCRIPT), "--force", check=False)
     for rule in _forward_rules(env["NODE_BRIDGE"], env["NODE_SUBNET"]):
         while _run("iptables", "-C", "FORWARD", *rule, check=False).returncode == 0:
             _run("iptables", "-D", "FORWARD", *rule, check=False)
@@ -170,6 +192,7 @@ class StandInInternet:
         remove_leftovers()
         check_free()
         _run("ip", "netns", "add", NETNS)
+        OWNER_FILE.write_text(f"{os.getpid()}\n")
         _run("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF)
         _run("ip", "link", "set", PEER_IF, "netns", NETNS)
         prefix = SUBNET.split("/")[1]
@@ -219,7 +242,7 @@ class StandInInternet:
             proc.kill()
             proc.wait(timeout=10)
         self.servers.clear()
-        remove_leftovers()
+        remove_leftovers(force=True)
 
     def _guard_position(self, bridge: str) -> int:
         """1-based position of the first of setup-host.sh's DROP rules in FORWARD."""

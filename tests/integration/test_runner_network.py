@@ -196,7 +196,7 @@ def test_stand_in_internet_takes_no_address_this_machine_uses(internet: StandInI
     registries' range once cut the next CI run off from pip."""
     import subprocess
 
-    from codex_devenv.stand_in_internet import HOST_IF, registry_addresses
+    from codex_devenv.stand_in_internet import HOST_IF, LEFTOVERS_SCRIPT, registry_addresses
 
     routed = {
         address: subprocess.run(
@@ -207,6 +207,9 @@ def test_stand_in_internet_takes_no_address_this_machine_uses(internet: StandInI
     }
     assert routed, "no registry address resolved: the check would prove nothing"
     assert {a: r for a, r in routed.items() if f"dev {HOST_IF}" in r} == {}
+    # `make deps` (run by `make dev`, e.g. from a test) removes leftovers of
+    # killed runs, not the stand-in of this running one.
+    subprocess.run(["bash", str(LEFTOVERS_SCRIPT)], capture_output=True, text=True, check=True)
     # Positive control: the stand-in's own server is routed into the veth.
     server = subprocess.run(
         ["ip", "-4", "route", "get", SERVER_IP], capture_output=True, text=True, check=True
