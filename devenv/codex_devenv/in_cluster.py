@@ -80,13 +80,15 @@ class InClusterInstall:
     def gateway_url(self) -> str:
         return f"http://{bridge_address()}:{NODE_PORT}"
 
-    def client(self, user: str = "alice") -> AbstractAsyncContextManager[Client]:
-        """An MCP client of the gateway, through its NodePort, as `user` (a token of theirs)."""
+    def client(self, user: str = "alice", mode: str = "auto") -> AbstractAsyncContextManager[Client]:
+        """An MCP client of the gateway, through its NodePort, as `user` (a token of theirs);
+        `mode` as codex_devenv.gateway_process.mcp_client takes it."""
         token = next(t for t, u in self.tokens.items() if u == user)
-        return mcp_client(f"{self.gateway_url}/mcp", token)
+        return mcp_client(f"{self.gateway_url}/mcp", token, mode)
 
-    def pod_of(self, component: str) -> dict[str, Any]:
-        """The running pod of a component (operator, gateway, redis) or of the fake model."""
+    def pods_of(self, component: str) -> list[dict[str, Any]]:
+        """The running pods of a component (operator, gateway, redis) or of the fake model."""
+        found = []
         for pod in self.pods():
             labels = pod["metadata"]["labels"]
             named = component in (
@@ -97,8 +99,40 @@ class InClusterInstall:
                 pod["metadata"].get("deletionTimestamp") is None and pod["status"].get("phase") == "Running"
             )
             if named and live:
-                return pod
-        raise LookupError(f"no running {component} pod")
+                found.append(pod)
+        return found
+
+    def pod_of(self, component: str) -> dict[str, Any]:
+        """A running pod of a component (operator, gateway, redis) or of the fake model."""
+        pods = self.pods_of(component)
+        if not pods:
+            raise LookupError(f"no running {component} pod")
+        return pods[0]
+
+    def metric(self, pod: str, name: str) -> float:
+        """A series of a pod's own /metrics (port 9090), read inside the pod; 0 when absent."""
+        script = (
+            "import urllib.request;"
+            "print(urllib.request.urlopen('http://127.0.0.1:9090/metrics', timeout=5).read().decode())"
+        )
+        out = self.control_plane.kubectl("-n", SYSTEM, "exec", pod, "--", "python3", "-c", script)
+        for line in out.stdout.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def endpoints(self, service: str) -> set[str]:
+        """The ready addresses behind a Service (its EndpointSlices)."""
+        out = self.control_plane.kubectl(
+            "-n", SYSTEM, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}", "-o", "json"
+        )
+        return {
+            address
+            for item in json.loads(out.stdout)["items"]
+            for endpoint in item.get("endpoints") or []
+            if (endpoint.get("conditions") or {}).get("ready")
+            for address in endpoint.get("addresses", [])
+        }
 
     def operator_leader(self) -> str | None:
         """The pod holding the operator's Lease (its identity is the pod name)."""

@@ -20,6 +20,7 @@ from .auth import TokenFileError, TokenReviewer, TokenStore, Verifier, VerifierC
 from .guard import Guard, redact_url, redis_url_from_env
 from .kube import SessionApi, load_client
 from .logs import setup_logging
+from .mcp_sessions import SessionDirectory, share_sessions
 from .metrics import GatewayMetrics
 from .observer import SessionObserver
 from .server import build_server
@@ -192,6 +193,12 @@ async def serve(
             app = mcp.streamable_http_app(
                 streamable_http_path="/mcp", host=args.host, transport_security=security
             )
+            manager = mcp.session_manager
+            metrics.mcp_connections.set_function(lambda: len(manager._server_instances))
+            if guard.configured:
+                # Every replica serves every handshake-era session (mcp_sessions.py).
+                directory = SessionDirectory(guard, manager.session_idle_timeout or 30 * 60)
+                share_sessions(manager, directory, on_adopt=metrics.mcp_adopted.inc)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app,

@@ -110,7 +110,7 @@ class BudgetExceeded(GuardError):
     """The user's spend this month reached the budget (or, fail-closed, it cannot be checked)."""
 
 
-class _Unavailable(Exception):
+class RedisUnavailable(Exception):
     """Redis is not configured, known to be down, or failed just now."""
 
 
@@ -284,6 +284,10 @@ class Guard:
     def configured(self) -> bool:
         return self._client is not None
 
+    def key(self, kind: str, name: str) -> str:
+        """This installation's Redis key for ``name`` of ``kind``."""
+        return f"{self._prefix}:{kind}:{_part(name)}"
+
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
@@ -329,17 +333,17 @@ class Guard:
         else:
             log.debug("redis still unavailable: operation=%s error=%s", operation, self._last_error)
 
-    async def _call(self, operation: str, command: Callable[[Redis], Awaitable[T]]) -> T:
-        """Run ``command`` within the time limit; raise :class:`_Unavailable` instead of failing."""
+    async def call(self, operation: str, command: Callable[[Redis], Awaitable[T]]) -> T:
+        """Run ``command`` within the time limit; raise :class:`RedisUnavailable` instead of failing."""
         if not self._usable():
-            raise _Unavailable(operation)
+            raise RedisUnavailable(operation)
         assert self._client is not None
         try:
             async with asyncio.timeout(self._timeout):
                 result = await command(self._client)
         except (RedisError, OSError, TimeoutError) as err:
             self._failed(operation, err)
-            raise _Unavailable(operation) from None
+            raise RedisUnavailable(operation) from None
         self._succeeded()
         return result
 
@@ -377,8 +381,8 @@ class Guard:
                 return await pipe.execute()
 
         try:
-            replies = await self._call("rate limit", count)
-        except _Unavailable:
+            replies = await self.call("rate limit", count)
+        except RedisUnavailable:
             return
         retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
         for (_, limit, what), counted in zip(checks, replies[0::2], strict=True):
@@ -394,8 +398,8 @@ class Guard:
         """USD recorded for ``user`` this calendar month (UTC); None without Redis."""
         key = spend_key(self._prefix, user, month_key(self._clock()))
         try:
-            raw = await self._call("read spend", lambda r: r.get(key))
-        except _Unavailable:
+            raw = await self.call("read spend", lambda r: r.get(key))
+        except RedisUnavailable:
             return None
         return float(raw) if raw is not None else 0.0
 
@@ -433,13 +437,13 @@ class Guard:
         spend = spend_key(self._prefix, user, month_key(self._clock()))
         amount = _plain_decimal(usd)
         try:
-            added = await self._call(
+            added = await self.call(
                 "record spend",
                 lambda r: self._add_cost_script(
                     keys=[marker, spend], args=[amount, SPEND_TTL_SECONDS], client=r
                 ),
             )
-        except _Unavailable:
+        except RedisUnavailable:
             log.warning(
                 "redis unavailable: spend of session %s (user=%s, %s USD) not recorded in the budget",
                 session_id,
@@ -463,8 +467,8 @@ class Guard:
         except (TypeError, ValueError):
             return None
         try:
-            raw = await self._call("cache read", lambda r: r.get(key))
-        except _Unavailable:
+            raw = await self.call("cache read", lambda r: r.get(key))
+        except RedisUnavailable:
             return None
         if raw is None:
             return None
@@ -494,8 +498,8 @@ class Guard:
             return False
         ttl = self._cache.ttl_seconds
         try:
-            await self._call("cache write", lambda r: r.set(key, data, ex=ttl))
-        except _Unavailable:
+            await self.call("cache write", lambda r: r.set(key, data, ex=ttl))
+        except RedisUnavailable:
             return False
         return True
 

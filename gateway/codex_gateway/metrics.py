@@ -77,6 +77,18 @@ class GatewayMetrics:
             "1 when the last Redis operation succeeded (0: failing open).",
             registry=r,
         )
+        # Per replica (handshake-era sessions held in this process; sum them):
+        # how loaded each gateway is, and how often one took over another's.
+        self.mcp_connections = Gauge(
+            "codex_gateway_mcp_connections_open",
+            "Handshake-era MCP sessions this replica holds (opened here or adopted).",
+            registry=r,
+        )
+        self.mcp_adopted = Counter(
+            "codex_gateway_mcp_sessions_adopted_total",
+            "MCP sessions opened on another replica and served here.",
+            registry=r,
+        )
         self.audit_events = Counter(
             "codex_gateway_audit_events_total", "Audit events written.", ["decision"], registry=r
         )

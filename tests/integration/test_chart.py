@@ -575,7 +575,7 @@ def test_helm_install_upgrade_uninstall(own_control_plane: Any) -> None:
         time.sleep(0.5)
 
     out = helm.run(
-        "upgrade", helm.RELEASE, str(helm.CHART_DIR), *base, *kind_values, "--set", "gateway.replicas=2"
+        "upgrade", helm.RELEASE, str(helm.CHART_DIR), *base, *kind_values, "--set", "gateway.replicas=3"
     )
     assert "REVISION: 2" in out.stdout
     assert webhook_ca(cp) == (ca, {ca}), "an upgrade must keep the webhook's certificate (lookup)"
@@ -583,7 +583,7 @@ def test_helm_install_upgrade_uninstall(own_control_plane: Any) -> None:
     replicas = cp.kubectl(
         "get", "deployment", "codex-gateway", "-n", SYSTEM, "-o", "jsonpath={.spec.replicas}"
     )
-    assert replicas.stdout == "2"
+    assert replicas.stdout == "3"
 
     helm.run("uninstall", helm.RELEASE, *base, "--wait", "--timeout", "180s")
     namespaces = cp.kubectl("get", "namespaces", "-o", "name").stdout.split()

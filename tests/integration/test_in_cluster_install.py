@@ -318,27 +318,35 @@ async def test_deleting_the_operator_pod_mid_turn_finishes_every_turn_once(
             assert info["session"]["status"] == "completed", info
 
 
-async def test_killing_the_gateway_pod_with_calls_in_flight_loses_no_result(
+async def test_killing_a_gateway_replica_with_calls_in_flight_loses_no_result_nor_the_session(
     install: InClusterInstall, slow_model: None
 ) -> None:
+    """Two gateway replicas behind the Service, no affinity: kube-proxy sends each
+    connection to either. Force-kill the one holding the client's MCP session
+    while five calls run: the turns finish, and the same client, in the same
+    session, reads every result through the other replica."""
     import asyncio
 
     cp = install.control_plane
-    killed = False
-    try:
-        async with install.client("alice") as alice:
-            tasks, started = await _start_turns(install, alice, 5, "gateway fault")
-            old = install.pod_of("gateway")["metadata"]["name"]
-            cp.kubectl("-n", SYSTEM, "delete", "pod", old, "--grace-period=0", "--force", "--wait=false")
-            killed = True
-            await asyncio.gather(*tasks, return_exceptions=True)
-    except BaseException:
-        if not killed:
-            raise  # only the dead gateway's broken connection is expected
-    await asyncio.to_thread(_wait, lambda: install.replaced("gateway", old), 60, "a new gateway pod")
-    await asyncio.to_thread(install.rollout, "codex-gateway")
-    await asyncio.to_thread(_wait, install._gateway_answers, 60, "the new gateway through the NodePort")
-    async with install.client("alice") as alice:
+    gateways = [p["metadata"]["name"] for p in install.pods_of("gateway")]
+    assert len(gateways) == 2, gateways
+    async with install.client("alice", mode="legacy") as alice:
+        tasks, started = await _start_turns(install, alice, 5, "gateway fault")
+        held = {pod: install.metric(pod, "codex_gateway_mcp_connections_open") for pod in gateways}
+        victim = max(gateways, key=lambda pod: held[pod])
+        survivor = next(pod for pod in gateways if pod != victim)
+        victim_ip = next(p for p in install.pods_of("gateway") if p["metadata"]["name"] == victim)["status"][
+            "podIP"
+        ]
+        cp.kubectl("-n", SYSTEM, "delete", "pod", victim, "--grace-period=0", "--force", "--wait=false")
+        await asyncio.gather(*tasks, return_exceptions=True)  # those the victim served break
+        await asyncio.to_thread(
+            _wait,
+            lambda: victim_ip not in install.endpoints("codex-gateway"),
+            30,
+            "the Service to drop the pod",
+        )
+        await asyncio.sleep(2)  # kube-proxy's sync after the EndpointSlice change
 
         def done() -> bool:
             sessions = _sessions(install)
@@ -348,6 +356,13 @@ async def test_killing_the_gateway_pod_with_calls_in_flight_loses_no_result(
         for name in started:
             info = _structured(await alice.call_tool("codex-session-info", {"session_id": name}))
             assert info["session"]["status"] == "completed" and info["session"]["response"], info
+        adopted = install.metric(survivor, "codex_gateway_mcp_sessions_adopted_total")
+        assert install.metric(survivor, "codex_gateway_mcp_connections_open") >= 1
+    print(
+        f"\n[in-cluster] gateway {victim} killed (held {held}); {survivor} adopted {adopted:.0f} session(s)"
+    )
+    await asyncio.to_thread(_wait, lambda: len(install.pods_of("gateway")) == 2, 90, "a second gateway again")
+    await asyncio.to_thread(install.rollout, "codex-gateway")
 
 
 async def test_restarting_redis_under_load_keeps_calls_working_and_limits_resume(

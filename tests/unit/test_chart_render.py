@@ -240,21 +240,46 @@ def test_every_container_is_locked_down(values: dict[str, Any]) -> None:
             assert set(volume) & {"configMap", "secret", "emptyDir"}, f"{name}: {volume}"
 
 
-def test_operator_is_two_replicas_with_leader_election(defaults: Objects) -> None:
-    spec = find(defaults, "Deployment", "codex-operator")["spec"]
+@pytest.mark.parametrize("component", ["operator", "gateway"])
+def test_two_replicas_spread_rolled_without_unavailability_and_kept_through_drains(
+    defaults: Objects, component: str
+) -> None:
+    spec = find(defaults, "Deployment", f"codex-{component}")["spec"]
     assert spec["replicas"] == 2
     assert spec["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
     }
-    assert "--leader-election" in spec["template"]["spec"]["containers"][0]["args"]
     anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
         "preferredDuringSchedulingIgnoredDuringExecution"
     ]
     assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-    assert find(defaults, "PodDisruptionBudget", "codex-operator")["spec"]["minAvailable"] == 1
-    single = helm.template({"operator": {"replicas": 1}})
-    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+    assert (
+        anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+    )
+    pdb = find(defaults, "PodDisruptionBudget", f"codex-{component}")["spec"]
+    assert pdb["minAvailable"] == 1 and pdb["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    single = helm.template({component: {"replicas": 1}})
+    assert [d["metadata"]["name"] for d in single if d["kind"] == "PodDisruptionBudget"] == [
+        f"codex-{other}" for other in ("gateway", "operator") if other != component
+    ]
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    custom = find(helm.template({component: {"affinity": own}}), "Deployment", f"codex-{component}")
+    assert custom["spec"]["template"]["spec"]["affinity"] == own
+
+
+def test_several_gateways_need_redis() -> None:
+    with pytest.raises(helm.HelmError, match=r"gateway\.replicas > 1 needs Redis"):
+        helm.template({"redis": {"enabled": False}})
+    alone = helm.template({"redis": {"enabled": False}, "gateway": {"replicas": 1}})
+    assert find(alone, "Deployment", "codex-gateway")["spec"]["replicas"] == 1
+    external = helm.template({"redis": {"enabled": False, "externalUrl": "redis://redis.example:6379/0"}})
+    assert find(external, "Deployment", "codex-gateway")["spec"]["replicas"] == 2
+
+
+def test_operator_runs_with_leader_election(defaults: Objects) -> None:
+    spec = find(defaults, "Deployment", "codex-operator")["spec"]
+    assert "--leader-election" in spec["template"]["spec"]["containers"][0]["args"]
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "codex-operator"
     probe = pod["containers"][0]["livenessProbe"]["httpGet"]
@@ -302,7 +327,7 @@ def test_gateway_command_line(defaults: Objects) -> None:
     gateway = find(defaults, "Deployment", "codex-gateway")
     pod = gateway["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert gateway["spec"]["replicas"] == 1 and pod["serviceAccountName"] == "codex-gateway"
+    assert pod["serviceAccountName"] == "codex-gateway"
     assert container["command"] == ["codex-gateway"]
     assert container["args"] == [
         "--config",
@@ -645,7 +670,7 @@ def test_in_chart_redis_with_an_existing_password_secret() -> None:
 
 
 def test_no_redis_at_all_means_no_redis_url() -> None:
-    objects = helm.template({"redis": {"enabled": False}})
+    objects = helm.template({"redis": {"enabled": False}, "gateway": {"replicas": 1}})
     container = find(objects, "Deployment", "codex-gateway")["spec"]["template"]["spec"]["containers"][0]
     assert "env" not in container
 

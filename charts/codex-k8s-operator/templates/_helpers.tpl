@@ -220,6 +220,9 @@ holds only the reference.
 
 {{/* Checks across values that the schema cannot express with clear messages. */}}
 {{- define "codex.validate" -}}
+{{- if and (gt (int .Values.gateway.replicas) 1) (not (include "codex.redisEnv" .)) }}
+{{- fail "gateway.replicas > 1 needs Redis (redis.enabled, redis.externalUrl or redis.existingSecret): the replicas share MCP sessions, rate limits and budgets through it" }}
+{{- end }}
 {{- if and .Values.redis.enabled (or .Values.redis.externalUrl .Values.redis.existingSecret) }}
 {{- fail "redis.externalUrl / redis.existingSecret need redis.enabled=false (the in-chart Redis would be unused)" }}
 {{- end }}
@@ -287,3 +290,48 @@ holds only the reference.
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/* The rollout, spread and disruption rules of a replicated component (operator, gateway):
+(dict "root" $ "component" "gateway" "values" .Values.gateway). */}}
+{{- define "codex.rollingUpdate" -}}
+strategy:
+  type: RollingUpdate
+  rollingUpdate:
+    maxUnavailable: 0
+    maxSurge: 1
+{{- end -}}
+
+{{- define "codex.affinity" -}}
+affinity:
+  {{- if .values.affinity }}
+  {{- toYaml .values.affinity | nindent 2 }}
+  {{- else }}
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "codex.selectorLabels" (dict "component" .component) | nindent 14 }}
+  {{- end }}
+{{- end -}}
+
+{{- define "codex.podDisruptionBudget" -}}
+{{- if and .values.podDisruptionBudget.enabled (gt (int .values.replicas) 1) }}
+# A voluntary disruption (a node drain) keeps one {{ .component }} running.
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: codex-{{ .component }}
+  namespace: {{ .root.Values.namespaces.system }}
+  labels:
+    {{- include "codex.labels" (dict "root" .root "component" .component) | nindent 4 }}
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels:
+      {{- include "codex.selectorLabels" (dict "component" .component) | nindent 6 }}
+---
+{{- end }}
+{{- end -}}
