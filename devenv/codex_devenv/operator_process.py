@@ -5,6 +5,7 @@ integration tests do."""
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -140,6 +141,7 @@ def start_operator(
     leader_identity: str | None = None,
     lease_seconds: float = 15.0,
     wait_ready: bool = True,
+    env: dict[str, str] | None = None,
 ) -> OperatorProcess:
     """The operator for `namespace`, ready; with `webhook_port` (and a serving
     cert/key) it also serves its identity-stamping webhook on `webhook_host`.
@@ -193,6 +195,7 @@ def start_operator(
             *webhook_args,
         ],
         work / f"operator-{namespace}.log",
+        env={**os.environ, **env} if env else None,
     ).start()
     op = OperatorProcess(proc, metrics_port, health_port)
     if wait_ready:

@@ -1,0 +1,59 @@
+"""codex_operator.store: the operator keeps what its reconcilers read, not whole objects."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from codex_operator.pod_outcome import pod_outcome
+from codex_operator.store import LAST_APPLIED, Store
+
+MANAGED = [{"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:decision": {}}}}]
+
+
+def _obj(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "resourceVersion": "7",
+            "managedFields": copy.deepcopy(MANAGED),
+            "annotations": {LAST_APPLIED: '{"spec": "a copy"}', "codex.techsapo.io/cancel": "true"},
+        },
+        "spec": {"prompt": "p", "restartPolicy": "Never", "containers": [{"name": "runner", "env": []}]},
+        "status": {"phase": "Running"},
+        **extra,
+    }
+
+
+def test_sessions_lose_managed_fields_and_the_last_applied_copy_only() -> None:
+    store, obj = Store(), _obj("s")
+    store.upsert(store.sessions, obj)
+    kept = store.sessions[("ns", "s")]
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["annotations"] == {"codex.techsapo.io/cancel": "true"}
+    assert kept["spec"] == obj["spec"] and kept["status"] == obj["status"]
+    assert kept["metadata"]["resourceVersion"] == "7"
+    assert obj["metadata"]["managedFields"] == MANAGED  # the caller's object is not changed
+
+
+def test_approvals_keep_managed_fields_for_the_decision_time() -> None:
+    store = Store()
+    store.upsert(store.approvals, _obj("a"))
+    assert store.approvals[("ns", "a")]["metadata"]["managedFields"] == MANAGED
+
+
+def test_pods_keep_status_and_restart_policy_and_read_the_same() -> None:
+    store = Store()
+    pod = _obj("p", status={"phase": "Failed", "reason": "Evicted", "message": "node pressure"})
+    store.upsert(store.pods, pod)
+    kept = store.pods[("ns", "p")]
+    assert kept["spec"] == {"restartPolicy": "Never"}
+    assert pod_outcome(kept) == pod_outcome(pod)
+
+
+def test_an_object_with_nothing_to_drop_is_stored_as_is() -> None:
+    store = Store()
+    plain = {"metadata": {"name": "s", "namespace": "ns"}, "spec": {}}
+    store.upsert(store.sessions, plain)
+    assert store.sessions[("ns", "s")] is plain
