@@ -1,5 +1,8 @@
-"""P5, the operator: resident memory with N CodexSessions (and their
-ApprovalRequests) on a real control plane.
+"""P5: resident memory of the operator with N CodexSessions (and their
+ApprovalRequests), and of the gateway with M open MCP sessions and N sessions
+in its watch-fed cache, on a real control plane.
+
+--component operator (default):
 
 Creates --sessions sessions (every --approval-every-th one full-access, so it
 waits for a human with an ApprovalRequest), lets the operator settle, and
@@ -14,7 +17,23 @@ With --limit 10 (the shipped max_concurrent_sessions) most sessions queue;
 --tracemalloc N writes the operator's N largest allocation sites (by line)
 to stdout at the end: where the memory goes.
 
+--component gateway: the real codex-gateway (its ServiceAccount's RBAC, Redis
+on, as an install runs it) with --sessions sessions in its namespace, then
+--mcp-sessions handshake-era MCP sessions opened and left open (the SDK keeps
+them until its 30-minute idle timeout). Baseline in the same run: the bare
+MCPServer of bench/gateway_bench.py with as many MCP sessions.
+
+--soak-minutes M: both on one control plane (operator, gateway with Redis),
+--sessions sessions and --mcp-sessions open MCP sessions, then M minutes of
+steady traffic: every second two sessions created and the two oldest
+deleted (the population stays), five short MCP sessions that each call
+codex-session-info and read codex://sessions/active, then close. RSS of
+both sampled every 30 s; flat means the last sample is within 5 % of the
+one after the first five minutes. Bounded, loopback only.
+
 Usage: .venv/bin/python bench/memory_bench.py [--sessions 5000] [--limit 10] [--tracemalloc 25]
+       .venv/bin/python bench/memory_bench.py --component gateway [--sessions 5000] [--mcp-sessions 1000]
+       .venv/bin/python bench/memory_bench.py --soak-minutes 20 [--sessions 5000] [--mcp-sessions 1000]
 """
 
 from __future__ import annotations
@@ -27,9 +46,11 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
+from codex_api import names
 from codex_devenv.assets import REPO_ROOT, ensure_binaries
 from codex_devenv.controlplane import ControlPlane
 from codex_devenv.operator_process import bind_operator, operator_kubeconfig, start_operator
@@ -96,14 +117,294 @@ def settle(pid: int, quiet: float = 10, timeout: float = 600) -> None:
             return
 
 
+async def open_mcp_sessions(url: str, token: str, count: int, concurrency: int = 32) -> int:
+    """Open `count` handshake-era MCP sessions and leave them open; returns how many opened."""
+    import asyncio
+
+    import httpx2
+
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {token}",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "p5", "version": "1"},
+        },
+    }
+    done = 0
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx2.AsyncClient(timeout=60) as http:
+
+        async def one() -> None:
+            nonlocal done
+            async with gate:
+                resp = await http.post(url, json=init, headers=headers)
+                session = resp.headers.get("mcp-session-id")
+                if resp.status_code != 200 or not session:
+                    return
+                ack = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                await http.post(url, json=ack, headers={**headers, "Mcp-Session-Id": session})
+                done += 1
+
+        await asyncio.gather(*(one() for _ in range(count)))
+    return done
+
+
+def gateway_main(args: argparse.Namespace) -> None:
+    import asyncio
+    import json
+    import sys
+    import urllib.request
+
+    from codex_devenv.gateway_process import bind_gateway, gateway_kubeconfig, start_gateway
+    from codex_devenv.process import free_port, wait_for
+    from codex_devenv.redis_server import RedisServer
+    from codex_gateway.sessions import requester_label
+
+    token = "p5-alice-token-0123456789"
+    tokens = {token: "alice"}
+    work = Path(tempfile.mkdtemp(prefix="codex-membench-gw-"))
+    cp = ControlPlane(work / "cp", ensure_binaries(), run_scheduler=False).start()
+    redis = RedisServer(work / "redis").start()
+    gw = baseline = None
+    try:
+        cp.install_crds(REPO_ROOT / "crds")
+        api_client = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
+        api_client.configuration.connection_pool_maxsize = 32
+        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+        ns = "bench"
+        core.create_namespace({"metadata": {"name": ns}})
+
+        def create(i: int) -> None:
+            user = "alice" if i % 5 == 0 else f"user-{i % 50}"
+            body = session_body(f"s-{i:05d}", requestedBy=user)
+            body["metadata"]["labels"] = {names.LABEL_REQUESTER: requester_label(user)}
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", body)
+
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(create, range(args.sessions)))
+        bind_gateway(cp, ns)
+        gw = start_gateway(cp, ns, work, tokens, kubeconfig=gateway_kubeconfig(cp, work), redis_url=redis.url)
+        assert gw.proc.pid is not None
+        tokens_file = work / "baseline-tokens.json"
+        tokens_file.write_text(json.dumps(tokens))
+        port = free_port()
+        baseline = ManagedProcess(
+            "baseline-mcp",
+            [
+                sys.executable,
+                str(REPO_ROOT / "bench/gateway_bench.py"),
+                "--serve-baseline",
+                str(port),
+                str(tokens_file),
+            ],
+            work / "baseline.log",
+        ).start()
+        assert baseline.pid is not None
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=30, what="the baseline MCP server")
+        wait_for(
+            lambda: gw.metric("codex_gateway_mcp_connections_open") is not None,
+            timeout=30,
+            what="the gateway's metrics",
+        )
+        settle(gw.proc.pid, quiet=5)
+        idle = {"gateway": rss_mib(gw.proc.pid)[0], "baseline": rss_mib(baseline.pid)[0]}
+        opened = {
+            "gateway": asyncio.run(open_mcp_sessions(gw.url, token, args.mcp_sessions)),
+            "baseline": asyncio.run(
+                open_mcp_sessions(f"http://127.0.0.1:{port}/mcp", token, args.mcp_sessions)
+            ),
+        }
+        settle(gw.proc.pid, quiet=5)
+        held = gw.metric("codex_gateway_mcp_connections_open")
+        rss = {"gateway": rss_mib(gw.proc.pid), "baseline": rss_mib(baseline.pid)}
+        print(f"objects: {args.sessions} sessions in the gateway's namespace (its cache); Redis on")
+        for name in ("gateway", "baseline"):
+            print(
+                f"{name:9s} RSS {rss[name][0]:6.1f} MiB  peak {rss[name][1]:6.1f} MiB  with {opened[name]} MCP sessions "
+                f"(before them: {idle[name]:.1f} MiB)"
+            )
+        print(
+            f"gateway holds {held:.0f} MCP sessions; ratio RSS {rss['gateway'][0] / rss['baseline'][0]:.2f}x"
+        )
+    finally:
+        for proc in (gw, baseline):
+            if proc is not None:
+                proc.stop()
+        redis.stop()
+        cp.stop()
+
+
+async def mcp_round(http: Any, url: str, token: str) -> int:
+    """One short MCP session: initialize, a tool call, a resource read, DELETE; errors seen."""
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {token}",
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "soak", "version": "1"},
+        },
+    }
+    resp = await http.post(url, json=init, headers=headers)
+    session = resp.headers.get("mcp-session-id")
+    if resp.status_code != 200 or not session:
+        return 1
+    headers["Mcp-Session-Id"] = session
+    errors = 0
+    for body in (
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "codex-session-info", "arguments": {"list_active": True}},
+        },
+        {"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": "codex://sessions/active"}},
+    ):
+        answer = await http.post(url, json=body, headers=headers)
+        errors += answer.status_code >= 400 or '"error"' in answer.text[:200]
+    await http.delete(url, headers=headers)
+    return errors
+
+
+def soak_main(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import httpx2
+
+    from codex_devenv.gateway_process import bind_gateway, gateway_kubeconfig, start_gateway
+    from codex_devenv.redis_server import RedisServer
+    from codex_gateway.sessions import requester_label
+
+    token = "soak-alice-token-0123456789"
+    work = Path(tempfile.mkdtemp(prefix="codex-soak-"))
+    cp = ControlPlane(work / "cp", ensure_binaries(), run_scheduler=False).start()
+    redis = RedisServer(work / "redis").start()
+    op = gw = None
+    try:
+        cp.install_crds(REPO_ROOT / "crds")
+        api_client = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
+        api_client.configuration.connection_pool_maxsize = 32
+        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+        ns = "bench"
+        core.create_namespace({"metadata": {"name": ns}})
+        bind_operator(cp, ns)
+        bind_gateway(cp, ns)
+        op = start_operator(
+            cp, operator_kubeconfig(cp, work), ns, work, limit=args.limit, approval_timeout=86400
+        )
+        gw = start_gateway(
+            cp, ns, work, {token: "alice"}, kubeconfig=gateway_kubeconfig(cp, work), redis_url=redis.url
+        )
+        assert op.proc.pid is not None and gw.proc.pid is not None
+        pids = {"operator": op.proc.pid, "gateway": gw.proc.pid}
+
+        def create(i: int) -> None:
+            user = "alice" if i % 5 == 0 else f"user-{i % 50}"
+            spec = {"sandbox": "full-access"} if i % args.approval_every == 0 else {}
+            body = session_body(f"s-{i:06d}", requestedBy=user, **spec)
+            body["metadata"]["labels"] = {names.LABEL_REQUESTER: requester_label(user)}
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", body)
+
+        def delete(i: int) -> None:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", f"s-{i:06d}")
+
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(create, range(args.sessions)))
+        opened = asyncio.run(open_mcp_sessions(gw.url, token, args.mcp_sessions))
+        for pid in pids.values():
+            settle(pid, quiet=5)
+        print(
+            f"soak: {args.sessions} sessions, {opened} open MCP sessions, {args.soak_minutes} min of traffic"
+        )
+        samples: list[tuple[float, dict[str, float]]] = []
+
+        async def traffic() -> tuple[int, int]:
+            calls = errors = 0
+            oldest, newest = 0, args.sessions
+            start = time.monotonic()
+            next_sample = start
+            async with httpx2.AsyncClient(timeout=30) as http:
+                while (elapsed := time.monotonic() - start) < args.soak_minutes * 60:
+                    tick = time.monotonic()
+                    if tick >= next_sample:
+                        samples.append((elapsed / 60, {k: rss_mib(v)[0] for k, v in pids.items()}))
+                        next_sample += 30
+                    for i in (newest, newest + 1):
+                        await asyncio.to_thread(create, i)
+                    for i in (oldest, oldest + 1):
+                        await asyncio.to_thread(delete, i)
+                    newest, oldest = newest + 2, oldest + 2
+                    results = await asyncio.gather(*(mcp_round(http, gw.url, token) for _ in range(5)))
+                    calls, errors = calls + 5, errors + sum(results)
+                    await asyncio.sleep(max(0.0, 1 - (time.monotonic() - tick)))
+            samples.append((args.soak_minutes, {k: rss_mib(v)[0] for k, v in pids.items()}))
+            return calls, errors
+
+        calls, errors = asyncio.run(traffic())
+        print(
+            f"{calls} short MCP sessions ({errors} errors), {2 * len(samples) * 30} sessions churned (approx.)"
+        )
+        print("minute   " + "  ".join(f"{k:>9s}" for k in pids))
+        for minute, rss in samples:
+            print(f"{minute:6.1f}   " + "  ".join(f"{rss[k]:9.1f}" for k in pids))
+        warm = next((rss for minute, rss in samples if minute >= 5), samples[0][1])
+        end = samples[-1][1]
+        for k in pids:
+            peak = max(rss[k] for _, rss in samples)
+            growth = (end[k] - warm[k]) / warm[k] * 100
+            verdict = "flat" if abs(growth) <= 5 else "GROWING"
+            print(
+                f"{k:9s} after 5 min {warm[k]:6.1f} MiB, end {end[k]:6.1f} MiB ({growth:+.1f} %), peak {peak:6.1f} MiB: {verdict}"
+            )
+    finally:
+        for proc in (gw, op):
+            if proc is not None:
+                proc.stop()
+        redis.stop()
+        cp.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--soak-minutes", type=float, default=0)
+    parser.add_argument("--component", choices=["operator", "gateway"], default="operator")
+    parser.add_argument("--mcp-sessions", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--approval-every", type=int, default=5)
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="TOP")
     args = parser.parse_args()
+    if args.soak_minutes:
+        soak_main(args)
+        return
+    if args.component == "gateway":
+        gateway_main(args)
+        return
     work = Path(tempfile.mkdtemp(prefix="codex-membench-"))
     cp = ControlPlane(work / "cp", ensure_binaries(), run_scheduler=False).start()
     op = bare = None

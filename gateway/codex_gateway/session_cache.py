@@ -7,7 +7,8 @@ of one GET or LIST per call (P4: a LIST of a user's sessions was 43% of a
 resource read). Writes and the reply path still ask the API server: a reply
 must resume from the conversation's true latest turn. Until the first list
 has arrived, and while a broken watch is being re-established, `ready` is
-false and callers read from the API server instead.
+false and callers read from the API server instead. Objects are held slim and
+compact (codex_api.kept): thousands of sessions share their keys.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from codex_api import names
 from codex_api.common import GROUP, VERSION
+from codex_api.kept import keep
 
 from .kube import SESSIONS, KubeError, SessionApi
 from .sessions import requester_label
@@ -78,7 +80,7 @@ class SessionCache:
         listed = await self.sessions.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.sessions.namespace, SESSIONS
         )
-        self._objects = {o["metadata"]["name"]: o for o in listed.get("items") or []}
+        self._objects = {o["metadata"]["name"]: keep(o) for o in listed.get("items") or []}
         self.ready, self.last_error = True, None
         return str(listed["metadata"]["resourceVersion"])
 
@@ -113,7 +115,7 @@ class SessionCache:
                     if kind == "DELETED":
                         self._objects.pop(name, None)
                     elif kind in ("ADDED", "MODIFIED"):
-                        self._objects[name] = obj
+                        self._objects[name] = keep(obj)
             except ApiException as err:
                 if err.status == 410:
                     return

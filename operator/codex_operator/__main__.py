@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from codex_api import lazy_client
+
 
 def main() -> int:
     # kopf imports the synchronous `kubernetes` client and pykube when they are
@@ -14,6 +16,8 @@ def main() -> int:
     # P5). A None entry makes those imports fail, so kopf takes its fallback.
     for unused in ("kubernetes", "pykube"):
         sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
+    # And of kubernetes_asyncio only what is used is loaded (codex_api.lazy_client).
+    lazy_client.install()
     from codex_operator.cli import main as cli_main
 
     return cli_main()

@@ -32,7 +32,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.posting.enabled = False  # Events are ours, on transitions only
     settings.scanning.disabled = True  # fixed namespaces; no cluster-wide CRD listing needed
-    settings.batching.batch_window = 0.005  # latency matters more than collapsing bursts here
+    # Memory (docs/benchmarks.md, P5): list in chunks instead of one response
+    # holding every session, and let a per-object worker go after half a second
+    # instead of five (our handlers only enqueue). Both bound the transient
+    # peak at startup and in bursts, which CPython keeps as resident memory.
+    settings.watching.chunk_size = 500
+    settings.queueing.idle_timeout = 0.5
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from codex_api.kept import LAST_APPLIED
 from codex_operator.pod_outcome import pod_outcome
-from codex_operator.store import LAST_APPLIED, Store
+from codex_operator.store import Store
 
 MANAGED = [{"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:decision": {}}}}]
 
@@ -52,8 +53,24 @@ def test_pods_keep_status_and_restart_policy_and_read_the_same() -> None:
     assert pod_outcome(kept) == pod_outcome(pod)
 
 
-def test_an_object_with_nothing_to_drop_is_stored_as_is() -> None:
+def test_kept_objects_share_their_keys_and_short_values() -> None:
+    import json
+
     store = Store()
-    plain = {"metadata": {"name": "s", "namespace": "ns"}, "spec": {}}
-    store.upsert(store.sessions, plain)
-    assert store.sessions[("ns", "s")] is plain
+    long = "x" * 500
+    for name in ("a", "b"):
+        # Decoded separately, as watch events are: equal strings, distinct objects.
+        body = json.loads(
+            json.dumps(
+                {
+                    "metadata": {"name": name, "namespace": "ns"},
+                    "status": {"phase": "Queued", "message": long},
+                }
+            )
+        )
+        store.upsert(store.sessions, body)
+    a, b = store.sessions[("ns", "a")], store.sessions[("ns", "b")]
+    assert a["status"]["phase"] is b["status"]["phase"]
+    assert next(iter(a["metadata"])) is next(iter(b["metadata"]))
+    assert a["status"]["message"] == b["status"]["message"] == long  # long values are kept, not interned
+    assert a == {"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Queued", "message": long}}

@@ -1,0 +1,55 @@
+"""What a long-lived in-memory copy of a Kubernetes object keeps: the operator's
+store and the gateway's session cache hold thousands of them.
+
+`slim` drops what no reader needs: `metadata.managedFields` (about half of a
+session's JSON), `kubectl apply`'s last-applied annotation (a copy of the
+spec), and of a pod all of its spec but what `POD_SPEC_READ` names.
+`compact` interns keys and short strings: the JSON decoder makes new key
+strings for every object ("metadata", "lastTransitionTime", ...) and new
+copies of every repeated value (the namespace, "True", a phase, a reason),
+so thousands of objects then share one copy of each. docs/benchmarks.md
+(P5) has what both save with 5,000 sessions.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+POD_SPEC_READ = ("restartPolicy",)
+# Longer strings (prompts, responses, messages) are rarely shared: kept as they are.
+INTERN_MAX = 64
+
+
+def compact(value: Any) -> Any:
+    """A copy of a JSON value with its keys and short strings interned."""
+    if isinstance(value, dict):
+        return {sys.intern(k): compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    if isinstance(value, str) and len(value) <= INTERN_MAX:
+        return sys.intern(value)
+    return value
+
+
+def slim(obj: dict[str, Any], *, keep_managed_fields: bool = False, pod: bool = False) -> dict[str, Any]:
+    """`obj` without what no reader needs (a new dict; `obj` is not changed)."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    drop_fields = not keep_managed_fields and "managedFields" in meta
+    if not (drop_fields or LAST_APPLIED in annotations or pod):
+        return obj
+    meta = {k: v for k, v in meta.items() if not (drop_fields and k == "managedFields")}
+    if LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    out = {**obj, "metadata": meta}
+    if pod:
+        spec = obj.get("spec") or {}
+        out["spec"] = {k: spec[k] for k in POD_SPEC_READ if k in spec}
+    return out
+
+
+def keep(obj: dict[str, Any], *, keep_managed_fields: bool = False, pod: bool = False) -> dict[str, Any]:
+    """What to hold of `obj` in memory for long: slim, then compact."""
+    return compact(slim(obj, keep_managed_fields=keep_managed_fields, pod=pod))
