@@ -94,6 +94,40 @@ BARE_KOPF = textwrap.dedent(
 )
 
 
+def bench_namespace(cp: ControlPlane, ns: str) -> tuple[Any, Any]:
+    """CRDs installed and `ns` created; (CoreV1Api, CustomObjectsApi) as the admin."""
+    cp.install_crds(REPO_ROOT / "crds")
+    api_client = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
+    api_client.configuration.connection_pool_maxsize = 32
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    namespace: Any = {"metadata": {"name": ns}}
+    core.create_namespace(namespace)
+    return core, custom
+
+
+def session_name(i: int) -> str:
+    return f"s-{i:06d}"
+
+
+def create_session(custom: Any, ns: str, i: int, *, approval_every: int) -> None:
+    """Session i: alice's every fifth (labelled as the gateway labels hers), 50
+    users in all; every approval_every-th full-access (0: none)."""
+    from codex_gateway.sessions import requester_label
+
+    user = "alice" if i % 5 == 0 else f"user-{i % 50}"
+    spec = {"sandbox": "full-access"} if approval_every and i % approval_every == 0 else {}
+    body = session_body(session_name(i), requestedBy=user, **spec)
+    body["metadata"]["labels"] = {names.LABEL_REQUESTER: requester_label(user)}
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", body)
+
+
+def stop_all(*things: Any) -> None:
+    """Stop what was started (None: not started), in the order given."""
+    for thing in things:
+        if thing is not None:
+            thing.stop()
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process, MiB."""
     fields = dict(
@@ -117,27 +151,29 @@ def settle(pid: int, quiet: float = 10, timeout: float = 600) -> None:
             return
 
 
+def mcp_opening(token: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The headers and the `initialize` request of a handshake-era MCP session."""
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {token}",
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    params = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "p5", "version": "1"},
+    }
+    return headers, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
+
+
 async def open_mcp_sessions(url: str, token: str, count: int, concurrency: int = 32) -> int:
     """Open `count` handshake-era MCP sessions and leave them open; returns how many opened."""
     import asyncio
 
     import httpx2
 
-    headers = {
-        "Accept": "application/json, text/event-stream",
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {token}",
-    }
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "p5", "version": "1"},
-        },
-    }
+    headers, init = mcp_opening(token)
     done = 0
     gate = asyncio.Semaphore(concurrency)
     async with httpx2.AsyncClient(timeout=60) as http:
@@ -166,7 +202,6 @@ def gateway_main(args: argparse.Namespace) -> None:
     from codex_devenv.gateway_process import bind_gateway, gateway_kubeconfig, start_gateway
     from codex_devenv.process import free_port, wait_for
     from codex_devenv.redis_server import RedisServer
-    from codex_gateway.sessions import requester_label
 
     token = "p5-alice-token-0123456789"
     tokens = {token: "alice"}
@@ -175,18 +210,11 @@ def gateway_main(args: argparse.Namespace) -> None:
     redis = RedisServer(work / "redis").start()
     gw = baseline = None
     try:
-        cp.install_crds(REPO_ROOT / "crds")
-        api_client = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
-        api_client.configuration.connection_pool_maxsize = 32
-        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
         ns = "bench"
-        core.create_namespace({"metadata": {"name": ns}})
+        _core, custom = bench_namespace(cp, ns)
 
         def create(i: int) -> None:
-            user = "alice" if i % 5 == 0 else f"user-{i % 50}"
-            body = session_body(f"s-{i:05d}", requestedBy=user)
-            body["metadata"]["labels"] = {names.LABEL_REQUESTER: requester_label(user)}
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", body)
+            create_session(custom, ns, i, approval_every=0)
 
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(create, range(args.sessions)))
@@ -243,31 +271,12 @@ def gateway_main(args: argparse.Namespace) -> None:
             f"gateway holds {held:.0f} MCP sessions; ratio RSS {rss['gateway'][0] / rss['baseline'][0]:.2f}x"
         )
     finally:
-        for proc in (gw, baseline):
-            if proc is not None:
-                proc.stop()
-        redis.stop()
-        cp.stop()
+        stop_all(gw, baseline, redis, cp)
 
 
 async def mcp_round(http: Any, url: str, token: str) -> int:
     """One short MCP session: initialize, a tool call, a resource read, DELETE; errors seen."""
-    headers = {
-        "Accept": "application/json, text/event-stream",
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {token}",
-        "MCP-Protocol-Version": "2025-11-25",
-    }
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "soak", "version": "1"},
-        },
-    }
+    headers, init = mcp_opening(token)
     resp = await http.post(url, json=init, headers=headers)
     session = resp.headers.get("mcp-session-id")
     if resp.status_code != 200 or not session:
@@ -297,7 +306,6 @@ def soak_main(args: argparse.Namespace) -> None:
 
     from codex_devenv.gateway_process import bind_gateway, gateway_kubeconfig, start_gateway
     from codex_devenv.redis_server import RedisServer
-    from codex_gateway.sessions import requester_label
 
     token = "soak-alice-token-0123456789"
     work = Path(tempfile.mkdtemp(prefix="codex-soak-"))
@@ -305,12 +313,8 @@ def soak_main(args: argparse.Namespace) -> None:
     redis = RedisServer(work / "redis").start()
     op = gw = None
     try:
-        cp.install_crds(REPO_ROOT / "crds")
-        api_client = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
-        api_client.configuration.connection_pool_maxsize = 32
-        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
         ns = "bench"
-        core.create_namespace({"metadata": {"name": ns}})
+        _core, custom = bench_namespace(cp, ns)
         bind_operator(cp, ns)
         bind_gateway(cp, ns)
         op = start_operator(
@@ -323,14 +327,10 @@ def soak_main(args: argparse.Namespace) -> None:
         pids = {"operator": op.proc.pid, "gateway": gw.proc.pid}
 
         def create(i: int) -> None:
-            user = "alice" if i % 5 == 0 else f"user-{i % 50}"
-            spec = {"sandbox": "full-access"} if i % args.approval_every == 0 else {}
-            body = session_body(f"s-{i:06d}", requestedBy=user, **spec)
-            body["metadata"]["labels"] = {names.LABEL_REQUESTER: requester_label(user)}
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", body)
+            create_session(custom, ns, i, approval_every=args.approval_every)
 
         def delete(i: int) -> None:
-            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", f"s-{i:06d}")
+            custom.delete_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", session_name(i))
 
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(create, range(args.sessions)))
@@ -381,11 +381,7 @@ def soak_main(args: argparse.Namespace) -> None:
                 f"{k:9s} after 5 min {warm[k]:6.1f} MiB, end {end[k]:6.1f} MiB ({growth:+.1f} %), peak {peak:6.1f} MiB: {verdict}"
             )
     finally:
-        for proc in (gw, op):
-            if proc is not None:
-                proc.stop()
-        redis.stop()
-        cp.stop()
+        stop_all(gw, op, redis, cp)
 
 
 def main() -> None:
@@ -409,12 +405,8 @@ def main() -> None:
     cp = ControlPlane(work / "cp", ensure_binaries(), run_scheduler=False).start()
     op = bare = None
     try:
-        cp.install_crds(REPO_ROOT / "crds")
-        api_client = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
-        api_client.configuration.connection_pool_maxsize = 32
-        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
         ns = "bench"
-        core.create_namespace({"metadata": {"name": ns}})
+        core, custom = bench_namespace(cp, ns)
         bind_operator(cp, ns)
         env = None
         if args.tracemalloc:
@@ -434,9 +426,7 @@ def main() -> None:
         idle, _ = rss_mib(op.proc.pid)
 
         def create(i: int) -> None:
-            spec = {"sandbox": "full-access"} if i % args.approval_every == 0 else {}
-            body = session_body(f"s-{i:05d}", requestedBy=f"user-{i % 50}", **spec)
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", body)
+            create_session(custom, ns, i, approval_every=args.approval_every)
 
         t0 = time.monotonic()
         with ThreadPoolExecutor(args.concurrency) as pool:
