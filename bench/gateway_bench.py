@@ -21,8 +21,13 @@ other, all clients at once. The servers are separate processes, but on a
 prints the CPU every process spent per call, so the ratio can be read
 against what each side costs.
 
+With --real-install the gateway runs as an install runs it: Redis on (rate
+limits checked on every tool call, set high enough never to refuse so every
+call pays its Redis round trips; handshake-era MCP sessions recorded and
+touched in Redis for scale-out) and the operator running beside it.
+
 Usage: .venv/bin/python bench/gateway_bench.py [--clients 100] [--calls-per-client 10] [--rounds 3]
-           [--eras legacy,2026-07-28] [--quick]
+           [--eras legacy,2026-07-28] [--quick] [--real-install]
        BENCH_PROFILE=/tmp/gw  records the gateway with py-spy during its phases
 """
 
@@ -231,11 +236,12 @@ def ok_read(result: Any) -> int:
 
 # --------------------------------------------------------------------------- setup
 def seed_sessions(
-    cp: Any, api: Any, ns: str, work: Path, finished: int, running: int, others: int
-) -> list[str]:
+    cp: Any, api: Any, ns: str, work: Path, finished: int, running: int, others: int, *, keep_operator: bool
+) -> tuple[list[str], Any]:
     """Sessions as the gateway creates them (its labels), made real by the
     operator: `finished` of alice's end Succeeded with a result, `running` stay
-    Running, `others` are bob's (finished). Returns alice's finished ids."""
+    Running, `others` are bob's (finished). Returns alice's finished ids, and
+    the operator if `keep_operator` (else it is stopped: it would only idle)."""
     settings = parse_config("")
     custom = client.CustomObjectsApi(api)
     bind_operator(cp, ns)
@@ -280,9 +286,13 @@ def seed_sessions(
             time.sleep(0.1)
         else:
             raise TimeoutError("finished sessions did not reach Succeeded")
-    finally:
-        op.stop()  # nothing changes during the load: the operator would only idle
-    return sorted(n for n, (user, fate) in names.items() if user == "alice" and fate == "done")
+    except BaseException:
+        op.stop()
+        raise
+    if not keep_operator:
+        op.stop()
+        op = None
+    return sorted(n for n, (user, fate) in names.items() if user == "alice" and fate == "done"), op
 
 
 # --------------------------------------------------------------------------- main
@@ -380,6 +390,7 @@ def main() -> None:
     parser.add_argument("--running", type=int, default=4, help="alice's running sessions")
     parser.add_argument("--others", type=int, default=20, help="bob's finished sessions")
     parser.add_argument("--quick", action="store_true", help="legacy era only, 1 round of 5 calls per client")
+    parser.add_argument("--real-install", action="store_true", help="Redis on and the operator running")
     args = parser.parse_args()
     eras = [e.strip() for e in args.eras.split(",") if e.strip()]
     if args.quick:
@@ -392,6 +403,7 @@ def main() -> None:
     cp = ControlPlane(work / "cp", ensure_binaries(), run_scheduler=False).start()
     gw = None
     baseline = None
+    op = redis = None
     try:
         cp.install_crds(REPO_ROOT / "crds")
         api = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
@@ -399,12 +411,23 @@ def main() -> None:
         namespace: Any = {"metadata": {"name": ns}}
         client.CoreV1Api(api).create_namespace(namespace)
         started = time.perf_counter()
-        alice_sessions = seed_sessions(cp, api, ns, work, args.finished, args.running, args.others)
+        alice_sessions, op = seed_sessions(
+            cp, api, ns, work, args.finished, args.running, args.others, keep_operator=args.real_install
+        )
         print(
             f"setup: {args.finished} finished + {args.running} running sessions of alice, "
             f"{args.others} of bob, in {time.perf_counter() - started:.1f}s"
         )
         bind_gateway(cp, ns)
+        gateway_config = None
+        if args.real_install:
+            from codex_devenv.redis_server import RedisServer
+
+            redis = RedisServer(work / "redis").start()
+            gateway_config = work / "gateway.toml"
+            gateway_config.write_text(
+                "[limits]\nrequests_per_minute_per_user = 1000000\nrequests_per_minute_per_session = 1000000\n"
+            )
         gw = start_gateway(
             cp,
             ns,
@@ -412,6 +435,8 @@ def main() -> None:
             TOKENS,
             kubeconfig=gateway_kubeconfig(cp, work),
             extra_args=("--observe-seconds", "5"),  # the gateway's default, as an install runs it
+            redis_url=redis.url if redis else None,
+            config_file=gateway_config,
         )
         tokens_file = work / "baseline-tokens.json"
         tokens_file.write_text(json.dumps(TOKENS))
@@ -435,10 +460,17 @@ def main() -> None:
                 "gateway": gw.proc.pid,
                 "kube-apiserver": cp.process("kube-apiserver").pid,
                 "etcd": cp.process("etcd").pid,
+                **({"operator": op.proc.pid} if op else {}),
+                **({"redis": redis.proc.pid} if redis and redis.proc else {}),
             }
         )
+        setup = (
+            "Redis on (limits checked, MCP sessions shared), the operator running"
+            if args.real_install
+            else "no Redis (limits, cache off), the operator stopped"
+        )
         print(
-            "gateway: the real codex-gateway as its ServiceAccount, no Redis (limits, cache off), audit on; "
+            f"gateway: the real codex-gateway as its ServiceAccount, {setup}, audit on; "
             "baseline: bare MCPServer, same auth and transport settings"
         )
 
@@ -488,6 +520,10 @@ def main() -> None:
             baseline.stop()
         if gw:
             gw.stop()
+        if op:
+            op.stop()
+        if redis:
+            redis.stop()
         cp.stop()
 
 

@@ -294,7 +294,10 @@ async def mcp_round(http: Any, url: str, token: str) -> int:
         {"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": "codex://sessions/active"}},
     ):
         answer = await http.post(url, json=body, headers=headers)
-        errors += answer.status_code >= 400 or '"error"' in answer.text[:200]
+        bad = answer.status_code >= 400 or '"error"' in answer.text[:200] or '"isError":true' in answer.text
+        if bad and os.environ.get("SOAK_DEBUG"):
+            print("error answer:", body.get("method"), answer.status_code, answer.text[:400])
+        errors += bad
     await http.delete(url, headers=headers)
     return errors
 
@@ -308,6 +311,10 @@ def soak_main(args: argparse.Namespace) -> None:
     from codex_devenv.redis_server import RedisServer
 
     token = "soak-alice-token-0123456789"
+    # Steady traffic from ten users, each well under the per-user rate limit
+    # (60 tool calls a minute by default), so an error is an error, not a 429.
+    traffic_tokens = [f"soak-user{n}-token-0123456789" for n in range(10)]
+    users = {token: "alice"} | {t: f"user{n}" for n, t in enumerate(traffic_tokens)}
     work = Path(tempfile.mkdtemp(prefix="codex-soak-"))
     cp = ControlPlane(work / "cp", ensure_binaries(), run_scheduler=False).start()
     redis = RedisServer(work / "redis").start()
@@ -320,9 +327,7 @@ def soak_main(args: argparse.Namespace) -> None:
         op = start_operator(
             cp, operator_kubeconfig(cp, work), ns, work, limit=args.limit, approval_timeout=86400
         )
-        gw = start_gateway(
-            cp, ns, work, {token: "alice"}, kubeconfig=gateway_kubeconfig(cp, work), redis_url=redis.url
-        )
+        gw = start_gateway(cp, ns, work, users, kubeconfig=gateway_kubeconfig(cp, work), redis_url=redis.url)
         assert op.proc.pid is not None and gw.proc.pid is not None
         pids = {"operator": op.proc.pid, "gateway": gw.proc.pid}
 
@@ -358,7 +363,9 @@ def soak_main(args: argparse.Namespace) -> None:
                     for i in (oldest, oldest + 1):
                         await asyncio.to_thread(delete, i)
                     newest, oldest = newest + 2, oldest + 2
-                    results = await asyncio.gather(*(mcp_round(http, gw.url, token) for _ in range(5)))
+                    results = await asyncio.gather(
+                        *(mcp_round(http, gw.url, traffic_tokens[(calls + n) % 10]) for n in range(5))
+                    )
                     calls, errors = calls + 5, errors + sum(results)
                     await asyncio.sleep(max(0.0, 1 - (time.monotonic() - tick)))
             samples.append((args.soak_minutes, {k: rss_mib(v)[0] for k, v in pids.items()}))

@@ -6,7 +6,18 @@ P1: create a CodexSession -> its runner pod exists (p50, p99), with 1,000
 P2: 500 sessions created in a burst -> sessions/s until all 500 pods exist.
     Baseline in the same run: 500 bare pods created with the same concurrency.
 
-Usage: .venv/bin/python bench/operator_bench.py [--existing 1000] [--samples 200] [--burst 500]
+Setups (docs/benchmarks.md says which row had which):
+  default          the operator alone: no admission policies, no webhook, no PSS labels
+  --real-install   what an install adds on every create: the shipped ValidatingAdmissionPolicies,
+                   the operator's identity webhook (a mutating call per session), Pod Security
+                   `restricted` on the namespace, sessions created by a user (alice), not the admin
+  --node           kube-scheduler with a node to bind to: a hollow node (a Node object whose
+                   status and Lease the bench keeps fresh, as kubemark's hollow nodes do; no kubelet
+                   runs the pods), so each pod costs one binding instead of a FailedScheduling
+  --no-scheduler   no kube-scheduler at all
+
+Usage: .venv/bin/python bench/operator_bench.py [--real-install] [--node | --no-scheduler]
+           [--existing 1000] [--samples 200] [--burst 500]
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config, watch
 
@@ -27,7 +39,10 @@ from codex_devenv.assets import REPO_ROOT, ensure_binaries
 from codex_devenv.controlplane import ControlPlane
 from codex_devenv.measure import cpu_seconds, pct
 from codex_devenv.operator_process import bind_operator, operator_kubeconfig, start_operator
+from codex_devenv.process import free_port
 from codex_devenv.testkit import session_body
+
+HOLLOW_NODE = "hollow-node-0"
 
 GROUP, VERSION = "codex.techsapo.io", "v1alpha1"
 
@@ -84,6 +99,103 @@ class PodWatch:
             return max(t for n, t in self.seen.items() if n.startswith(prefix))
 
 
+class HollowNode:
+    """A Node object that looks alive to the scheduler and the node lifecycle
+    controller: Ready, room for every pod, status and Lease renewed every 10 s."""
+
+    def __init__(self, core: client.CoreV1Api, coordination: client.CoordinationV1Api) -> None:
+        self.core, self.coordination = core, coordination
+        self._stop = threading.Event()
+        capacity = {"cpu": "100k", "memory": "100Pi", "pods": "100000", "ephemeral-storage": "100Pi"}
+        self.status = {"capacity": capacity, "allocatable": capacity}
+        labels = {"kubernetes.io/hostname": HOLLOW_NODE, "kubernetes.io/os": "linux"}
+        core.create_node({"metadata": {"name": HOLLOW_NODE, "labels": labels}})
+        coordination.create_namespaced_lease(
+            "kube-node-lease",
+            {
+                "metadata": {"name": HOLLOW_NODE},
+                "spec": {"holderIdentity": HOLLOW_NODE, "leaseDurationSeconds": 40},
+            },
+        )
+        self._renew()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _renew(self) -> None:
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "hollow node",
+            "lastHeartbeatTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        self.core.patch_node_status(HOLLOW_NODE, {"status": {**self.status, "conditions": [ready]}})
+        self.coordination.patch_namespaced_lease(
+            HOLLOW_NODE, "kube-node-lease", {"spec": {"renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(10):
+            try:
+                self._renew()
+            except Exception as err:
+                print(f"hollow node renewal failed: {err}")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def bare_pod(name: str) -> dict[str, Any]:
+    """A minimal pod that Pod Security `restricted` admits."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+
+
+def real_install(cp: ControlPlane, kube_client: Any, ns: str, work: Path) -> dict[str, Any]:
+    """What an install puts around the operator; returns start_operator's extra arguments."""
+    from codex_devenv.gateway_process import GATEWAY_USER
+    from codex_devenv.system import (
+        fake_endpoint,
+        install_admission,
+        operator_config,
+        prepare_sessions_namespace,
+    )
+
+    prepare_sessions_namespace(cp, kube_client, ns, "bench-key")
+    install_admission(cp, kube_client, ns, ("alice",))
+    assert cp.certs is not None
+    cert, key = cp.certs.issue(work / "webhook", "operator-webhook", "IP:127.0.0.1")
+    kubernetes_extra, extra = operator_config(
+        fake_endpoint("10.244.77.1", 9), "codex-runner:bench", tolerate_test_node=False, auto_approve=False
+    )
+    return {
+        "kubernetes_extra": kubernetes_extra,
+        "extra_config": extra,
+        "webhook_port": free_port(),
+        "webhook_cert": cert,
+        "webhook_key": key,
+        "trusted_requesters": [GATEWAY_USER],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--existing", type=int, default=1000)
@@ -95,29 +207,61 @@ def main() -> None:
         action="store_true",
         help="no kube-scheduler: without a node it writes a status and a FailedScheduling Event per pod",
     )
+    parser.add_argument(
+        "--node", action="store_true", help="a hollow node for kube-scheduler to bind pods to"
+    )
+    parser.add_argument(
+        "--real-install", action="store_true", help="admission policies, identity webhook, PSS, a real user"
+    )
     args = parser.parse_args()
+    if args.node and args.no_scheduler:
+        parser.error("--node needs kube-scheduler")
 
     work = Path(tempfile.mkdtemp(prefix="codex-bench-"))
     cp = ControlPlane(work / "cp", ensure_binaries(), run_scheduler=not args.no_scheduler).start()
+    scheduler = (
+        "off"
+        if args.no_scheduler
+        else "on, " + ("a hollow node to bind to" if args.node else "no node: a FailedScheduling per pod")
+    )
     print(
-        f"kube-scheduler: {'off' if args.no_scheduler else 'on (no node: it writes a FailedScheduling per pod)'}"
+        f"kube-scheduler: {scheduler}; install: {'real (policies, webhook, PSS, user alice)' if args.real_install else 'operator only'}"
     )
     op = None
     pods: PodWatch | None = None
+    node: HollowNode | None = None
     try:
         cp.install_crds(REPO_ROOT / "crds")
         api_client = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
         api_client.configuration.connection_pool_maxsize = 64
         core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
         ns = "bench"
-        core.create_namespace({"metadata": {"name": ns}})
-        bind_operator(cp, ns)
-        op = start_operator(cp, operator_kubeconfig(cp, work), ns, work, limit=10000)
+        op_kubeconfig = operator_kubeconfig(cp, work)  # also the operator's namespace and RBAC
+        extra: dict[str, Any] = {}
+        if args.real_install:
+            extra = real_install(cp, api_client, ns, work)
+            user_client = config.new_client_from_config(config_file=str(cp.kubeconfig("alice")))
+            user_client.configuration.connection_pool_maxsize = 64
+            sessions = client.CustomObjectsApi(user_client)
+        else:
+            core.create_namespace({"metadata": {"name": ns}})
+            bind_operator(cp, ns)
+            sessions = custom
+        if args.node:
+            node = HollowNode(core, client.CoordinationV1Api(api_client))
+        op = start_operator(cp, op_kubeconfig, ns, work, limit=10000, **extra)
+        if args.real_install:
+            from codex_devenv.system import install_webhook
+
+            install_webhook(cp, api_client, ns, extra["webhook_port"])
         pods = PodWatch(core, ns)
 
         def create(name: str) -> float:
+            body = session_body(name)
+            if args.real_install:
+                del body["spec"]["requestedBy"]  # the identity webhook stamps it
             t0 = time.perf_counter()
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", session_body(name))
+            sessions.create_namespaced_custom_object(GROUP, VERSION, ns, "codexsessions", body)
             return t0
 
         # 1,000 existing sessions, each with its runner pod.
@@ -151,10 +295,8 @@ def main() -> None:
         )
 
         # P2: a burst of sessions; baseline: a burst of bare pods.
-        bare_pod = {"metadata": {"name": ""}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
-
         def create_pod(name: str) -> None:
-            core.create_namespaced_pod(ns, {**bare_pod, "metadata": {"name": name}})
+            core.create_namespaced_pod(ns, bare_pod(name))
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
@@ -204,7 +346,15 @@ def main() -> None:
             + ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())
             + f" (wall {t_burst:.1f}s, 2 cores)"
         )
+        if node:
+            bound = sum(
+                p.spec is not None and p.spec.node_name == HOLLOW_NODE
+                for p in core.list_namespaced_pod(ns).items
+            )
+            print(f"   pods bound to the hollow node: {bound}")
     finally:
+        if node:
+            node.stop()
         if pods:
             pods.stop()
         if op:

@@ -827,6 +827,19 @@ class KubernetesConfig(_Section):
         le=604800,
         description="How long an ApprovalRequest waits for a decision before it expires (counts as denied).",
     )
+    network_fence_seconds: float = Field(
+        10,
+        ge=0,
+        le=300,
+        description=(
+            "Before Codex starts, the runner waits until its pod can no longer open a connection to the "
+            "API server's Service, which every sandbox level's NetworkPolicy denies: network plugins "
+            "program a new pod's policy asynchronously, and until then the pod reaches what the node "
+            "reaches. After this many seconds the turn fails with NetworkNotEnforced. 0 turns the check "
+            "off, for clusters whose network plugin does not enforce NetworkPolicy (the sandbox levels' "
+            "network rules then do not hold)."
+        ),
+    )
     runner_uid: int = Field(
         10001,
         ge=1,

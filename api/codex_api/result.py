@@ -27,8 +27,11 @@ EXIT_TURN_FAILED = 1
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG
 EXIT_CODEX_MISSING = 69  # EX_UNAVAILABLE
 EXIT_INTERNAL = 70  # EX_SOFTWARE
+EXIT_NETWORK_UNFENCED = 77  # EX_NOPERM: the pod's NetworkPolicy was not in force
 
-RunnerOutcome = Literal["completed", "turn_failed", "config_error", "codex_missing", "internal_error"]
+RunnerOutcome = Literal[
+    "completed", "turn_failed", "config_error", "codex_missing", "internal_error", "network_unfenced"
+]
 
 # A wall-bounce run's answer as kept in the frame (the chosen one is the result's final_message).
 MAX_RUN_MESSAGE = 4000

@@ -52,8 +52,6 @@ TOKEN_ENV = "CODEX_GATEWAY_TOKEN"
 # Static users who may use the sessions namespace with kubectl (mallory stays an outsider).
 KUBECTL_USERS = ("alice", "bob", "carol", "dave")
 MCP_EXAMPLE_PROMPT = "In one sentence: what does a Kubernetes operator do?"
-SHIPPED_ADMISSION = REPO_ROOT / "manifests" / "base" / "admission.yaml"
-SHIPPED_WEBHOOK = REPO_ROOT / "manifests" / "base" / "webhook.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -160,91 +158,6 @@ def _gateway_port(wanted: int) -> tuple[int, str]:
 # --------------------------------------------------------------------------- admission
 
 
-def _install_admission(cp: ControlPlane, kube_client: Any, namespace: str) -> None:
-    """The shipped ValidatingAdmissionPolicies (manifests/base/admission.yaml), their
-    params ConfigMap naming the approver group and the gateway as trusted requester,
-    and a Role letting the static users work in the sessions namespace."""
-    import yaml
-    from kubernetes import client
-
-    from codex_api.common import GROUP, VERSION
-
-    from .admission_kit import user_rbac, wait_until_denied
-    from .controlplane import ADMINS_GROUP
-    from .gateway_process import GATEWAY_USER
-    from .generate import admission
-    from .operator_process import OPERATOR_USER
-    from .system import API_KEY_SECRET
-
-    params = admission.params_configmap(
-        admission.DEFAULT_PARAMS_NAMESPACE,
-        [APPROVERS_GROUP],
-        [GATEWAY_USER],
-        operators=[OPERATOR_USER],
-        admin_groups=[ADMINS_GROUP],
-        runner_secrets=[API_KEY_SECRET],
-    )
-    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*user_rbac(namespace, KUBECTL_USERS), params]))
-    cp.kubectl("apply", "-f", str(SHIPPED_ADMISSION))
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "CodexSession",
-        "metadata": {"name": "admission-probe"},
-        "spec": {"prompt": "probe", "requestedBy": "alice"},
-    }
-    api = client.CustomObjectsApi(kube_client)
-    wait_until_denied(
-        lambda: api.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "codexsessions", body, dry_run="All"
-        ),
-        admission.MSG_REQUESTER,
-        "session requester",
-    )
-
-
-def _install_webhook(
-    cp: ControlPlane, kube_client: Any, namespace: str, port: int, timeout: float = 60
-) -> None:
-    """The shipped MutatingWebhookConfiguration, pointed at the operator's webhook on
-    127.0.0.1 (instead of the in-cluster Service); returns once it stamps requestedBy."""
-    import base64
-
-    import yaml
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    from codex_api.common import GROUP, VERSION
-
-    assert cp.certs is not None
-    doc = yaml.safe_load(SHIPPED_WEBHOOK.read_text())
-    ca_bundle = base64.b64encode(cp.certs.ca_cert.read_bytes()).decode()
-    for hook in doc["webhooks"]:
-        path = hook["clientConfig"]["service"]["path"]
-        hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca_bundle}
-    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
-    api = client.CustomObjectsApi(kube_client)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "CodexSession",
-        "metadata": {"name": "webhook-probe"},
-        "spec": {"prompt": "probe"},
-    }
-    deadline = time.monotonic() + timeout
-    last = "never probed"
-    while time.monotonic() < deadline:
-        try:
-            out: Any = api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "codexsessions", body, dry_run="All"
-            )
-            if out["spec"].get("requestedBy") == "admin":
-                return
-            last = json.dumps(out["spec"])
-        except ApiException as err:
-            last = str(err.body)
-        time.sleep(0.2)
-    raise SystemExit(f"the operator's webhook did not stamp spec.requestedBy within {timeout}s: {last}")
-
-
 # --------------------------------------------------------------------------- the MCP example
 
 
@@ -309,7 +222,15 @@ def _sessions_system(
     from .local_volumes import LocalVolumeProvisioner
     from .node import TestNode, ensure_kubelet, host_problems, node_env
     from .operator_process import operator_kubeconfig, start_operator
-    from .system import ModelEndpoint, fake_endpoint, operator_config, prepare_sessions_namespace
+    from .system import (
+        SHIPPED_ADMISSION,
+        ModelEndpoint,
+        fake_endpoint,
+        install_admission,
+        install_webhook,
+        operator_config,
+        prepare_sessions_namespace,
+    )
 
     problems = host_problems() + build_problems()
     if problems:
@@ -346,7 +267,7 @@ def _sessions_system(
         operator_kc = operator_kubeconfig(cp, work_dir)
         gateway_kc = gateway_kubeconfig(cp, work_dir)
         bind_gateway(cp, namespace)
-        _install_admission(cp, kube_client, namespace)
+        install_admission(cp, kube_client, namespace, KUBECTL_USERS)
 
         kubernetes_extra, extra = operator_config(
             endpoint, refs["runner"], tolerate_test_node=False, auto_approve=False
@@ -367,7 +288,7 @@ def _sessions_system(
             trusted_requesters=[GATEWAY_USER],
         )
         stack.callback(operator.stop)
-        _install_webhook(cp, kube_client, namespace, webhook_port)
+        install_webhook(cp, kube_client, namespace, webhook_port)
 
         # The gateway as an install runs it: its ServiceAccount, the operator's config, Redis.
         gateway = start_gateway(

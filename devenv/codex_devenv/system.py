@@ -4,17 +4,23 @@ operator configuration that points runner pods at the model."""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from .assets import REPO_ROOT
 from .node import TEST_NODE_TAINT
 from .operator_process import bind_operator
 
 API_KEY_SECRET = "codex-model-api-key"
 API_KEY_SECRET_KEY = "api-key"
+SHIPPED_ADMISSION = REPO_ROOT / "manifests" / "base" / "admission.yaml"
+SHIPPED_WEBHOOK = REPO_ROOT / "manifests" / "base" / "webhook.yaml"
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,85 @@ def operator_config(
         f"egress_cidrs = [{cidrs}]\negress_ports = [{ports}]\n"
     )
     return kubernetes_extra, extra
+
+
+def install_admission(cp: Any, kube_client: Any, namespace: str, users: Sequence[str]) -> None:
+    """The shipped ValidatingAdmissionPolicies (manifests/base/admission.yaml), their
+    params ConfigMap naming the approver group and the gateway as trusted requester,
+    and a Role letting the static users work in the sessions namespace."""
+    import yaml
+    from kubernetes import client
+
+    from codex_api.common import GROUP, VERSION
+
+    from .admission_kit import user_rbac, wait_until_denied
+    from .controlplane import ADMINS_GROUP, APPROVERS_GROUP
+    from .gateway_process import GATEWAY_USER
+    from .generate import admission
+    from .operator_process import OPERATOR_USER
+
+    params = admission.params_configmap(
+        admission.DEFAULT_PARAMS_NAMESPACE,
+        [APPROVERS_GROUP],
+        [GATEWAY_USER],
+        operators=[OPERATOR_USER],
+        admin_groups=[ADMINS_GROUP],
+        runner_secrets=[API_KEY_SECRET],
+    )
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*user_rbac(namespace, users), params]))
+    cp.kubectl("apply", "-f", str(SHIPPED_ADMISSION))
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": "admission-probe"},
+        "spec": {"prompt": "probe", "requestedBy": "alice"},
+    }
+    api = client.CustomObjectsApi(kube_client)
+    wait_until_denied(
+        lambda: api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "codexsessions", body, dry_run="All"
+        ),
+        admission.MSG_REQUESTER,
+        "session requester",
+    )
+
+
+def install_webhook(cp: Any, kube_client: Any, namespace: str, port: int, timeout: float = 60) -> None:
+    """The shipped MutatingWebhookConfiguration, pointed at the operator's webhook on
+    127.0.0.1 (instead of the in-cluster Service); returns once it stamps requestedBy."""
+    import base64
+
+    import yaml
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from codex_api.common import GROUP, VERSION
+
+    assert cp.certs is not None
+    doc = yaml.safe_load(SHIPPED_WEBHOOK.read_text())
+    ca_bundle = base64.b64encode(cp.certs.ca_cert.read_bytes()).decode()
+    for hook in doc["webhooks"]:
+        path = hook["clientConfig"]["service"]["path"]
+        hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca_bundle}
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    api = client.CustomObjectsApi(kube_client)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": "webhook-probe"},
+        "spec": {"prompt": "probe"},
+    }
+    deadline = time.monotonic() + timeout
+    last = "never probed"
+    while time.monotonic() < deadline:
+        try:
+            out: Any = api.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "codexsessions", body, dry_run="All"
+            )
+            if out["spec"].get("requestedBy") == "admin":
+                return
+            last = json.dumps(out["spec"])
+        except ApiException as err:
+            last = str(err.body)
+        time.sleep(0.2)
+    raise SystemExit(f"the operator's webhook did not stamp spec.requestedBy within {timeout}s: {last}")

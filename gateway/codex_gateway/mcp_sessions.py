@@ -195,7 +195,7 @@ class SharedSessions:
 
     async def _open(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = bytearray()
-        opened: dict[str, Any] = {}
+        opened: list[str] = []
 
         async def receive_and_keep() -> Message:
             message = await receive()
@@ -203,21 +203,30 @@ class SharedSessions:
                 body.extend(message.get("body", b""))
             return message
 
-        async def send_and_note(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                opened["status"] = message["status"]
-                opened["id"] = Headers(raw=message.get("headers", [])).get(MCP_SESSION_ID_HEADER)
+        async def record_then_send(message: Message) -> None:
+            # The record is written before the client can learn the id: its
+            # next request (often sent the moment the answer arrives) must
+            # find it, or it would look like a session ended elsewhere.
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                session_id = Headers(raw=message.get("headers", [])).get(MCP_SESSION_ID_HEADER)
+                if session_id and session_id in self.manager._server_instances:
+                    opened.append(session_id)
+                    await self._record_new(session_id, bytes(body), scope)
             await send(message)
 
-        await self._local(scope, receive_and_keep, send_and_note)
-        session_id = opened.get("id")
-        if session_id and opened.get("status", 500) < 400 and session_id in self.manager._server_instances:
-            record = _initialize_record(bytes(body), fingerprint(owner_of(scope)))
-            try:
-                await self.directory.record(session_id, record)
-                self._recorded.add(session_id)
-            except RedisUnavailable:
-                log.info("MCP session not shared (Redis unavailable): session=%s", session_id[:64])
+        # Sessions the SDK let go (idle timeout) leave the set here.
+        self._recorded &= self.manager._server_instances.keys()
+        await self._local(scope, receive_and_keep, record_then_send)
+        if opened and opened[0] not in self.manager._server_instances:
+            await self._forget(opened[0])  # the SDK dropped it: its opening failed after all
+
+    async def _record_new(self, session_id: str, body: bytes, scope: Scope) -> None:
+        record = _initialize_record(body, fingerprint(owner_of(scope)))
+        try:
+            await self.directory.record(session_id, record)
+            self._recorded.add(session_id)
+        except RedisUnavailable:
+            log.info("MCP session not shared (Redis unavailable): session=%s", session_id[:64])
 
     async def _still_open(self, session_id: str, owner: AuthorizationContext | None) -> bool:
         """False when the session was ended through another replica (or its record expired)."""

@@ -11,6 +11,7 @@ from codex_api.config import CostConfig
 from codex_api.result import (
     EXIT_CODEX_MISSING,
     EXIT_CONFIG_ERROR,
+    EXIT_NETWORK_UNFENCED,
     RunnerResult,
     clip_response,
     parse_frame,
@@ -104,6 +105,7 @@ _FAILURE_REASONS = {
     "config_error": "RunnerConfigError",
     "codex_missing": "CodexMissing",
     "internal_error": "RunnerError",
+    "network_unfenced": "NetworkNotEnforced",
 }
 
 
@@ -167,6 +169,9 @@ def _from_result(
         return TurnResult("Succeeded", "Completed", "the turn completed", fields)
     reason = _FAILURE_REASONS.get(result.outcome, "RunnerError")
     errors = "; ".join(result.errors)[:900] or f"runner exit code {result.exit_code}"
-    if result.exit_code in (EXIT_CONFIG_ERROR, EXIT_CODEX_MISSING) and not result.errors:
+    if (
+        result.exit_code in (EXIT_CONFIG_ERROR, EXIT_CODEX_MISSING, EXIT_NETWORK_UNFENCED)
+        and not result.errors
+    ):
         errors = f"runner exit code {result.exit_code}"
     return TurnResult("Failed", reason, errors, fields)

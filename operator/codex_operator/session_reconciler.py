@@ -487,6 +487,7 @@ async def _ensure_children(
         resume_thread_id=thread,
         endpoint=k8s_cfg.model_endpoint,
         wall_bounce=wall_bounce.settings() if wall_bounce is not None else None,
+        network_fence_seconds=k8s_cfg.network_fence_seconds,
     )
     if spec.workspace and spec.workspace.type == "persistent":
         requester = spec.requested_by or "unknown"

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_CODEX_HOME",
     "DEFAULT_WORKSPACE",
     "MAX_ARG_BYTES",
+    "MAX_NETWORK_FENCE_SECONDS",
     "MODES",
     "REASONING_EFFORTS",
     "RUNNER_COMMAND",
@@ -70,6 +71,8 @@ SUBCOMMAND = "run"
 # prompt past that would give a pod that can never start, so it is refused
 # while the settings are built, where the operator can report it.
 MAX_ARG_BYTES = 131072 - 1
+
+MAX_NETWORK_FENCE_SECONDS = 300
 
 WALL_BOUNCE_MIN_PROVIDERS = MIN_WALL_BOUNCE_PROVIDERS
 WALL_BOUNCE_MAX_PROVIDERS = MAX_WALL_BOUNCE_PROVIDERS
@@ -232,6 +235,8 @@ class TurnSettings:
     workspace: str = DEFAULT_WORKSPACE
     # Several providers, one run each, compared (the provider fields above are then not used).
     wall_bounce: WallBounceSettings | None = None
+    # Wait at most this long for the pod's NetworkPolicy to be in force before Codex starts (None: do not wait).
+    network_fence_seconds: float | None = None
 
     # Validating here, not only in the parser, makes the round trip hold for
     # every TurnSettings that can exist: runner_args never writes a command
@@ -272,6 +277,15 @@ class TurnSettings:
             )
         if self.wall_bounce is not None:
             self._check_wall_bounce(self.wall_bounce)
+        fence = self.network_fence_seconds
+        if fence is not None:
+            if isinstance(fence, bool) or not isinstance(fence, (int, float)):
+                raise RunnerArgsError(f"network_fence_seconds must be a number, got {type(fence).__name__}")
+            if not (math.isfinite(fence) and 0 < fence <= MAX_NETWORK_FENCE_SECONDS):
+                raise RunnerArgsError(
+                    f"network_fence_seconds must be more than 0 and at most {MAX_NETWORK_FENCE_SECONDS}, got {fence!r}"
+                )
+            object.__setattr__(self, "network_fence_seconds", float(fence))
 
     def _check_wall_bounce(self, wall_bounce: WallBounceSettings) -> None:
         if not isinstance(wall_bounce, WallBounceSettings):
@@ -312,6 +326,7 @@ _VALUE_FLAGS: tuple[tuple[str, str], ...] = (
     ("--api-key-env", "api_key_env"),
     ("--codex-home", "codex_home"),
     ("--workspace", "workspace"),
+    ("--network-fence-seconds", "network_fence_seconds"),
     ("--wall-bounce", "wall_bounce"),
     ("--base-instructions", "base_instructions"),
     ("--prompt", "prompt"),
@@ -327,7 +342,11 @@ def runner_args(t: TurnSettings) -> list[str]:
         value = getattr(t, name)
         if value is None:
             continue
-        args += [flag, value.to_json() if isinstance(value, WallBounceSettings) else value]
+        if isinstance(value, WallBounceSettings):
+            value = value.to_json()
+        elif isinstance(value, float):
+            value = repr(value)  # exact: float(repr(x)) == x
+        args += [flag, value]
         if flag == "--mode" and t.full_auto:
             args.append(_FULL_AUTO)
     return args
@@ -348,7 +367,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "--reasoning-effort": REASONING_EFFORTS,
     "--verbosity": VERBOSITIES,
 }
-_META: dict[str, str] = {"--wall-bounce": "JSON"}
+_META: dict[str, str] = {"--wall-bounce": "JSON", "--network-fence-seconds": "SECONDS"}
 
 
 def usage() -> str:
@@ -433,6 +452,12 @@ def parse_runner_args(argv: Sequence[str]) -> TurnSettings:
     kwargs: dict[str, Any] = {name: None for flag, name in _VALUE_FLAGS if flag not in _REQUIRED}
     kwargs.update(codex_home=DEFAULT_CODEX_HOME, workspace=DEFAULT_WORKSPACE)
     kwargs.update({_FLAG_OF[flag]: value for flag, value in values.items()})
+    if "--network-fence-seconds" in values:
+        raw = values["--network-fence-seconds"]
+        try:
+            kwargs["network_fence_seconds"] = float(raw)
+        except ValueError:
+            _fail(f"argument --network-fence-seconds: not a number: {_clip(raw)}")
     if "--wall-bounce" in values:
         try:
             kwargs["wall_bounce"] = WallBounceSettings.from_json(values["--wall-bounce"])
@@ -448,6 +473,7 @@ def turn_settings_for(
     resume_thread_id: str | None,
     endpoint: ModelEndpointConfig,
     wall_bounce: WallBounceSettings | None = None,
+    network_fence_seconds: float = 0,
 ) -> TurnSettings:
     """The settings of one turn of ``spec``; ``model`` is already resolved against the config default."""
     return TurnSettings(
@@ -465,4 +491,5 @@ def turn_settings_for(
         base_url=endpoint.base_url,
         api_key_env=endpoint.api_key_env,
         wall_bounce=wall_bounce,
+        network_fence_seconds=network_fence_seconds or None,
     )

@@ -30,6 +30,7 @@ from codex_api.result import (
     EXIT_COMPLETED,
     EXIT_CONFIG_ERROR,
     EXIT_INTERNAL,
+    EXIT_NETWORK_UNFENCED,
     EXIT_TURN_FAILED,
     TERMINATION_MESSAGE_PATH,
     RunnerResult,
@@ -40,6 +41,7 @@ from .consensus import wall_bounce_result
 from .contract import TurnSettings, WallBounceProvider, WallBounceSettings
 from .events import TurnAccumulator, subtract
 from .invocation import build_invocation
+from .network_fence import wait_until_fenced
 
 STATE_DIR = "codex-runner"  # inside CODEX_HOME, on the conversation's volume
 
@@ -126,6 +128,24 @@ def run_turn(
         )
         _emit(result, out, termination_path)
         return EXIT_CODEX_MISSING
+
+    if settings.network_fence_seconds is not None:
+        fence = wait_until_fenced(settings.network_fence_seconds)
+        _log(
+            out,
+            "network fence",
+            fenced=fence.fenced,
+            target=fence.target,
+            probes=fence.probes,
+            waited_seconds=fence.waited_seconds,
+            detail=fence.detail,
+        )
+        if not fence.fenced:
+            result = RunnerResult(
+                outcome="network_unfenced", exit_code=EXIT_NETWORK_UNFENCED, errors=[fence.detail]
+            )
+            _emit(result, out, termination_path)
+            return EXIT_NETWORK_UNFENCED
 
     codex_home = Path(settings.codex_home)
     workspace = Path(settings.workspace)

@@ -97,7 +97,11 @@ def test_example_session_runs_in_a_real_container(system: dict[str, Any], kube_c
     pod_logs = logs(cp, ns, status["podName"])
     events = [json.loads(line) for line in pod_logs.splitlines() if line.startswith("{")]
     assert {"thread.started", "turn.started", "turn.completed"} <= {e.get("type") for e in events}
-    start = next(e for e in events if e.get("type") == "codex-runner")
+    fence = next(e for e in events if e.get("message") == "network fence")
+    # The runner waited for its NetworkPolicy (kube-router rejects: one refused probe, or a few).
+    assert fence["fenced"] is True and fence["target"] == "10.96.0.1:443", fence
+    start = next(e for e in events if e.get("message") == "starting codex")
+    assert events.index(fence) < events.index(start)
     # Whether Codex's own bubblewrap sandbox works in the pod; the pod is the boundary either way.
     print(f"\n[runner] inner sandbox in a restricted pod: {start['inner_sandbox']}")
     assert start["sandbox"] == "read-only" and isinstance(start["inner_sandbox"], bool)
@@ -237,3 +241,27 @@ def test_killed_container_fails_with_the_reason(system: dict[str, Any], kube_cli
     assert s["status"]["phase"] == "Failed", s["status"]
     assert s["status"]["reason"] == "NoResult", s["status"]
     assert "exit code 137" in s["status"]["message"]
+
+
+def test_a_pod_its_policy_does_not_fence_never_runs_codex(system: dict[str, Any], kube_client: Any) -> None:
+    """NetworkPolicies add up: one more policy that allows all egress (a
+    mistake, or a tenant's own) undoes the sandbox level's rules. The runner
+    sees the API server answer, and the turn fails before the model is asked."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    model.set_script(fm.say("must not be asked"))
+    allow_all = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-all-egress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]},
+    }
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(allow_all))
+    try:
+        apply(cp, ns, "unfenced", sandbox="read-only")
+        s = finished(kube_client, ns, "unfenced", timeout=120)
+    finally:
+        cp.kubectl("delete", "networkpolicy", "allow-all-egress", "-n", ns, "--wait=false")
+    status = s["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "NetworkNotEnforced", status
+    assert "the API server (10.96.0.1:443) was still reachable after 10 s" in status["message"]
+    assert model.responses_requests == [] and "response" not in status

@@ -121,6 +121,38 @@ def test_a_session_opened_on_one_replica_is_served_by_the_other(replicas: list[G
     assert (b.metric("codex_gateway_mcp_connections_open") or 0) >= 1
 
 
+def test_a_new_session_is_recorded_before_its_id_reaches_the_client(
+    replicas: list[GatewayProcess], redis: RedisServer
+) -> None:
+    """Clients send their next request as soon as `initialize` answers. If the
+    record were written after the answer, that request could find no record
+    and look like one for a session ended on another replica: a soak saw 4 of
+    150 new sessions refused with 404 that way."""
+    import redis as redis_client
+
+    a, _ = replicas
+    store = redis_client.Redis.from_url(redis.url)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    headers = {**HEADERS, "Authorization": f"Bearer {ALICE}"}
+    with httpx2.Client(timeout=30) as http:
+        for _ in range(60):
+            with http.stream("POST", a.url, json=init, headers=headers) as resp:
+                assert resp.status_code == 200
+                session = resp.headers["mcp-session-id"]
+                # Headers in hand, body not read yet: the record must exist.
+                assert store.keys(f"*:mcp-session:{session}"), session
+    store.close()
+
+
 def test_another_credential_cannot_use_or_adopt_a_session(replicas: list[GatewayProcess]) -> None:
     a, b = replicas
     session = _open(a, ALICE)

@@ -18,6 +18,7 @@ from codex_api.result import (
     EXIT_CODEX_MISSING,
     EXIT_COMPLETED,
     EXIT_CONFIG_ERROR,
+    EXIT_NETWORK_UNFENCED,
     EXIT_TURN_FAILED,
     parse_frame,
 )
@@ -196,3 +197,62 @@ def test_bad_arguments_are_a_configuration_error(
     assert run.code == EXIT_CONFIG_ERROR
     assert run.result.outcome == "config_error" and run.result.errors
     assert fake.requests == []  # nothing reached the model
+
+
+# --------------------------------------------------------------------------- network fence
+
+
+def _fenced_run(
+    model: fm.FakeModelServer, dirs: dict[str, Path], api_server: tuple[str, int], seconds: float
+) -> RunnerRun:
+    settings = turn_settings(
+        prompt="Say hello",
+        model="fake-model",
+        provider_id="fake",
+        base_url=model.url,
+        codex_home=str(dirs["home"]),
+        workspace=str(dirs["workspace"]),
+        network_fence_seconds=seconds,
+    )
+    host, port = api_server
+    return run_runner_process(
+        runner_args(settings),
+        dirs,
+        api_key=API_KEY,
+        extra_env={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port)},
+    )
+
+
+def test_codex_never_starts_while_the_api_server_is_reachable(
+    fake: fm.FakeModelServer, dirs: dict[str, Path]
+) -> None:
+    """A pod whose NetworkPolicy is not in force reaches the API server: the
+    turn fails closed before Codex (and so the model) is asked anything."""
+    import socket
+
+    fake.set_script(fm.say("must not be asked"))
+    api_server = socket.create_server(("127.0.0.1", 0))  # answers, as an unfenced API server does
+    try:
+        run = _fenced_run(fake, dirs, api_server.getsockname(), 0.5)
+    finally:
+        api_server.close()
+    assert run.code == EXIT_NETWORK_UNFENCED, run.stderr
+    assert run.result.outcome == "network_unfenced"
+    assert "was still reachable after 0.5 s" in run.result.errors[0]
+    assert parse_frame(run.termination).outcome == "network_unfenced"
+    assert fake.requests == [] and not any(e["type"] == "thread.started" for e in run.events())
+    assert not list(dirs["home"].glob("sessions/**/*.jsonl"))
+
+
+def test_a_fenced_pod_runs_its_turn(fake: fm.FakeModelServer, dirs: dict[str, Path]) -> None:
+    import socket
+
+    closed = socket.create_server(("127.0.0.1", 0))
+    address = closed.getsockname()
+    closed.close()  # refuses, as kube-router's REJECT does
+    fake.set_script(fm.say("Hello."))
+    run = _fenced_run(fake, dirs, address, 5)
+    assert run.code == EXIT_COMPLETED, run.stderr
+    fence = next(e for e in run.events() if e.get("message") == "network fence")
+    assert fence["fenced"] is True and fence["probes"] == 1 and fence["detail"] == "ECONNREFUSED"
+    assert run.result.final_message == "Hello."

@@ -687,3 +687,53 @@ def test_wall_bounce_settings_are_frozen() -> None:
         THREE.min_providers = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         THREE.providers[0].model = "x"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- network fence
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.5, 10.0, 1 / 3, 300.0])
+def test_network_fence_round_trip(seconds: float) -> None:
+    t = settings(network_fence_seconds=seconds)
+    args = runner_args(t)
+    assert args[args.index("--network-fence-seconds") + 1] == repr(seconds)
+    assert parse_runner_args(args) == t
+    assert "--network-fence-seconds" not in runner_args(settings())
+
+
+def test_network_fence_from_the_config_value() -> None:
+    spec = CodexSessionSpec.model_validate({"prompt": "p"})
+    endpoint = ModelEndpointConfig()
+    on = turn_settings_for(
+        spec, model="m", resume_thread_id=None, endpoint=endpoint, network_fence_seconds=10
+    )
+    off = turn_settings_for(
+        spec, model="m", resume_thread_id=None, endpoint=endpoint, network_fence_seconds=0
+    )
+    assert on.network_fence_seconds == 10.0 and isinstance(on.network_fence_seconds, float)
+    assert off.network_fence_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("ten", "argument --network-fence-seconds: not a number: 'ten'"),
+        ("", "argument --network-fence-seconds: not a number"),
+        ("0", "network_fence_seconds must be more than 0 and at most 300, got 0.0"),
+        ("-1", "must be more than 0"),
+        ("301", "must be more than 0 and at most 300"),
+        ("nan", "must be more than 0"),
+        ("inf", "must be more than 0"),
+        ("1e400", "must be more than 0"),
+    ],
+)
+def test_bad_network_fence_argument(value: str, message: str) -> None:
+    with pytest.raises(RunnerArgsError) as caught:
+        parse_runner_args([*runner_args(settings()), "--network-fence-seconds", value])
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [True, "10", 0, -0.5, float("nan")])
+def test_invalid_network_fence_settings_cannot_be_built(value: Any) -> None:
+    with pytest.raises(RunnerArgsError, match="network_fence_seconds must be"):
+        settings(network_fence_seconds=value)
