@@ -28,6 +28,16 @@ ALICE = "alice-token-" + secrets.token_hex(8)
 BOB = "bob-token-" + secrets.token_hex(8)
 LEGACY = "2025-11-25"
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": LEGACY,
+        "capabilities": {},
+        "clientInfo": {"name": "scale-out-test", "version": "1"},
+    },
+}
 
 
 @pytest.fixture
@@ -69,18 +79,8 @@ def _payload(resp: httpx2.Response) -> dict[str, Any]:
 
 
 def _open(gw: GatewayProcess, token: str) -> str:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": {},
-            "clientInfo": {"name": "scale-out-test", "version": "1"},
-        },
-    }
     headers = {**HEADERS, "Authorization": f"Bearer {token}"}
-    resp = httpx2.post(gw.url, json=init, headers=headers, timeout=30)
+    resp = httpx2.post(gw.url, json=INITIALIZE, headers=headers, timeout=30)
     assert resp.status_code == 200, resp.text
     session = resp.headers["mcp-session-id"]
     ack = _post(gw, token, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
@@ -132,20 +132,10 @@ def test_a_new_session_is_recorded_before_its_id_reaches_the_client(
 
     a, _ = replicas
     store = redis_client.Redis.from_url(redis.url)
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
     headers = {**HEADERS, "Authorization": f"Bearer {ALICE}"}
     with httpx2.Client(timeout=30) as http:
         for _ in range(60):
-            with http.stream("POST", a.url, json=init, headers=headers) as resp:
+            with http.stream("POST", a.url, json=INITIALIZE, headers=headers) as resp:
                 assert resp.status_code == 200
                 session = resp.headers["mcp-session-id"]
                 # Headers in hand, body not read yet: the record must exist.
