@@ -33,23 +33,41 @@ def compact(value: Any) -> Any:
     return value
 
 
-def slim(obj: dict[str, Any], *, keep_managed_fields: bool = False, pod: bool = False) -> dict[str, Any]:
-    """`obj` without what no reader needs (a new dict; `obj` is not changed)."""
+def slim(
+    obj: dict[str, Any],
+    *,
+    keep_managed_fields: bool = False,
+    pod: bool = False,
+    unread_status: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """`obj` without what no reader needs (a new dict; `obj` is not changed);
+    `unread_status` names status fields this holder never reads."""
     meta = obj.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     drop_fields = not keep_managed_fields and "managedFields" in meta
-    if not (drop_fields or LAST_APPLIED in annotations or pod):
+    status = obj.get("status")
+    drop_status = isinstance(status, dict) and any(k in status for k in unread_status)
+    if not (drop_fields or LAST_APPLIED in annotations or pod or drop_status):
         return obj
     meta = {k: v for k, v in meta.items() if not (drop_fields and k == "managedFields")}
     if LAST_APPLIED in annotations:
         meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
     out = {**obj, "metadata": meta}
+    if drop_status:
+        assert isinstance(status, dict)
+        out["status"] = {k: v for k, v in status.items() if k not in unread_status}
     if pod:
         spec = obj.get("spec") or {}
         out["spec"] = {k: spec[k] for k in POD_SPEC_READ if k in spec}
     return out
 
 
-def keep(obj: dict[str, Any], *, keep_managed_fields: bool = False, pod: bool = False) -> dict[str, Any]:
+def keep(
+    obj: dict[str, Any],
+    *,
+    keep_managed_fields: bool = False,
+    pod: bool = False,
+    unread_status: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """What to hold of `obj` in memory for long: slim, then compact."""
-    return compact(slim(obj, keep_managed_fields=keep_managed_fields, pod=pod))
+    return compact(slim(obj, keep_managed_fields=keep_managed_fields, pod=pod, unread_status=unread_status))

@@ -32,6 +32,10 @@ log = logging.getLogger("codex_gateway.session_cache")
 
 WATCH_SECONDS = 240
 RETRY_SECONDS = (0.5, 1, 2, 5, 10)
+RELIST_PAGE = 500
+# Status the gateway never reads from the cache (its answers are built from
+# phase, reason, message, response, usage, cost, timings and the ids).
+UNREAD_STATUS = ("conditions",)
 
 
 class SessionCache:
@@ -77,12 +81,22 @@ class SessionCache:
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> str:
-        listed = await self.sessions.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.sessions.namespace, SESSIONS
-        )
-        self._objects = {o["metadata"]["name"]: keep(o) for o in listed.get("items") or []}
+        # In pages: one list of thousands of sessions decodes to a transient
+        # peak many times what is kept, and the process keeps that peak as RSS.
+        objects: dict[str, dict[str, Any]] = {}
+        token: str | None = None
+        while True:
+            page = await self.sessions.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.sessions.namespace, SESSIONS, limit=RELIST_PAGE, _continue=token
+            )
+            for o in page.get("items") or []:
+                objects[o["metadata"]["name"]] = keep(o, unread_status=UNREAD_STATUS)
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                break
+        self._objects = objects
         self.ready, self.last_error = True, None
-        return str(listed["metadata"]["resourceVersion"])
+        return str(page["metadata"]["resourceVersion"])
 
     async def _watch(self, version: str) -> None:
         """Follow changes from `version` until the server ends the watch or
@@ -115,7 +129,7 @@ class SessionCache:
                     if kind == "DELETED":
                         self._objects.pop(name, None)
                     elif kind in ("ADDED", "MODIFIED"):
-                        self._objects[name] = keep(obj)
+                        self._objects[name] = keep(obj, unread_status=UNREAD_STATUS)
             except ApiException as err:
                 if err.status == 410:
                     return

@@ -85,3 +85,57 @@ async def test_cache_follows_the_api_server(control_plane: Any, kube_client: Any
     finally:
         task.cancel()
         await sessions.close()
+
+
+async def test_the_list_comes_in_pages_and_keeps_no_conditions(
+    control_plane: Any, kube_client: Any, namespace: str, monkeypatch: Any
+) -> None:
+    """The initial list is read in pages (a single list of thousands of
+    sessions left its decoding peak as resident memory); every page lands."""
+    from codex_gateway import session_cache
+
+    monkeypatch.setattr(session_cache, "RELIST_PAGE", 3)
+    for i in range(8):
+        create_session(kube_client, namespace, f"paged-{i}")
+    client.CustomObjectsApi(kube_client).patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        "codexsessions",
+        "paged-0",
+        {
+            "status": {
+                "phase": "Queued",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "Queued",
+                        "message": "waiting",
+                        "lastTransitionTime": "2026-12-05T00:00:00Z",
+                    }
+                ],
+            }
+        },
+    )
+    sessions = SessionApi(await load_client(str(control_plane.kubeconfig("admin"))), namespace)
+    pages: list[Any] = []
+    original = sessions.custom.list_namespaced_custom_object
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("limit"):
+            pages.append(kwargs["_continue"])
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(sessions.custom, "list_namespaced_custom_object", counted)
+    cache = SessionCache(sessions)
+    task = asyncio.create_task(cache.run())
+    try:
+        await _until(lambda: cache.ready, "the initial list")
+        assert {o["metadata"]["name"] for o in cache.items()} >= {f"paged-{i}" for i in range(8)}
+        assert len(pages) >= 3 and pages[0] is None and all(pages[1:])
+        kept = cache.get("paged-0")
+        assert kept is not None and kept["status"] == {"phase": "Queued"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from codex_api.kept import LAST_APPLIED
+from codex_api.kept import LAST_APPLIED, keep
 from codex_operator.pod_outcome import pod_outcome
 from codex_operator.store import Store
 
@@ -74,3 +74,11 @@ def test_kept_objects_share_their_keys_and_short_values() -> None:
     assert next(iter(a["metadata"])) is next(iter(b["metadata"]))
     assert a["status"]["message"] == b["status"]["message"] == long  # long values are kept, not interned
     assert a == {"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Queued", "message": long}}
+
+
+def test_unread_status_fields_are_dropped_and_the_rest_kept() -> None:
+    obj = _obj("s", status={"phase": "Running", "conditions": [{"type": "Ready"}], "podName": "p"})
+    kept = keep(obj, unread_status=("conditions",))
+    assert kept["status"] == {"phase": "Running", "podName": "p"}
+    assert obj["status"]["conditions"] == [{"type": "Ready"}]  # the input is not changed
+    assert keep({"metadata": {"name": "x"}}, unread_status=("conditions",)) == {"metadata": {"name": "x"}}
