@@ -86,8 +86,9 @@ class SessionCache:
         objects: dict[str, dict[str, Any]] = {}
         token: str | None = None
         while True:
+            more: dict[str, Any] = {"_continue": token} if token else {}
             page = await self.sessions.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.sessions.namespace, SESSIONS, limit=RELIST_PAGE, _continue=token
+                GROUP, VERSION, self.sessions.namespace, SESSIONS, limit=RELIST_PAGE, **more
             )
             for o in page.get("items") or []:
                 objects[o["metadata"]["name"]] = keep(o, unread_status=UNREAD_STATUS)

@@ -124,7 +124,7 @@ async def test_the_list_comes_in_pages_and_keeps_no_conditions(
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("limit"):
-            pages.append(kwargs["_continue"])
+            pages.append(kwargs.get("_continue"))
         return await original(*args, **kwargs)
 
     monkeypatch.setattr(sessions.custom, "list_namespaced_custom_object", counted)
