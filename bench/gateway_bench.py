@@ -337,7 +337,9 @@ async def bench_era(
             return ok_read(await c.read_resource("codex://sessions/active"))
 
         server_side = ("baseline",)
-        gateway_side = ("gateway", "kube-apiserver", "etcd")
+        gateway_side = tuple(
+            p for p in ("gateway", "kube-apiserver", "etcd", "redis", "operator") if p in procs.pids
+        )
         pairs = []
         for kind, base_call, gw_call, base_label, gw_label in (
             ("tool", echo, info, "baseline echo", "gateway codex-session-info"),
