@@ -148,6 +148,43 @@ class HollowNode:
         self._stop.set()
 
 
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def api_writes(cp: ControlPlane) -> dict[str, float]:
+    """The API server's own count of write requests so far, by verb and resource
+    (apiserver_request_total), to say what one session costs the API server."""
+    import re
+    import ssl
+    import urllib.request
+
+    assert cp.certs is not None
+    request = urllib.request.Request(
+        f"{cp.server}/metrics", headers={"Authorization": f"Bearer {cp.users['admin'].token}"}
+    )
+    context = ssl.create_default_context(cafile=str(cp.certs.ca_cert))
+    with urllib.request.urlopen(request, context=context, timeout=30) as resp:
+        text = resp.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("verb") in WRITE_VERBS:
+            what = labels.get("resource", "") + (
+                f"/{labels['subresource']}" if labels.get("subresource") else ""
+            )
+            key = f"{labels['verb']} {what}"
+            counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def writes_per(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    diff = {k: (after.get(k, 0) - before.get(k, 0)) / n for k in after}
+    shown = sorted(((v, k) for k, v in diff.items() if v >= 0.05), reverse=True)
+    return f"{sum(v for v, _ in shown):.1f} (" + ", ".join(f"{k} {v:.1f}" for v, k in shown) + ")"
+
+
 def bare_pod(name: str) -> dict[str, Any]:
     """A minimal pod that Pod Security `restricted` admits."""
     return {
@@ -307,6 +344,7 @@ def main() -> None:
             "bench client": os.getpid(),
         }
         cpu_before = {k: cpu_seconds(v) for k, v in procs.items()}
+        writes_before = api_writes(cp)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(create_pod, [f"bare-{i:04d}" for i in range(args.burst)]))
@@ -315,7 +353,9 @@ def main() -> None:
         bare_cpu = sum(
             cpu_seconds(v) - cpu_before[k] for k, v in procs.items() if k not in ("bench client", "operator")
         )
+        bare_writes = writes_per(writes_before, api_writes(cp), args.burst)
         cpu_before = {k: cpu_seconds(v) for k, v in procs.items()}
+        writes_before = api_writes(cp)
         profiler = None
         if os.environ.get("BENCH_PROFILE"):
             import subprocess
@@ -343,6 +383,7 @@ def main() -> None:
         t_burst = pods.wait_count("p2-", args.burst) - t0
         time.sleep(3)  # as for the bare pods: the scheduler's and the operator's tail
         cpu = {k: cpu_seconds(v) - cpu_before[k] for k, v in procs.items()}
+        session_writes = writes_per(writes_before, api_writes(cp), args.burst)
         if profiler:
             profiler.wait()
         print(f"P2 burst         {args.burst / t_burst:7.1f} sessions/s  ({args.burst} in {t_burst:.2f}s)")
@@ -365,6 +406,8 @@ def main() -> None:
             f"a bare pod {bare_cpu / args.burst * 1000:.1f} core-ms, "
             f"ceiling {(os.cpu_count() or 1) * args.burst / bare_cpu:.0f} pods/s"
         )
+        print(f"   API writes per session: {session_writes}")
+        print(f"   API writes per bare pod: {bare_writes}")
         if node:
             bound = sum(
                 p.spec is not None and p.spec.node_name == HOLLOW_NODE
