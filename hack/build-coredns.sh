@@ -16,22 +16,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=hack/versions.env
 source "$here/versions.env"
 
-cache_root=${CODEX_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-k8s-operator}
-out="$cache_root/node/coredns-$COREDNS_VERSION/coredns"
-if [[ "${1:-}" == "--print-path" ]]; then echo "$out"; exit 0; fi
-
-log() { echo "[coredns] $*" >&2; }
-if [[ -x "$out" ]]; then
-  log "cache hit: $out (coredns $COREDNS_VERSION); nothing to build"
-  echo "$out"; exit 0
-fi
+# shellcheck source=hack/lib/cached-build.sh
+source "$here/lib/cached-build.sh"
+cached_build_begin coredns "$cache_root/node/coredns-$COREDNS_VERSION/coredns" "coredns $COREDNS_VERSION" "$@"
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-mkdir -p "$(dirname "$out")"
-start=$(date +%s)
-work=$(mktemp -d "$cache_root/build-coredns.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
 log "building coredns $COREDNS_VERSION from the Go module proxy (cold: about 1.5 minutes on 2 cores)"
 # bind is here because the harness's Corefile pins CoreDNS to the bridge
 # address. The list is in plugin.cfg's order: setting Directives replaces
@@ -58,6 +47,4 @@ GO
   && go get "github.com/coredns/coredns@$COREDNS_VERSION" && go mod tidy \
   && go build -trimpath -ldflags "-s -w" -o "$work/coredns" .) >&2
 "$work/coredns" -version >/dev/null
-mv "$work/coredns" "$out"
-log "built $out ($(du -h "$out" | cut -f1)) in $(( $(date +%s) - start ))s"
-echo "$out"
+cached_build_finish "$work/coredns"

@@ -18,24 +18,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=hack/versions.env
 source "$here/versions.env"
 
-cache_root=${CODEX_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-k8s-operator}
-bin_dir="$cache_root/helm/$HELM_VERSION"
-helm="$bin_dir/helm"
-if [[ "${1:-}" == "--print-path" ]]; then echo "$helm"; exit 0; fi
-
-log() { echo "[helm] $*" >&2; }
-if [[ -x "$helm" ]]; then
-  log "cache hit: $helm (helm $HELM_VERSION); nothing to build"
-  echo "$helm"; exit 0
-fi
+# shellcheck source=hack/lib/cached-build.sh
+source "$here/lib/cached-build.sh"
+cached_build_begin helm "$cache_root/helm/$HELM_VERSION/helm" "helm $HELM_VERSION" "$@"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0
 unset GOFLAGS
-mkdir -p "$bin_dir"
-start=$(date +%s)
-work=$(mktemp -d "$cache_root/build-helm.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
 log "building helm $HELM_VERSION from the Go module proxy (cold: about 2-3 minutes on 2 cores)"
 modfile=$(cd "$work" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
 client_go=$(sed -n 's#^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p;T;q' "$modfile")
@@ -49,6 +37,4 @@ done
 # go.sum) deciding every dependency, exactly as a release build does.
 GOBIN="$work" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 "$work/helm" version --short >/dev/null
-mv "$work/helm" "$helm"
-log "built $helm ($("$helm" version --short)) in $(( $(date +%s) - start ))s"
-echo "$helm"
+cached_build_finish "$work/helm"

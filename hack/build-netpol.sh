@@ -18,28 +18,16 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=hack/versions.env
 source "$here/versions.env"
 
-cache_root=${CODEX_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-k8s-operator}
-out="$cache_root/node/kube-router-$KUBE_ROUTER_VERSION/kube-router"
-if [[ "${1:-}" == "--print-path" ]]; then echo "$out"; exit 0; fi
-
-log() { echo "[netpol] $*" >&2; }
-if [[ -x "$out" ]]; then
-  log "cache hit: $out (kube-router $KUBE_ROUTER_VERSION); nothing to build"
-  echo "$out"; exit 0
-fi
+# shellcheck source=hack/lib/cached-build.sh
+source "$here/lib/cached-build.sh"
+cached_build_begin netpol "$cache_root/node/kube-router-$KUBE_ROUTER_VERSION/kube-router" \
+  "kube-router $KUBE_ROUTER_VERSION" "$@"
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-mkdir -p "$(dirname "$out")"
-start=$(date +%s)
-work=$(mktemp -d "$cache_root/build-netpol.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
 log "building kube-router $KUBE_ROUTER_VERSION from the Go module proxy (cold: about 1.5 minutes on 2 cores)"
 pkg=github.com/cloudnativelabs/kube-router/v2
 GOBIN="$work" go install -trimpath \
   -ldflags "-s -w -X $pkg/pkg/version.Version=$KUBE_ROUTER_VERSION -X $pkg/pkg/version.BuildDate=module-proxy" \
   "$pkg/cmd/kube-router@$KUBE_ROUTER_VERSION" >&2
 "$work/kube-router" --version >/dev/null
-mv "$work/kube-router" "$out"
-log "built $out ($(du -h "$out" | cut -f1)) in $(( $(date +%s) - start ))s"
-echo "$out"
+cached_build_finish "$work/kube-router"
