@@ -242,6 +242,15 @@ def _sessions_system(
         node.start(cp)
         if node.cluster_network_off:
             print(f"[node] no Services or cluster DNS on {node.name}: {node.cluster_network_off}", flush=True)
+        enforced = node.network_policy is not None
+        if not enforced:
+            # The other node's kube-proxy still answers 10.96.0.1 for these pods, and
+            # nothing enforces their policies: the runner's fence would refuse every turn.
+            print(
+                f"[node] NetworkPolicy is not enforced on {node.name}: runners skip their "
+                "network fence here (network_fence_seconds = 0)",
+                flush=True,
+            )
         refs = load_into(node)
         kube_client = kube_config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
         volumes = LocalVolumeProvisioner(kube_client, work_dir / "volumes").start()
@@ -270,7 +279,7 @@ def _sessions_system(
         install_admission(cp, kube_client, namespace, KUBECTL_USERS)
 
         kubernetes_extra, extra = operator_config(
-            endpoint, refs["runner"], tolerate_test_node=False, auto_approve=False
+            endpoint, refs["runner"], tolerate_test_node=False, auto_approve=False, network_enforced=enforced
         )
         assert cp.certs is not None
         webhook_cert, webhook_key = cp.certs.issue(work_dir / "webhook", "operator-webhook", "IP:127.0.0.1")

@@ -61,10 +61,19 @@ def prepare_sessions_namespace(control_plane: Any, kube_client: Any, namespace: 
 
 
 def operator_config(
-    endpoint: ModelEndpoint, runner_image: str, *, tolerate_test_node: bool, auto_approve: bool
+    endpoint: ModelEndpoint,
+    runner_image: str,
+    *,
+    tolerate_test_node: bool,
+    auto_approve: bool,
+    network_enforced: bool = True,
 ) -> tuple[str, str]:
-    """(lines for the [kubernetes] table, extra tables) for start_operator."""
+    """(lines for the [kubernetes] table, extra tables) for start_operator.
+    `network_enforced=False` (a node without NetworkPolicy enforcement) turns
+    the runner's network fence off, as an install on such a cluster would."""
     kubernetes_extra = f'runner_image = "{runner_image}"\nrunner_image_pull_policy = "Never"\n'
+    if not network_enforced:
+        kubernetes_extra += "network_fence_seconds = 0\n"
     extra = f'\n[codex]\nmodel = "{endpoint.model}"\n'
     if auto_approve:
         extra += (
