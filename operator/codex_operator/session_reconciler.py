@@ -421,7 +421,18 @@ async def _start_or_queue(
         ),
     )
     await _write(ctx, body, fields, event=("Started", f"runner pod {pod['metadata']['name']} created", False))
-    return float(_timeout(ctx, spec))
+    return _look_again(ctx, spec, pod)
+
+
+def _look_again(ctx: Context, spec: CodexSessionSpec, pod: dict[str, Any]) -> float:
+    """When to look at a session that has just got its pod. Its timeout, as a
+    rule: the pod's own events bring the session back. But a pod that already
+    exists may have run already (an operator killed between creating it and
+    writing Running leaves exactly that to its successor), and its events were
+    all seen before the session was Running: look again now."""
+    if pod_outcome(pod).state in ("pending", "running"):
+        return float(_timeout(ctx, spec))
+    return 0.0
 
 
 def _is_live(ctx: Context) -> Callable[[str], bool]:
@@ -603,7 +614,7 @@ async def _lost(
         },
     )
     await ctx.events.record(body, "PodRecreated", f"{message}; attempt {attempts + 1} of {limit}", True)
-    return SAFETY_REQUEUE
+    return min(SAFETY_REQUEUE, _look_again(ctx, spec, pod))
 
 
 # --------------------------------------------------------------------------- end

@@ -281,3 +281,23 @@ async def test_a_workspace_above_the_maximum_is_refused_first(world: Any) -> Non
     s = await settle(ctx, "s")
     assert (status(s)["phase"], status(s)["reason"]) == ("Failed", "WorkspaceTooLarge")
     assert api.of_kind(APPROVALS) == [] and api.of_kind(CLAIMS) == []
+
+
+async def test_a_pod_that_ran_before_its_session_was_running_is_seen_at_once(world: Any) -> None:
+    """An operator SIGKILLed between creating the pod and writing Running: its
+    successor finds the pod already finished (all its events seen while the
+    session was not Running yet) and must not wait for the turn's timeout."""
+    ctx, api = world
+    api.session(NS, "s", {"requestedBy": "carol"})
+    await settle(ctx, "s", rounds=1)
+    assert status(api.get(SESSIONS, NS, "s"))["phase"] == "Running"
+    api.finish_pod(NS, "s-runner-1", result("finished while nobody looked"))
+    # As the killed operator left it: the pod exists, the session never said Running.
+    api.change(SESSIONS, NS, "s", {"status": {"phase": "Pending", "reason": "Admitted"}})
+    again = await session_reconciler.reconcile(ctx, NS, "s")
+    assert status(api.get(SESSIONS, NS, "s"))["phase"] == "Running"
+    assert again == 0.0, again  # not the 300 s timeout
+    await session_reconciler.reconcile(ctx, NS, "s")
+    s = api.get(SESSIONS, NS, "s")
+    assert (status(s)["phase"], status(s)["response"]) == ("Succeeded", "finished while nobody looked")
+    assert [p["metadata"]["name"] for p in api.of_kind(PODS)] == ["s-runner-1"]
