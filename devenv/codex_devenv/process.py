@@ -27,6 +27,15 @@ def _die_with_parent() -> None:
 
 _handed_out: set[int] = set()
 
+# The API server's default --service-node-port-range. kube-router (the test
+# node's NetworkPolicy engine) lets pods reach any LOCAL port in this range
+# ahead of every policy ("allow LOCAL TCP traffic to node ports"), so a server
+# of ours there (the API server, the kubelet) would be open to every runner,
+# as it would be in a real cluster. Real clusters keep them out of it (6443,
+# 10250); so do we.
+NODE_PORT_RANGE = (30000, 32767)
+FREE_PORT_LOW = 15000
+
 
 def _ephemeral_range() -> tuple[int, int]:
     try:
@@ -39,13 +48,14 @@ def _ephemeral_range() -> tuple[int, int]:
 def free_port() -> int:
     """A port for a server we start. Not from the kernel's ephemeral range (what
     binding to port 0 returns): any outgoing connection may take such a port
-    before our server binds it. Random below that range, never the same twice
-    in this process, and checked free at the time."""
+    before our server binds it; nor from the Service NodePort range
+    (NODE_PORT_RANGE). Random below both, never the same twice in this process,
+    and checked free at the time."""
     low, _ = _ephemeral_range()
-    top = max(low - 1, 20000)
+    top = max(min(low, NODE_PORT_RANGE[0]) - 1, FREE_PORT_LOW + 5000)
     for _ in range(200):
-        port = random.randint(15000, top)
-        if port in _handed_out:
+        port = random.randint(FREE_PORT_LOW, top)
+        if port in _handed_out or NODE_PORT_RANGE[0] <= port <= NODE_PORT_RANGE[1]:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:

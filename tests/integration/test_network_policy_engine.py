@@ -282,3 +282,54 @@ def test_pod_traffic_cannot_leave_the_bridge_through_kube_routers_accept(engine:
     bridge = engine.bridge
     assert any(f"-i {bridge} ! -o {bridge}" in r and r.endswith("-j DROP") for r in guard), guard
     assert any(f"! -i {bridge} -o {bridge}" in r and r.endswith("-j DROP") for r in guard), guard
+
+
+def test_the_engine_opens_the_node_port_range_on_the_node_so_no_server_of_ours_is_there(
+    engine: Any, node_cluster: Any, node_ns: str
+) -> None:
+    """kube-router's KUBE-ROUTER-INPUT returns "LOCAL TCP traffic to node ports"
+    (30000-32767) ahead of every pod's firewall: a pod under egress default-deny
+    still reaches a host server in that range, and not one below it. So the API
+    server and the kubelet must listen outside it (codex_devenv.process.free_port),
+    as 6443 and 10250 do in a real cluster; a CI run whose API server drew a port
+    in the range saw every runner reach it."""
+    import http.server
+    import threading
+
+    from codex_devenv.cluster_network import api_server_address
+    from codex_devenv.process import NODE_PORT_RANGE, free_port
+
+    cp, node = node_cluster[0], node_cluster[1]
+    for what, port in (("API server", cp.api_port), ("kubelet", node.kubelet_port)):
+        assert not NODE_PORT_RANGE[0] <= port <= NODE_PORT_RANGE[1], (
+            f"the {what} listens in the NodePort range"
+        )
+
+    class Served(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"served\n")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    host = api_server_address()
+    servers = []
+    for port in (free_port(), NODE_PORT_RANGE[0] + 1234):
+        server = http.server.ThreadingHTTPServer((host, port), Served)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    below, inside = (s.server_address[1] for s in servers)
+    try:
+        _pair(cp, node_ns)
+        _until(cp, node_ns, host, True, below)  # positive control, and
+        _until(cp, node_ns, host, True, inside)  # the same for the port in the range
+        deny = _policy("client-deny-all-egress", {"role": "client"}, ["Egress"])
+        _create(cp, node_ns, deny)
+        _until(cp, node_ns, host, False, below)
+        assert _reaches(cp, node_ns, host, inside), "kube-router no longer opens the NodePort range"
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()

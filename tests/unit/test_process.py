@@ -75,3 +75,16 @@ def test_check_alive_reports_the_log_tail(tmp_path: Path) -> None:
         assert "code 3" in str(err) and "boom-marker" in str(err)
     else:
         raise AssertionError("check_alive did not raise")
+
+
+def test_free_ports_stay_out_of_the_node_port_and_ephemeral_ranges() -> None:
+    """kube-router lets every pod reach LOCAL ports in the NodePort range ahead of
+    any policy: an API server or kubelet there would be open to runners (a CI run
+    failed on exactly that)."""
+    from codex_devenv.process import NODE_PORT_RANGE, _ephemeral_range, free_port
+
+    low, _ = _ephemeral_range()
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if NODE_PORT_RANGE[0] <= p <= NODE_PORT_RANGE[1]]
+    assert not [p for p in ports if p >= low]
