@@ -9,11 +9,17 @@ strings for every object ("metadata", "lastTransitionTime", ...) and new
 copies of every repeated value (the namespace, "True", a phase, a reason),
 so thousands of objects then share one copy of each. docs/benchmarks.md
 (P5) has what both save with 5,000 sessions.
+
+`Packer` goes further for a holder that reads few of its objects per request
+(the gateway's session cache): each object as zlib-compressed JSON with a
+preset dictionary, about 110 bytes for a session instead of 2.7 kB of dicts.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import zlib
 from typing import Any
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -71,3 +77,32 @@ def keep(
 ) -> dict[str, Any]:
     """What to hold of `obj` in memory for long: slim, then compact."""
     return compact(slim(obj, keep_managed_fields=keep_managed_fields, pod=pod, unread_status=unread_status))
+
+
+class Packer:
+    """Objects held as compressed JSON bytes. Sessions of one installation are
+    near copies of each other (the same keys, labels, phases, reasons), so the
+    first object packed becomes zlib's preset dictionary and every later one
+    is mostly back-references to it: ~110 bytes where plain zlib gives ~600
+    and the decoded dicts 2.7 kB. Unpacking (~50 µs for a session) returns a
+    new dict each time, so a reader cannot change what is held."""
+
+    LEVEL = 6
+
+    def __init__(self) -> None:
+        self._zdict: bytes | None = None
+
+    def pack(self, obj: dict[str, Any]) -> bytes:
+        raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        if self._zdict is None:
+            # zlib reads at most the last 32 KiB of a dictionary.
+            self._zdict = raw[-32768:]
+        packer = zlib.compressobj(self.LEVEL, zdict=self._zdict)
+        return packer.compress(raw) + packer.flush()
+
+    def unpack(self, blob: bytes) -> dict[str, Any]:
+        assert self._zdict is not None, "unpack before any pack"
+        unpacker = zlib.decompressobj(zdict=self._zdict)
+        value = json.loads(unpacker.decompress(blob) + unpacker.flush())
+        assert isinstance(value, dict)
+        return value

@@ -26,10 +26,6 @@ log = logging.getLogger("codex_gateway.observer")
 CREATED_BY_GATEWAY = f"app.kubernetes.io/created-by={GATEWAY}"
 
 
-def _created_by_gateway(obj: dict[str, Any]) -> bool:
-    return (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/created-by") == GATEWAY
-
-
 def cost_of(obj: dict[str, Any]) -> float:
     """What a finished turn is charged: the actual figure from the model's usage;
     for a turn that ran but left none (timed out, killed), its estimate, since the
@@ -72,11 +68,16 @@ class SessionObserver:
 
     async def tick(self) -> None:
         before = set(self._seen)
+        # From the cache: the phases only, and a finished session unpacked
+        # once, when it is first seen. Without it: one LIST.
+        listed: dict[str, dict[str, Any]] | None = None
         try:
             if self.cache is not None and self.cache.ready:
-                items = [o for o in self.cache.items() if _created_by_gateway(o)]
+                phases = self.cache.phases(GATEWAY)
             else:
                 items = await self.sessions.list_by_label(CREATED_BY_GATEWAY)
+                listed = {o["metadata"]["name"]: o for o in items}
+                phases = {name: phase_of(o) for name, o in listed.items()}
         except (TimeoutError, KubeError, OSError) as err:
             if self.last_error is None:
                 log.warning("cannot list sessions for metrics: %s", err)
@@ -85,16 +86,17 @@ class SessionObserver:
         self.last_error, self.last_ok = None, time.time()
         active: dict[str, int] = {}
         present: set[str] = set()
-        for obj in items:
-            phase = phase_of(obj) or "Pending"
-            name = obj["metadata"]["name"]
+        for name, phase in phases.items():
+            phase = phase or "Pending"
             if phase not in TERMINAL_PHASES:
                 active[phase] = active.get(phase, 0) + 1
                 continue
             present.add(name)
             if name in self._seen:
                 continue
-            await self.finished(obj, count=self._primed)
+            obj = listed[name] if listed is not None else self.cache.get(name) if self.cache else None
+            if obj is not None:  # else deleted since
+                await self.finished(obj, count=self._primed)
         self.active = active
         self.metrics.set_active(active)
         # Forget deleted sessions; on the first pass, what had already finished

@@ -213,7 +213,7 @@ def build_server(
                 "redis": gateway.guard.status(),
                 "cache": {
                     "ready": bool(gateway.cache and gateway.cache.ready),
-                    "sessions": len(gateway.cache.items()) if gateway.cache else 0,
+                    "sessions": len(gateway.cache) if gateway.cache else 0,
                     "last_error": gateway.cache.last_error if gateway.cache else None,
                 },
             }

@@ -8,7 +8,9 @@ resource read). Writes and the reply path still ask the API server: a reply
 must resume from the conversation's true latest turn. Until the first list
 has arrived, and while a broken watch is being re-established, `ready` is
 false and callers read from the API server instead. Objects are held slim and
-compact (codex_api.kept): thousands of sessions share their keys.
+packed (codex_api.kept: compressed JSON, ~110 bytes a session), beside an
+index of the few fields that select them (requester, creator, phase); a read
+unpacks only the objects it returns.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from codex_api import names
 from codex_api.common import GROUP, VERSION
-from codex_api.kept import keep
+from codex_api.kept import Packer, slim
 
 from .kube import SESSIONS, KubeError, SessionApi
 from .sessions import requester_label
@@ -36,29 +38,56 @@ RELIST_PAGE = 500
 # Status the gateway never reads from the cache (its answers are built from
 # phase, reason, message, response, usage, cost, timings and the ids).
 UNREAD_STATUS = ("conditions",)
+CREATED_BY = "app.kubernetes.io/created-by"
+
+
+class Entry(NamedTuple):
+    """One held session: what selects it, and the packed object."""
+
+    requester_label: str | None
+    requested_by: str | None
+    created_by: str | None
+    phase: str | None
+    packed: bytes
 
 
 class SessionCache:
     def __init__(self, sessions: SessionApi) -> None:
         self.sessions = sessions
-        self._objects: dict[str, dict[str, Any]] = {}
+        self._packer = Packer()
+        self._entries: dict[str, Entry] = {}
         self.ready = False
         self.last_error: str | None = None
 
-    # -- reads ---------------------------------------------------------------------
-    def get(self, name: str) -> dict[str, Any] | None:
-        return self._objects.get(name)
+    def _entry(self, obj: dict[str, Any]) -> Entry:
+        labels = obj["metadata"].get("labels") or {}
+        status = obj.get("status") or {}
+        return Entry(
+            labels.get(names.LABEL_REQUESTER),
+            (obj.get("spec") or {}).get("requestedBy"),
+            labels.get(CREATED_BY),
+            status.get("phase") if isinstance(status, dict) else None,
+            self._packer.pack(slim(obj, unread_status=UNREAD_STATUS)),
+        )
 
-    def items(self) -> list[dict[str, Any]]:
-        return list(self._objects.values())
+    # -- reads ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        entry = self._entries.get(name)
+        return None if entry is None else self._packer.unpack(entry.packed)
+
+    def phases(self, created_by: str) -> dict[str, str | None]:
+        """name -> phase of the sessions with this creator label, nothing unpacked."""
+        return {name: e.phase for name, e in self._entries.items() if e.created_by == created_by}
 
     def owned_by(self, user: str) -> list[dict[str, Any]]:
         label = requester_label(user)
         return [
-            o
-            for o in self._objects.values()
-            if (o["metadata"].get("labels") or {}).get(names.LABEL_REQUESTER) == label
-            and (o.get("spec") or {}).get("requestedBy") == user
+            self._packer.unpack(e.packed)
+            for e in list(self._entries.values())
+            if e.requester_label == label and e.requested_by == user
         ]
 
     # -- the informer loop ------------------------------------------------------------
@@ -83,7 +112,7 @@ class SessionCache:
     async def _relist(self) -> str:
         # In pages: one list of thousands of sessions decodes to a transient
         # peak many times what is kept, and the process keeps that peak as RSS.
-        objects: dict[str, dict[str, Any]] = {}
+        entries: dict[str, Entry] = {}
         token: str | None = None
         while True:
             more: dict[str, Any] = {"_continue": token} if token else {}
@@ -91,11 +120,11 @@ class SessionCache:
                 GROUP, VERSION, self.sessions.namespace, SESSIONS, limit=RELIST_PAGE, **more
             )
             for o in page.get("items") or []:
-                objects[o["metadata"]["name"]] = keep(o, unread_status=UNREAD_STATUS)
+                entries[o["metadata"]["name"]] = self._entry(o)
             token = (page.get("metadata") or {}).get("continue") or None
             if token is None:
                 break
-        self._objects = objects
+        self._entries = entries
         self.ready, self.last_error = True, None
         return str(page["metadata"]["resourceVersion"])
 
@@ -128,9 +157,9 @@ class SessionCache:
                         continue
                     name = obj["metadata"]["name"]
                     if kind == "DELETED":
-                        self._objects.pop(name, None)
+                        self._entries.pop(name, None)
                     elif kind in ("ADDED", "MODIFIED"):
-                        self._objects[name] = keep(obj, unread_status=UNREAD_STATUS)
+                        self._entries[name] = self._entry(obj)
             except ApiException as err:
                 if err.status == 410:
                     return

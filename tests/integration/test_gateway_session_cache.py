@@ -59,6 +59,11 @@ async def test_cache_follows_the_api_server(control_plane: Any, kube_client: Any
         await _until(
             lambda: ((cache.get("after") or {}).get("status") or {}).get("phase") == "Running", "MODIFIED"
         )
+        # A read is a copy: changing it changes nothing held.
+        copy = cache.get("after")
+        assert copy is not None
+        copy["status"]["phase"] = "Succeeded"
+        assert (cache.get("after") or {})["status"]["phase"] == "Running"
         client.CustomObjectsApi(kube_client).delete_namespaced_custom_object(
             GROUP, VERSION, namespace, "codexsessions", "before"
         )
@@ -132,7 +137,7 @@ async def test_the_list_comes_in_pages_and_keeps_no_conditions(
     task = asyncio.create_task(cache.run())
     try:
         await _until(lambda: cache.ready, "the initial list")
-        assert {o["metadata"]["name"] for o in cache.items()} >= {f"paged-{i}" for i in range(8)}
+        assert all(cache.get(f"paged-{i}") is not None for i in range(8)) and len(cache) >= 8
         assert len(pages) >= 3 and pages[0] is None and all(pages[1:])
         kept = cache.get("paged-0")
         assert kept is not None and kept["status"] == {"phase": "Queued"}

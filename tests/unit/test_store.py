@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import zlib
 from typing import Any
 
-from codex_api.kept import LAST_APPLIED, keep
+import pytest
+
+from codex_api.kept import LAST_APPLIED, Packer, keep
 from codex_operator.pod_outcome import pod_outcome
 from codex_operator.store import Store
 
@@ -82,3 +85,44 @@ def test_unread_status_fields_are_dropped_and_the_rest_kept() -> None:
     assert kept["status"] == {"phase": "Running", "podName": "p"}
     assert obj["status"]["conditions"] == [{"type": "Ready"}]  # the input is not changed
     assert keep({"metadata": {"name": "x"}}, unread_status=("conditions",)) == {"metadata": {"name": "x"}}
+
+
+def _session(i: int, *, prompt: str = "Write a factorial function") -> dict[str, Any]:
+    return {
+        "apiVersion": "codex.techsapo.io/v1alpha1",
+        "kind": "CodexSession",
+        "metadata": {
+            "name": f"s-{i:05d}",
+            "namespace": "team-a",
+            "uid": f"{i:08x}-0000-4000-8000-{i * 7919:012x}",
+            "resourceVersion": str(100000 + i),
+            "labels": {
+                "codex.techsapo.io/requester": "alice",
+                "app.kubernetes.io/created-by": "codex-gateway",
+            },
+        },
+        "spec": {"prompt": prompt, "requestedBy": "alice", "sandbox": "read-only"},
+        "status": {"phase": "Pending", "reason": "QueuedForCapacity", "cost": {"estimatedUsd": 0.0123}},
+    }
+
+
+def test_packed_objects_read_back_equal_and_small() -> None:
+    packer = Packer()
+    objects = [_session(i) for i in range(200)]
+    objects.append(_session(200, prompt="ünïcödé ✓ " * 2000 + '"quoted" \\ \n'))  # long, non-ASCII
+    blobs = [packer.pack(o) for o in objects]
+    assert [packer.unpack(b) for b in blobs] == objects
+    # Later sessions are mostly back-references to the first (the preset dictionary).
+    assert sum(len(b) for b in blobs[1:200]) / 199 < 200
+    # Each read is a new copy.
+    first = packer.unpack(blobs[1])
+    first["status"]["phase"] = "Changed"
+    assert packer.unpack(blobs[1])["status"]["phase"] == "Pending"
+
+
+def test_a_packer_reads_only_what_it_packed() -> None:
+    one, other = Packer(), Packer()
+    blob = one.pack(_session(1))
+    other.pack(_session(2, prompt="something else entirely"))
+    with pytest.raises(zlib.error):
+        other.unpack(blob)
