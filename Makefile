@@ -65,7 +65,7 @@ crds: generate ## the old name of `make generate`
 lint: venv ## ruff, formatting, mypy, and stale generated files
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy api operator/codex_operator runner gateway devenv kubectl/codex_kubectl
+	$(VENV)/bin/mypy api operator/codex_operator runner gateway proxy/codex_proxy devenv kubectl/codex_kubectl
 	$(PY) -m codex_devenv.generate --check
 	@"$$(bash hack/build-helm.sh)" lint --strict charts/codex-k8s-operator
 

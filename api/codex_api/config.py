@@ -1110,6 +1110,54 @@ class CacheConfig(_Section):
     )
 
 
+class ModelProxyConfig(_Section):
+    """``[model_proxy]``: the model proxy, the only holder of provider keys. Runner
+    pods send it a per-session credential (codex_api.model_credential); it adds
+    the provider's key, streams the answer back and meters the usage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signing_key_env: str = Field(
+        "CODEX_PROXY_SIGNING_KEY",
+        min_length=1,
+        max_length=128,
+        description=(
+            "Environment variable holding the key (at least 32 bytes) that signs per-session "
+            "credentials; the operator and the proxy read it from the same Secret."
+        ),
+    )
+    session_check_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long the proxy reuses its answer to 'is this session live, and is this its runner "
+            "pod' before asking the API server again; an ended session is refused at most this late."
+        ),
+    )
+    check_source_address: bool = Field(
+        True,
+        description="Accept a session's credential only from the address of that session's runner pod.",
+    )
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request body forwarded (Codex resends the whole conversation each time).",
+    )
+    upstream_timeout_seconds: float = Field(
+        900,
+        gt=0,
+        le=86400,
+        description="Longest a single model request may take, streaming included.",
+    )
+
+    @field_validator("signing_key_env")
+    @classmethod
+    def _check_env(cls, value: str) -> str:
+        return _check_env_var_name(value)
+
+
 class CodexMCPConfig(_Section):
     """The whole configuration file (``config/codex-mcp.toml``)."""
 
@@ -1139,6 +1187,9 @@ class CodexMCPConfig(_Section):
     )
     cache: CacheConfig = Field(
         default_factory=CacheConfig, description="Per-user response cache for repeated read-only queries."
+    )
+    model_proxy: ModelProxyConfig = Field(
+        default_factory=ModelProxyConfig, description="The model proxy: credentials, checks, limits."
     )
 
 

@@ -224,6 +224,25 @@ class Usage(KubeModel):
             reasoning_tokens=tokens("reasoning_output_tokens", "reasoning_tokens"),
         )
 
+    @classmethod
+    def from_responses_api(cls, raw: Any) -> Usage:
+        """Usage from the model API's own spelling (``response.usage`` of the
+        Responses API: ``input_tokens_details.cached_tokens``,
+        ``output_tokens_details.reasoning_tokens``), as the model proxy meters it."""
+        raw = raw if isinstance(raw, dict) else {}
+        details_in = raw.get("input_tokens_details")
+        details_out = raw.get("output_tokens_details")
+        return cls.from_codex(
+            {
+                "input_tokens": raw.get("input_tokens"),
+                "output_tokens": raw.get("output_tokens"),
+                "cached_input_tokens": details_in.get("cached_tokens") if isinstance(details_in, dict) else 0,
+                "reasoning_tokens": details_out.get("reasoning_tokens")
+                if isinstance(details_out, dict)
+                else 0,
+            }
+        )
+
     def by_kind(self) -> dict[str, int]:
         """Tokens per kind, keyed by the ``kind`` label of the token metrics."""
         return {

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from codex_api.config import CostConfig
+from codex_api.pricing import MTOK as _MTOK
+from codex_api.pricing import round_usd as _round
+from codex_api.pricing import usd
 from codex_api.session import Cost, ProviderCost, Usage
 
-_MTOK = 1_000_000
-
-
-def _round(usd: float) -> float:
-    return round(usd, 6)
+__all__ = ["actual", "actual_providers", "estimate", "estimate_providers", "usd"]
 
 
 def estimate(prompt: str, model: str, prices: CostConfig, *, extra_chars: int = 0) -> Cost:
@@ -37,18 +36,6 @@ def estimate_providers(
         for provider, model in models.items()
     ]
     return Cost(estimated_usd=_round(sum(p.estimated_usd or 0.0 for p in providers)), providers=providers)
-
-
-def usd(usage: Usage, model: str, prices: CostConfig) -> float:
-    """What ``usage`` of ``model`` costs."""
-    price = prices.price(model)
-    uncached = max(usage.input_tokens - usage.cached_input_tokens, 0)
-    # Codex reports reasoning tokens as part of output; they bill as output.
-    return _round(
-        uncached * price.input_usd_per_mtok / _MTOK
-        + usage.cached_input_tokens * price.cached_input_usd_per_mtok / _MTOK
-        + usage.output_tokens * price.output_usd_per_mtok / _MTOK
-    )
 
 
 def actual_providers(

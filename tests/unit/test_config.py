@@ -258,7 +258,7 @@ def _all_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[
 
 def test_every_model_forbids_extra_keys_and_documents_every_field() -> None:
     models = _all_models(CodexMCPConfig, set())
-    assert len(models) == 18  # with RunnerToleration and WallBounceProviderConfig
+    assert len(models) == 19  # with RunnerToleration, WallBounceProviderConfig and ModelProxyConfig
     for model in models:
         assert model.model_config.get("extra") == "forbid", model.__name__
         for name, info in model.model_fields.items():

@@ -1,0 +1,1 @@
+"""codex_proxy: the model proxy, the only holder of provider keys."""
