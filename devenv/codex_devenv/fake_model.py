@@ -473,6 +473,9 @@ def sse_events(step: Respond, *, response_id: str, model: str = DEFAULT_MODEL) -
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of connections (the proxy
+    # bench's 200 streams) would wait out SYN retransmits, seconds each.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], owner: FakeModelServer) -> None:
         self.owner = owner

@@ -62,7 +62,8 @@ async def serve(args: argparse.Namespace, config: CodexMCPConfig, key: bytes, gu
     )
     runner = web.AppRunner(proxy.app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
+    # Every runner of a burst of turns connects at once.
+    await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
     print(f"codex-model-proxy listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     try:
         await asyncio.Event().wait()
