@@ -536,6 +536,18 @@ def _check_not_reserved(provider_id: str) -> str:
     return provider_id
 
 
+def _cidrs(values: list[str]) -> list[str]:
+    normalized = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a CIDR range: {exc}") from None
+        # NetworkPolicy ipBlock.cidr needs the prefix length spelled out.
+        normalized.append(str(network))
+    return normalized
+
+
 class ModelEndpointConfig(_Section):
     """``[kubernetes.model_endpoint]``: the model API the runners talk to, and their egress."""
 
@@ -652,15 +664,7 @@ class ModelEndpointConfig(_Section):
     @field_validator("egress_cidrs")
     @classmethod
     def _check_cidrs(cls, values: list[str]) -> list[str]:
-        normalized = []
-        for value in values:
-            try:
-                network = ipaddress.ip_network(value, strict=True)
-            except ValueError as exc:
-                raise ValueError(f"{value!r} is not a CIDR range: {exc}") from None
-            # NetworkPolicy ipBlock.cidr needs the prefix length spelled out.
-            normalized.append(str(network))
-        return normalized
+        return _cidrs(values)
 
     @field_validator("in_cluster_namespace_labels", "in_cluster_pod_labels")
     @classmethod
@@ -1152,10 +1156,77 @@ class ModelProxyConfig(_Section):
         description="Longest a single model request may take, streaming included.",
     )
 
+    url: str = Field(
+        "",
+        max_length=2048,
+        description=(
+            "Where runner pods reach the proxy (http://codex-model-proxy.codex-system.svc:8090); when set, "
+            "runners get a per-session credential instead of any provider key, and their egress goes to "
+            "the proxy and DNS only (besides full-access's public rule). Empty: runners hold the key."
+        ),
+    )
+    egress_cidrs: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="IP ranges (CIDR) of the proxy, for the runners' egress rule (a proxy outside the cluster).",
+    )
+    namespace_labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Labels of the proxy's namespace, for the runners' egress rule (a proxy in the cluster).",
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Labels of the proxy's pods, for the runners' egress rule.",
+    )
+
     @field_validator("signing_key_env")
     @classmethod
     def _check_env(cls, value: str) -> str:
         return _check_env_var_name(value)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"must be an http or https URL, got {value!r} ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"must be an http or https URL with a host and no path, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("egress_cidrs")
+    @classmethod
+    def _check_cidrs(cls, values: list[str]) -> list[str]:
+        return _cidrs(values)
+
+    @field_validator("namespace_labels", "pod_labels")
+    @classmethod
+    def _check_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_labels(value)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ModelProxyConfig:
+        if self.url and not (self.egress_cidrs or self.namespace_labels or self.pod_labels):
+            raise ValueError(
+                "url is set but the runners' egress rule would have no peer: set egress_cidrs, or "
+                "namespace_labels / pod_labels of the proxy's pods"
+            )
+        return self
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    def base_url(self, provider_id: str) -> str:
+        """A provider's base_url as a runner sees it: the proxy's path for that provider."""
+        return f"{self.url}/v1/{provider_id}"
 
 
 class CodexMCPConfig(_Section):

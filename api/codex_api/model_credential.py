@@ -83,3 +83,14 @@ def verify(key: bytes, credential: str) -> SessionRef:
     if len(fields) != 3 or not all(fields):
         raise InvalidCredential("malformed credential")
     return SessionRef(*fields)
+
+
+def key_from_env(variable: str, environ: dict[str, str]) -> bytes:
+    """The signing key from its variable; ValueError names what is wrong, never the value."""
+    raw = environ.get(variable, "")
+    if not raw:
+        raise ValueError(f"${variable} is unset: session credentials cannot be signed or checked")
+    try:
+        return check_key(raw.encode())
+    except ValueError as err:
+        raise ValueError(f"${variable}: {err}") from None

@@ -30,8 +30,24 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE
 EXIT_NETWORK_UNFENCED = 77  # EX_NOPERM: the pod's NetworkPolicy was not in force
 
 RunnerOutcome = Literal[
-    "completed", "turn_failed", "config_error", "codex_missing", "internal_error", "network_unfenced"
+    "completed",
+    "turn_failed",
+    "config_error",
+    "codex_missing",
+    "internal_error",
+    "network_unfenced",
+    "budget_exceeded",
 ]
+
+# How the model proxy words a refusal for a spent budget (HTTP 402); Codex
+# ends the turn with "unexpected status 402 Payment Required: <this>: ...",
+# which the runner reports as the outcome budget_exceeded.
+BUDGET_EXCEEDED = "budget exceeded"
+
+
+def is_budget_refusal(error: str) -> bool:
+    return "402" in error and f"{BUDGET_EXCEEDED}:" in error
+
 
 # A wall-bounce run's answer as kept in the frame (the chosen one is the result's final_message).
 MAX_RUN_MESSAGE = 4000

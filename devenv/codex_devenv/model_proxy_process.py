@@ -21,10 +21,11 @@ class ModelProxyProcess:
     proc: ManagedProcess
     port: int
     signing_key: bytes
+    host: str = "127.0.0.1"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def base_url(self, provider: str) -> str:
         """What a runner's Codex gets as the provider's base_url."""
@@ -47,6 +48,7 @@ def start_model_proxy(
     redis_url: str | None = None,
     signing_key: bytes | None = None,
     name: str = "model-proxy",
+    host: str = "127.0.0.1",
 ) -> ModelProxyProcess:
     """The proxy with `config_text` as its TOML and `provider_keys` ({env var: key}) in its environment."""
     config = work / f"{name}.toml"
@@ -59,6 +61,8 @@ def start_model_proxy(
         str(config),
         "--kubeconfig",
         str(control_plane.kubeconfig("admin")),
+        "--host",
+        host,
         "--port",
         str(port),
     ]
@@ -72,7 +76,7 @@ def start_model_proxy(
     def healthy() -> bool:
         proc.check_alive()
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
@@ -82,7 +86,7 @@ def start_model_proxy(
     except (TimeoutError, RuntimeError):
         proc.stop()
         raise
-    return ModelProxyProcess(proc, port, key)
+    return ModelProxyProcess(proc, port, key, host)
 
 
 def live_session(

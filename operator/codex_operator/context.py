@@ -35,6 +35,8 @@ class Context:
     queue: WorkQueue
     events: EventRecorder
     metrics: OperatorMetrics
+    # Signs runners' model-proxy credentials; None when runners hold the key.
+    credential_key: bytes | None = None
 
     def release_slot(self, namespace: str, name: str) -> None:
         """Free a session's slot and wake whoever may take it."""

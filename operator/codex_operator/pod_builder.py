@@ -80,7 +80,11 @@ def wall_bounce_endpoints(settings: TurnSettings, config: CodexMCPConfig) -> lis
     return [configured[p.provider_id] for p in settings.wall_bounce.providers]
 
 
-def _secret_env(endpoint: ModelEndpointConfig) -> dict[str, Any]:
+def _key_env(endpoint: ModelEndpointConfig, credential: str | None) -> dict[str, Any]:
+    if credential is not None:
+        # Through the model proxy: the session's credential, worthless to
+        # anyone but this session's runner pod while the session is live.
+        return {"name": endpoint.api_key_env, "value": credential}
     return {
         "name": endpoint.api_key_env,
         "valueFrom": {
@@ -145,8 +149,10 @@ def build_runner_pod(
     attempt: int,
     timeout_seconds: int,
     config: CodexMCPConfig,
+    credential: str | None = None,
 ) -> dict[str, Any]:
-    """The Pod manifest of one attempt at running one turn."""
+    """The Pod manifest of one attempt at running one turn; `credential`: the
+    session's model-proxy credential, given instead of the provider keys."""
     kube = config.kubernetes
     endpoint = kube.model_endpoint
     res = kube.runner_resources
@@ -167,11 +173,11 @@ def build_runner_pod(
             {"name": "CODEX_HOME", "value": settings.codex_home},
             {"name": "HOME", "value": HOME_DIR},
             {"name": "TMPDIR", "value": TMP_DIR},
-            # The key only ever exists in the Secret and the container's env;
-            # the pod spec (readable by anyone who can get pods) names it.
-            _secret_env(endpoint),
+            # A key only ever exists in its Secret and the container's env; the
+            # pod spec (readable by anyone who can get pods) names it.
+            _key_env(endpoint, credential),
             # A wall-bounce turn also gets the key of every provider it consults.
-            *(_secret_env(provider) for provider in wall_bounce_endpoints(settings, config)),
+            *(_key_env(provider, credential) for provider in wall_bounce_endpoints(settings, config)),
         ],
         "resources": {
             # The API server would default the ephemeral-storage request to

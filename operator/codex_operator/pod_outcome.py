@@ -106,6 +106,7 @@ _FAILURE_REASONS = {
     "codex_missing": "CodexMissing",
     "internal_error": "RunnerError",
     "network_unfenced": "NetworkNotEnforced",
+    "budget_exceeded": "BudgetExceeded",
 }
 
 

@@ -9,6 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from codex_api.config import CodexMCPConfig, ConfigError, load_config
+from codex_api.model_credential import key_from_env
 
 from . import webhook
 from .admission_server import AdmissionServer
@@ -67,6 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         webhook_options = webhook.options_from_args(args)
+        # Runners through the model proxy get credentials this key signs.
+        proxy = config.model_proxy
+        credential_key = key_from_env(proxy.signing_key_env, dict(os.environ)) if proxy.url else None
     except (ConfigError, ValueError) as err:
         print(err, flush=True)
         return 1
@@ -80,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         namespaces,
         kubeconfig=args.kubeconfig,
         workers=args.workers,
+        credential_key=credential_key,
     )
     if args.metrics_port:
         runtime.metrics.serve(args.metrics_port)  # before kopf: a busy port fails at once

@@ -39,8 +39,10 @@ class Runtime:
         *,
         kubeconfig: str | None = None,
         workers: int = 16,
+        credential_key: bytes | None = None,
     ) -> None:
         self.config = config
+        self.credential_key = credential_key
         self.namespaces = namespaces
         self.kubeconfig = kubeconfig
         self.workers = workers
@@ -58,7 +60,9 @@ class Runtime:
         )
         queue = WorkQueue(self._reconcile, workers=self.workers)
         queue.on_processed = self._observe
-        self.ctx = ctx = Context(api, self.store, self.config, gate, queue, EventRecorder(api), self.metrics)
+        self.ctx = ctx = Context(
+            api, self.store, self.config, gate, queue, EventRecorder(api), self.metrics, self.credential_key
+        )
         await self._sync()
         queue.start()
         for key in list(self.store.sessions):

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from codex_api import binding, names
 from codex_api.config import parse_quantity
+from codex_api.model_credential import SessionRef
 from codex_api.redaction import redact, shorten
 from codex_api.result import parse_frame
 from codex_api.session import TERMINAL_PHASES, CodexSessionSpec, CodexSessionStatus
@@ -35,6 +36,7 @@ from .approval_policy import decide
 from .conditions import now, parse_time, rfc3339, set_condition
 from .context import Context, approval_key, session_key
 from .kube import APPROVALS, SESSIONS
+from .model_access import model_access
 from .netpol_builder import build_network_policy
 from .ownership import STALE_WAIT_SECONDS, Foreign, check_approval, check_child, check_claim
 from .pod_builder import build_runner_pod, build_workspace_claim, workspace_size
@@ -491,12 +493,15 @@ async def _ensure_children(
     thread = parent.thread_id if isinstance(parent, Parent) else None
     is_live = _is_live(ctx)
     k8s_cfg = ctx.config.kubernetes
-    wall_bounce = plan_wall_bounce(spec, ctx.config)
+    access = model_access(
+        ctx.config, plan_wall_bounce(spec, ctx.config), SessionRef(namespace, name, uid), ctx.credential_key
+    )
+    wall_bounce = access.wall_bounce
     settings = turn_settings_for(
         spec,
         model=model or ctx.config.codex.model,
         resume_thread_id=thread,
-        endpoint=k8s_cfg.model_endpoint,
+        endpoint=access.endpoint,
         wall_bounce=wall_bounce.settings() if wall_bounce is not None else None,
         network_fence_seconds=k8s_cfg.network_fence_seconds,
     )
@@ -524,7 +529,7 @@ async def _ensure_children(
         session_uid=uid,
         conversation=conversation,
         sandbox=spec.sandbox,
-        endpoint=k8s_cfg.model_endpoint,
+        endpoint=access.endpoint,
         extra_endpoints=wall_bounce.providers if wall_bounce is not None else (),
     )
     policy = await ctx.api.ensure_network_policy(namespace, desired)
@@ -541,6 +546,7 @@ async def _ensure_children(
             attempt=attempt,
             timeout_seconds=_timeout(ctx, spec),
             config=ctx.config,
+            credential=access.credential,
         ),
     )
     _require(check_child(pod, uid, is_live))

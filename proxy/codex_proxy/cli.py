@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from codex_api.config import CodexMCPConfig, ConfigError, load_config, parse_config
-from codex_api.model_credential import check_key
+from codex_api.model_credential import key_from_env
 from codex_gateway.guard import Guard, redis_url_from_env
 from codex_gateway.kube import load_client
 from codex_gateway.logs import setup_logging
@@ -37,18 +37,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8090, help="port to listen on (default 8090)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
-
-
-def signing_key(config: CodexMCPConfig, environ: dict[str, str]) -> bytes:
-    """The credential signing key from its variable; ValueError names what is wrong, never the value."""
-    name = config.model_proxy.signing_key_env
-    raw = environ.get(name, "")
-    if not raw:
-        raise ValueError(f"${name} is unset: the proxy cannot check session credentials")
-    try:
-        return check_key(raw.encode())
-    except ValueError as err:
-        raise ValueError(f"${name}: {err}") from None
 
 
 async def serve(args: argparse.Namespace, config: CodexMCPConfig, key: bytes, guard: Guard) -> None:
@@ -81,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"codex-model-proxy: bad config:\n{err}", file=sys.stderr)
         return 2
     try:
-        key = signing_key(config, dict(os.environ))
+        key = key_from_env(config.model_proxy.signing_key_env, dict(os.environ))
         guard = Guard(config, redis_url_from_env(config))
     except ValueError as err:
         print(f"codex-model-proxy: {err}", file=sys.stderr)

@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from codex_api.config import CodexMCPConfig
 from codex_api.model_credential import InvalidCredential, verify
 from codex_api.redaction import redact
+from codex_api.result import BUDGET_EXCEEDED
 from codex_gateway.guard import BudgetExceeded
 
 from .meter import Meter
@@ -190,7 +191,7 @@ class ModelProxy:
         try:
             await self.meter.check_budget(session)
         except BudgetExceeded as err:
-            return self._refuse(provider, 402, "budget_exceeded", f"budget exceeded: {err}")
+            return self._refuse(provider, 402, "budget_exceeded", f"{BUDGET_EXCEEDED}: {err}")
         if upstream.key is None:
             return self._refuse(provider, 503, "provider_unconfigured", f"no key configured for {provider!r}")
         try:

@@ -34,6 +34,7 @@ from codex_api.result import (
     EXIT_TURN_FAILED,
     TERMINATION_MESSAGE_PATH,
     RunnerResult,
+    is_budget_refusal,
 )
 from codex_api.session import Usage
 
@@ -303,6 +304,8 @@ def _run_codex(
     else:
         outcome, exit_code = "internal_error", EXIT_INTERNAL
     errors = list(acc.errors)
+    if outcome == "turn_failed" and any(is_budget_refusal(e) for e in errors):
+        outcome = "budget_exceeded"  # the model proxy refused the next request: the budget is spent
     if outcome != "completed" and not errors:
         errors = [line for line in stderr_tail if line][-3:] or [f"codex exited with {code}"]
     return RunnerResult(

@@ -183,6 +183,20 @@ def test_model_failures_end_as_turn_failed(
     fake.errors.clear()  # the exhausted-script 500s were part of the scenario
 
 
+def test_a_spent_budget_ends_the_turn_budget_exceeded_with_the_work_done(
+    fake: fm.FakeModelServer, dirs: dict[str, Path]
+) -> None:
+    """The model proxy's 402 (test_model_proxy.py sends the real one), here from the
+    fake model in the same shape, after the turn has already run a command."""
+    refusal = "budget exceeded: monthly budget reached: 1.60 of 1.00 USD spent in 2026-12 (UTC)"
+    fake.set_script(fm.exec_command("echo working"), fm.http_error(402, refusal))
+    run = run_runner(fake, dirs, "spend it")
+    assert run.code == EXIT_TURN_FAILED, run.stdout
+    assert run.result.outcome == "budget_exceeded", run.result
+    assert run.result.commands == 1 and "monthly budget reached" in " ".join(run.result.errors)
+    fake.errors.clear()
+
+
 def test_missing_codex_binary(fake: fm.FakeModelServer, dirs: dict[str, Path]) -> None:
     run = run_runner(fake, dirs, "anything", codex_bin="/nonexistent/codex")
     assert run.code == EXIT_CODEX_MISSING

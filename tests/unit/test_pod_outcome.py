@@ -321,6 +321,8 @@ def test_turn_failed_message_bounded_and_defaulted() -> None:
         ("config_error", 78, "RunnerConfigError"),
         ("codex_missing", 69, "CodexMissing"),
         ("internal_error", 70, "RunnerError"),
+        ("network_unfenced", 77, "NetworkNotEnforced"),
+        ("budget_exceeded", 1, "BudgetExceeded"),
     ],
 )
 def test_runner_failures(outcome: str, exit_code: int, reason: str) -> None:
