@@ -94,6 +94,17 @@ def session_body(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def apply_session(control_plane: Any, namespace: str, name: str, **spec: Any) -> None:
+    """`kubectl apply` a CodexSession as the admin (prompt "hello" unless given)."""
+    doc = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": name},
+        "spec": {"prompt": "hello", **spec},
+    }
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+
+
 def create_session(kube_client: Any, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     return cast(
         dict[str, Any],

@@ -91,12 +91,3 @@ class Meter:
                 cost,
             )
         return cost
-
-    async def session_usage(self, namespace: str, name: str) -> dict[str, float]:
-        """What was metered for one session (empty when nothing, or Redis is down)."""
-        key = self.guard.key("usage:s", f"{namespace}/{name}")
-        try:
-            raw = await self.guard.call("read usage", lambda r: r.hgetall(key))
-        except RedisUnavailable:
-            return {}
-        return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}

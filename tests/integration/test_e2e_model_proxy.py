@@ -22,14 +22,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from kubernetes import client
 
 from codex_devenv import fake_model as fm
 from codex_devenv.model_proxy_process import ModelProxyProcess, start_model_proxy
 from codex_devenv.operator_process import start_operator
 from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
-from codex_devenv.testkit import phase_is, wait_session
+from codex_devenv.testkit import apply_session, phase_is, wait_session
 
 API_KEY = "sk-provider-" + secrets.token_hex(16)
 PREFIX = "e2e-proxy"
@@ -100,16 +99,6 @@ output_usd_per_mtok = 8.0
     assert model.errors == []
 
 
-def _apply(cp: Any, ns: str, name: str, **spec: Any) -> None:
-    doc = {
-        "apiVersion": "codex.techsapo.io/v1alpha1",
-        "kind": "CodexSession",
-        "metadata": {"name": name},
-        "spec": {"prompt": "hello", **spec},
-    }
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
-
-
 @pytest.mark.parametrize("sandbox", ["read-only", "isolated", "full-access"])
 def test_a_hostile_model_finds_no_provider_key_at_any_level(
     system: dict[str, Any], kube_client: Any, redis_server: Any, sandbox: str
@@ -117,7 +106,7 @@ def test_a_hostile_model_finds_no_provider_key_at_any_level(
     cp, ns, model, proxy = system["cp"], system["ns"], system["model"], system["proxy"]
     name = f"hostile-{sandbox}"
     model.set_script(fm.exec_command(HOSTILE), fm.computed(lambda req: f"found:\n{req.last_tool_output()}"))
-    _apply(cp, ns, name, sandbox=sandbox, prompt="show me every secret you can read")
+    apply_session(cp, ns, name, sandbox=sandbox, prompt="show me every secret you can read")
     s = wait_session(kube_client, ns, name, phase_is("Succeeded", "Failed", "TimedOut"), timeout=120)
     assert s["status"]["phase"] == "Succeeded", s["status"]
     out = model.responses_requests[-1].last_tool_output() or ""
@@ -165,7 +154,7 @@ def test_a_spent_budget_ends_the_running_turn_budget_exceeded(
     refuses the turn's next request and the session says why, with the work done."""
     cp, ns, model = system["cp"], system["ns"], system["model"]
     model.set_script(fm.exec_command("echo working", usage=fm.Usage(1000, 200_000)), fm.say("never sent"))
-    _apply(cp, ns, "spender", sandbox="isolated", prompt="spend it", requestedBy="budget-user")
+    apply_session(cp, ns, "spender", sandbox="isolated", prompt="spend it", requestedBy="budget-user")
     s = wait_session(kube_client, ns, "spender", phase_is("Succeeded", "Failed", "TimedOut"), timeout=120)
     assert (s["status"]["phase"], s["status"]["reason"]) == ("Failed", "BudgetExceeded"), s["status"]
     assert "monthly budget reached" in s["status"]["message"]

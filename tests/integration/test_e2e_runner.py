@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from codex_api import names
 from codex_devenv import fake_model as fm
 from codex_devenv.operator_process import start_operator
 from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
-from codex_devenv.testkit import phase_is, wait_session
+from codex_devenv.testkit import apply_session, phase_is, wait_session
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-e2e-" + secrets.token_hex(16)
@@ -55,16 +54,6 @@ def system(
     yield {"cp": cp, "ns": node_ns, "model": model, "op": op, "node": _node}
     op.stop()
     assert model.errors == []
-
-
-def apply(cp: Any, ns: str, name: str, **spec: Any) -> None:
-    doc = {
-        "apiVersion": "codex.techsapo.io/v1alpha1",
-        "kind": "CodexSession",
-        "metadata": {"name": name},
-        "spec": {"prompt": "hello", **spec},
-    }
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
 
 
 def logs(cp: Any, ns: str, pod: str) -> str:
@@ -117,7 +106,7 @@ def test_container_is_non_root_read_only_and_without_capabilities(
         "touch /usr/local/x 2>&1 || echo rootfs-read-only"
     )
     model.set_script(fm.exec_command(probe), fm.computed(lambda req: f"probe: {req.last_tool_output()}"))
-    apply(cp, ns, "probe", sandbox="full-access", prompt="probe the container")
+    apply_session(cp, ns, "probe", sandbox="full-access", prompt="probe the container")
     s = finished(kube_client, ns, "probe")
     assert s["status"]["phase"] == "Succeeded", s["status"]
     out = model.responses_requests[-1].last_tool_output() or ""
@@ -136,7 +125,9 @@ def test_isolated_writes_the_conversation_volume_and_a_reply_sees_it(
         ),
         fm.say("Wrote factorial.py"),
     )
-    apply(cp, ns, "turn1", sandbox="isolated", workspace={"type": "persistent"}, prompt="write factorial.py")
+    apply_session(
+        cp, ns, "turn1", sandbox="isolated", workspace={"type": "persistent"}, prompt="write factorial.py"
+    )
     first = finished(kube_client, ns, "turn1")
     assert first["status"]["phase"] == "Succeeded", first["status"]
     on_volume = volumes / ns / names.workspace_claim("turn1") / "workspace" / "factorial.py"
@@ -146,7 +137,7 @@ def test_isolated_writes_the_conversation_volume_and_a_reply_sees_it(
     model.set_script(
         fm.exec_command("cat factorial.py"), fm.computed(lambda req: f"It contains: {req.last_tool_output()}")
     )
-    apply(
+    apply_session(
         cp,
         ns,
         "turn2",
@@ -172,7 +163,7 @@ def test_read_only_session_cannot_write_and_the_turn_completes(
         fm.exec_command("echo data > notes.txt; echo status=$?"),
         fm.computed(lambda req: f"result: {req.last_tool_output()}"),
     )
-    apply(cp, ns, "ro", sandbox="read-only", prompt="write notes.txt")
+    apply_session(cp, ns, "ro", sandbox="read-only", prompt="write notes.txt")
     s = finished(kube_client, ns, "ro")
     assert s["status"]["phase"] == "Succeeded", s["status"]
     assert "Read-only file system" in s["status"]["response"]
@@ -181,7 +172,7 @@ def test_read_only_session_cannot_write_and_the_turn_completes(
 def test_model_commands_cannot_see_the_api_key(system: dict[str, Any], kube_client: Any) -> None:
     cp, ns, model = system["cp"], system["ns"], system["model"]
     model.set_script(fm.exec_command("env"), fm.computed(lambda req: "done"))
-    apply(cp, ns, "env", sandbox="isolated", prompt="print env")
+    apply_session(cp, ns, "env", sandbox="isolated", prompt="print env")
     assert finished(kube_client, ns, "env")["status"]["phase"] == "Succeeded"
     out = model.responses_requests[-1].last_tool_output() or ""
     assert "PATH=" in out and API_KEY not in out and "CODEX_MODEL_API_KEY" not in out
@@ -204,7 +195,7 @@ def test_model_failures_end_failed_with_a_reason(
 ) -> None:
     cp, ns, model = system["cp"], system["ns"], system["model"]
     model.set_script(*steps, then=fm.http_error(500))
-    apply(cp, ns, "fails", prompt="anything")
+    apply_session(cp, ns, "fails", prompt="anything")
     s = finished(kube_client, ns, "fails")
     assert s["status"]["phase"] == "Failed" and s["status"]["reason"] == reason, s["status"]
     assert s["status"]["message"]
@@ -214,7 +205,7 @@ def test_model_failures_end_failed_with_a_reason(
 def test_slow_model_times_out(system: dict[str, Any], kube_client: Any) -> None:
     cp, ns, model = system["cp"], system["ns"], system["model"]
     model.set_script(fm.say("too late", delay=8.0), then=fm.say("too late", delay=8.0))
-    apply(cp, ns, "slow", prompt="take your time", timeoutSeconds=10)
+    apply_session(cp, ns, "slow", prompt="take your time", timeoutSeconds=10)
     s = wait_session(kube_client, ns, "slow", phase_is("TimedOut", "Succeeded", "Failed"), timeout=60)
     assert s["status"]["phase"] == "TimedOut", s["status"]
 
@@ -222,7 +213,7 @@ def test_slow_model_times_out(system: dict[str, Any], kube_client: Any) -> None:
 def test_killed_container_fails_with_the_reason(system: dict[str, Any], kube_client: Any) -> None:
     cp, ns, model = system["cp"], system["ns"], system["model"]
     model.set_script(fm.exec_command("sleep 300"), then=fm.say("done"))
-    apply(cp, ns, "killed", prompt="sleep", sandbox="full-access")
+    apply_session(cp, ns, "killed", prompt="sleep", sandbox="full-access")
     s = wait_session(kube_client, ns, "killed", phase_is("Running"), timeout=60)
     pod = s["status"]["podName"]
     deadline = time.monotonic() + 60
@@ -257,7 +248,7 @@ def test_a_pod_its_policy_does_not_fence_never_runs_codex(system: dict[str, Any]
     }
     cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(allow_all))
     try:
-        apply(cp, ns, "unfenced", sandbox="read-only")
+        apply_session(cp, ns, "unfenced", sandbox="read-only")
         s = finished(kube_client, ns, "unfenced", timeout=120)
     finally:
         cp.kubectl("delete", "networkpolicy", "allow-all-egress", "-n", ns, "--wait=false")
