@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ MAX_RESPONSE = 16384
 MAX_PROGRESS = 1024
 TIMEOUT_MIN, TIMEOUT_MAX = 10, 86400
 TTL_MAX = 30 * 86400
+# A per-session cost cap above this is a typo, not a cap.
+MAX_COST_USD = 10_000
 
 SessionPhase = Literal[
     "Pending",
@@ -192,6 +195,18 @@ class CodexSessionSpec(KubeModel):
     wall_bounce: WallBounceSpec | None = Field(
         default=None, description="Optional multi-provider coordination settings."
     )
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_COST_USD,
+        description=(
+            f"Most this turn may spend on model requests, in USD (above 0, at most {MAX_COST_USD:g}). "
+            "Enforced by the model proxy from the usage it meters: once the session's spend reaches it, "
+            "the next model request is refused and the turn ends BudgetExceeded with what was done so "
+            "far. Needs [model_proxy] (without it the cap is not enforced). Default: no cap besides "
+            "the user's monthly budget."
+        ),
+    )
 
 
 class Usage(KubeModel):
@@ -251,6 +266,16 @@ class Usage(KubeModel):
             "output": self.output_tokens,
             "reasoning": self.reasoning_tokens,
         }
+
+    @classmethod
+    def from_kinds(cls, kinds: Mapping[str, int]) -> Usage:
+        """The inverse of :meth:`by_kind` (missing kinds are 0)."""
+        return cls(
+            input_tokens=kinds.get("input", 0),
+            cached_input_tokens=kinds.get("cached_input", 0),
+            output_tokens=kinds.get("output", 0),
+            reasoning_tokens=kinds.get("reasoning", 0),
+        )
 
 
 class ProviderCost(KubeModel):

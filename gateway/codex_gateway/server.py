@@ -29,6 +29,7 @@ from .sessions import (
     WALL_BOUNCE_DESCRIPTION,
     CleanupResult,
     CodexArgs,
+    MaxCostUsd,
     ModelSlug,
     Prompt,
     ReplyArgs,
@@ -99,6 +100,7 @@ def build_server(
         ] = None,
         verbosity: Annotated[Verbosity | None, Field(description="low | medium | high")] = None,
         wall_bounce: Annotated[StrictBool | None, Field(description=WALL_BOUNCE_DESCRIPTION)] = None,
+        max_cost_usd: MaxCostUsd | None = None,
     ) -> SessionResult:
         try:
             args = CodexArgs(
@@ -110,6 +112,7 @@ def build_server(
                 reasoning_effort=reasoning_effort,
                 verbosity=verbosity,
                 wall_bounce=wall_bounce,
+                max_cost_usd=max_cost_usd,
             )
         except ValueError as err:
             raise invalid_call(str(err)) from None

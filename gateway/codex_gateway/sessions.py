@@ -20,6 +20,7 @@ from codex_api.common import API_VERSION, DNS1123_SUBDOMAIN, MAX_SESSION_NAME, S
 from codex_api.config import CodexMCPConfig
 from codex_api.sandbox import MIN_WALL_BOUNCE_PROVIDERS, profile, wall_bounce_levels
 from codex_api.session import (
+    MAX_COST_USD,
     MAX_PROMPT,
     TERMINAL_PHASES,
     CodexSessionSpec,
@@ -49,6 +50,18 @@ ModelSlug = Annotated[
         description="Model slug (e.g. gpt-5-codex). Default: codex.model from the gateway config.",
     ),
 ]
+MaxCostUsd = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=MAX_COST_USD,
+        allow_inf_nan=False,
+        description=(
+            "Most this turn may spend on model requests, in USD: once spent, its next model request "
+            "is refused and the turn ends BudgetExceeded with what was done so far."
+        ),
+    ),
+]
 SessionId = Annotated[
     StrictStr,
     Field(
@@ -73,6 +86,7 @@ class CodexArgs(BaseModel):
     reasoning_effort: ReasoningEffort | None = None
     verbosity: Verbosity | None = None
     wall_bounce: StrictBool | None = None
+    max_cost_usd: MaxCostUsd | None = None
 
 
 WALL_BOUNCE_DESCRIPTION = (
@@ -182,6 +196,7 @@ def build_session(
         ("fullAuto", args.full_auto),
         ("reasoningEffort", args.reasoning_effort),
         ("verbosity", args.verbosity),
+        ("maxCostUsd", args.max_cost_usd),
     ):
         chosen = pick(value, key)
         if chosen is not None:

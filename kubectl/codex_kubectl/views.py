@@ -350,6 +350,7 @@ LABELS = {
     "businessJustification": "Justification",
     "storageClassName": "Storage class",
     "timeoutSeconds": "Timeout",
+    "maxCostUsd": "Cost cap (USD)",
 }
 # What the operator and the runner do when a field is unset (by API path).
 UNSET = {
@@ -365,6 +366,7 @@ UNSET = {
     "businessJustification": "none given",
     "workspace": "scratch: an emptyDir, gone with the pod",
     "wallBounce": "off: one provider",
+    "maxCostUsd": "none: the user's monthly budget only",
     "workspace.size": "the operator's default",
     "workspace.storageClassName": "the operator's default, else the cluster's default StorageClass",
     "wallBounce.providers": "all configured providers",

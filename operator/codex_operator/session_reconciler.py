@@ -31,7 +31,7 @@ from codex_api.status import approval_status, session_status, session_status_pat
 from codex_runner.contract import RunnerArgsError, turn_settings_for
 from codex_runner.invocation import CODEX_SANDBOX
 
-from . import cost
+from . import cost, metered
 from .approval_policy import decide
 from .conditions import now, parse_time, rfc3339, set_condition
 from .context import Context, approval_key, session_key
@@ -568,12 +568,15 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
         )
     timeout = _timeout(ctx, spec)
     if outcome.state == "deadline":
+        fields, conditions = await _metered(ctx, body, spec, {})
         return await _finish(
             ctx,
             body,
             "TimedOut",
             "ActiveDeadlineExceeded",
             f"the runner pod exceeded its deadline ({timeout}s)",
+            extra=fields,
+            conditions=conditions,
         )
     if outcome.finished:
         frame = parse_frame(outcome.message)
@@ -587,13 +590,43 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
         result = turn_result(
             outcome, log_tail, model, ctx.config.cost, status.cost, provider_models=provider_models
         )
-        return await _finish(ctx, body, result.phase, result.reason, result.message, extra=result.status)
+        fields, conditions = await _metered(ctx, body, spec, result.status)
+        return await _finish(
+            ctx, body, result.phase, result.reason, result.message, extra=fields, conditions=conditions
+        )
     started = (status.timings.started_at if status.timings else None) or now()
     remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
     if remaining <= 0:
         await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
         return await _finish(ctx, body, "TimedOut", "Timeout", f"the turn exceeded timeoutSeconds={timeout}")
     return min(remaining + 0.05, SAFETY_REQUEUE * 10)
+
+
+async def _metered(
+    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, reported: dict[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, str, str, str]]]:
+    """A finished turn's status fields with usage and cost from the model proxy's
+    meter when runners go through it (codex_operator.metered), and the condition
+    that says whether they did."""
+    if not ctx.config.model_proxy.url or ctx.credential_key is None:
+        return reported, []
+    meta = body["metadata"]
+    status = session_status(body)
+    answer = await metered.fetch(
+        ctx.config, ctx.credential_key, SessionRef(meta["namespace"], meta["name"], meta["uid"])
+    )
+    fields, condition = metered.choose(
+        reported,
+        answer,
+        wall_bounce=spec.wall_bounce is not None,
+        model=status.model or ctx.config.codex.model,
+        prices=ctx.config.cost,
+        estimate=status.cost,
+        provider_models={p.provider_id: p.model for p in ctx.config.kubernetes.wall_bounce_providers},
+    )
+    if isinstance(answer, metered.Unavailable):
+        await ctx.events.record(body, "UsageUnverified", condition[3], True)
+    return fields, [condition]
 
 
 async def _lost(
@@ -660,6 +693,7 @@ async def _finish(
     *,
     extra: dict[str, Any] | None = None,
     approved: bool | None = None,
+    conditions: list[tuple[str, str, str, str]] | None = None,
 ) -> float | None:
     meta = body["metadata"]
     status = session_status(body)
@@ -669,6 +703,7 @@ async def _finish(
     updates = [("Completed", "True" if phase == "Succeeded" else "False", reason, message)]
     if approved is False:
         updates.append(("Approved", "False", reason, message))
+    updates += conditions or []
     fields: dict[str, Any] = {
         **(extra or {}),
         "phase": phase,

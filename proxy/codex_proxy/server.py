@@ -2,6 +2,9 @@
 
     POST /v1/<provider>/responses   a runner's model request (Codex's base_url
                                     is http://<proxy>/v1/<provider>)
+    GET  /v1/usage                  the credential's session's metered usage
+                                    (codex_api.metered; the operator reads it
+                                    when the turn has ended)
     GET  /healthz                   alive
     GET  /metrics                   Prometheus
 
@@ -9,12 +12,19 @@ A request carries `Authorization: Bearer <session credential>`. In order,
 each refusal a clear OpenAI-style error Codex shows as the turn's failure:
 unknown provider 404, missing or forged credential 401, session ended or
 not the session's pod or a provider the session may not use 403, budget
-spent 402 (`budget_exceeded`), body too large 413. Then the provider's key
-replaces the credential, the body goes upstream unchanged, and the answer
-comes back byte for byte as it arrives (no buffering) while the usage in its
-final event is read on the way (codex_proxy.usage_stream) and metered
-(codex_proxy.meter). An upstream error answer is passed on with the provider
-key blanked out of it.
+spent 402 (`budget_exceeded`: the user's month or the session's cap), body
+too large 413. Then the provider's key replaces the credential, the body goes
+upstream unchanged, and the answer comes back byte for byte as it arrives (no
+buffering) while the usage in its final event is read on the way
+(codex_proxy.usage_stream) and metered (codex_proxy.meter). The chunk that
+ends the final event is held until the usage is in Redis: a runner that has
+seen `response.completed` may exit at once, and the operator then reads the
+session's usage, which must already be complete. An upstream error answer is
+passed on with the provider key blanked out of it.
+
+`GET /v1/usage` takes the same credential and checks only its MAC: the
+operator asks after the session has ended and from outside its pod, and all
+it tells is the usage of the session the credential names.
 """
 
 from __future__ import annotations
@@ -24,21 +34,20 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from codex_api.config import CodexMCPConfig
-from codex_api.model_credential import InvalidCredential, verify
+from codex_api.model_credential import InvalidCredential, SessionRef, verify
 from codex_api.redaction import redact
 from codex_api.result import BUDGET_EXCEEDED
-from codex_gateway.guard import BudgetExceeded
+from codex_gateway.guard import BudgetExceeded, RedisUnavailable
 
 from .meter import Meter
-from .sessions import Refused, SessionChecker
-from .usage_stream import UsageScanner, from_response
+from .sessions import LiveSession, Refused, SessionChecker
+from .usage_stream import Reported, UsageScanner, from_response
 
 log = logging.getLogger("codex_proxy.server")
 
@@ -140,6 +149,7 @@ class ModelProxy:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.model_proxy.max_request_bytes)
         app.router.add_post("/v1/{provider}/responses", self.responses)
+        app.router.add_get("/v1/usage", self.usage)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.prometheus)
         app.on_startup.append(self._start)
@@ -170,19 +180,35 @@ class ModelProxy:
             text = text.replace(secret, "***")
         return redact(text)
 
+    def _credential(self, request: web.Request) -> SessionRef | str:
+        """The session the request's credential names, or why there is none."""
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credential:
+            return "a session credential is required"
+        try:
+            return verify(self._key, credential.strip())
+        except InvalidCredential as err:
+            return str(err)
+
+    async def usage(self, request: web.Request) -> web.Response:
+        ref = self._credential(request)
+        if isinstance(ref, str):
+            return error(401, "invalid_credential", ref)
+        try:
+            metered = await self.meter.read(ref)
+        except RedisUnavailable:
+            return error(503, "usage_unavailable", "the metered usage cannot be read now (Redis unavailable)")
+        return web.json_response(metered.to_k8s())
+
     async def responses(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         provider = request.match_info["provider"]
         upstream = self.upstreams.get(provider)
         if upstream is None:
             return self._refuse(provider, 404, "unknown_provider", f"no provider {provider[:64]!r} here")
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credential:
-            return self._refuse(provider, 401, "invalid_credential", "a session credential is required")
-        try:
-            ref = verify(self._key, credential.strip())
-        except InvalidCredential as err:
-            return self._refuse(provider, 401, "invalid_credential", str(err))
+        ref = self._credential(request)
+        if isinstance(ref, str):
+            return self._refuse(provider, 401, "invalid_credential", ref)
         try:
             session = await self.checker.check(ref, request.remote, provider)
         except Refused as err:
@@ -226,8 +252,16 @@ class ModelProxy:
         headers = {k: v for k, v in answer.headers.items() if k.lower() not in NOT_DOWNSTREAM}
         return web.Response(status=answer.status, body=text.encode(), headers=headers)
 
+    async def _meter(self, session: LiveSession, upstream: Upstream, reported: Reported) -> None:
+        model = reported.model or upstream.model
+        cost = await self.meter.record(session, upstream.provider, model, reported.usage)
+        for kind, count in reported.usage.by_kind().items():
+            self.metrics.tokens.labels(upstream.provider, kind).inc(count)
+        self.metrics.usd.labels(upstream.provider).inc(cost)
+        self.metrics.requests.labels(upstream.provider, "metered").inc()
+
     async def _stream(
-        self, request: web.Request, session: Any, upstream: Upstream, answer: aiohttp.ClientResponse
+        self, request: web.Request, session: LiveSession, upstream: Upstream, answer: aiohttp.ClientResponse
     ) -> web.StreamResponse:
         out = web.StreamResponse(status=answer.status)
         for k, v in answer.headers.items():
@@ -237,35 +271,45 @@ class ModelProxy:
         sse = answer.headers.get("Content-Type", "").startswith("text/event-stream")
         scanner = UsageScanner()
         whole = bytearray()
+        metered = False
         try:
             async for chunk in answer.content.iter_any():
-                await out.write(chunk)
                 if sse:
                     scanner.feed(chunk)
+                    if scanner.reported is not None and not metered:
+                        # This chunk ends the final event: a client parses an SSE event at
+                        # its blank line, so until this chunk is sent nobody has seen the
+                        # answer end. Metered first, the usage is in Redis before the
+                        # runner can finish, and before its next request's budget check.
+                        await self._meter(session, upstream, scanner.reported)
+                        metered = True
                 elif len(whole) < self.config.model_proxy.max_request_bytes:
                     whole += chunk
+                await out.write(chunk)
         except (ConnectionResetError, asyncio.CancelledError):
             self.metrics.requests.labels(upstream.provider, "client_gone").inc()
-            log.warning(
-                "session %s/%s left mid-answer: usage not metered", session.ref.namespace, session.ref.name
-            )
+            if not metered:
+                log.warning(
+                    "session %s/%s left mid-answer: usage not metered",
+                    session.ref.namespace,
+                    session.ref.name,
+                )
             raise
-        scanner.close()
-        reported = scanner.reported
-        if not sse:
+        reported: Reported | None = None
+        if sse and not metered:
+            scanner.close()  # a final event without its closing blank line
+            reported = scanner.reported
+        elif not sse:
             try:
                 message = json.loads(whole)
                 reported = from_response(message, "response") if isinstance(message, dict) else None
             except ValueError:
                 reported = None
         if reported is not None:
-            model = reported.model or upstream.model
-            cost = await self.meter.record(session, upstream.provider, model, reported.usage)
-            for kind, count in reported.usage.by_kind().items():
-                self.metrics.tokens.labels(upstream.provider, kind).inc(count)
-            self.metrics.usd.labels(upstream.provider).inc(cost)
-            self.metrics.requests.labels(upstream.provider, "metered").inc()
-        else:
+            # Before the end of the body: a whole-JSON answer is complete only then.
+            await self._meter(session, upstream, reported)
+            metered = True
+        if not metered:
             self.metrics.requests.labels(upstream.provider, "unmetered").inc()
             log.warning("answer for %s/%s carried no usage", session.ref.namespace, session.ref.name)
         await out.write_eof()

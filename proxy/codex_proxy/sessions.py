@@ -6,7 +6,9 @@ server: the session still exists with that UID and has not reached a
 terminal phase, and (with `check_source_address`) the request comes from the
 address of a runner pod of that session. Answers are reused for
 `session_check_seconds`, so a turn's requests cost one lookup, and an ended
-session is refused at most that late.
+session is refused at most that late. The answer also carries what the meter
+checks before each request: the requester (whose monthly budget) and the
+session's own cost cap (`spec.maxCostUsd`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ class LiveSession:
     user: str
     providers: frozenset[str]
     pod_ips: frozenset[str]
+    # spec.maxCostUsd: the most this session may spend (None: no cap of its own).
+    max_cost_usd: float | None = None
+
+
+def cost_cap(spec: dict[str, Any]) -> float | None:
+    """spec.maxCostUsd when it is a usable cap (the CRD refuses anything else)."""
+    value = spec.get("maxCostUsd")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return None
+    return float(value)
 
 
 def allowed_providers(spec: dict[str, Any], config: CodexMCPConfig) -> frozenset[str]:
@@ -145,4 +157,5 @@ class SessionChecker:
             user=str(spec.get("requestedBy") or ""),
             providers=allowed_providers(spec, self._config),
             pod_ips=frozenset(pod_ips),
+            max_cost_usd=cost_cap(spec),
         )

@@ -116,6 +116,20 @@ BAD_CREATES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.timeoutSeconds", "must be of type integer"],
     ),
     (
+        "negative-cost-cap",
+        SESSIONS,
+        session(maxCostUsd=-1),
+        ["spec.maxCostUsd", "should be greater than 0"],
+    ),
+    ("zero-cost-cap", SESSIONS, session(maxCostUsd=0), ["spec.maxCostUsd", "should be greater than 0"]),
+    (
+        "huge-cost-cap",
+        SESSIONS,
+        session(maxCostUsd=1e9),
+        ["spec.maxCostUsd", "less than or equal to 10000"],
+    ),
+    ("string-cost-cap", SESSIONS, session(maxCostUsd="5"), ["spec.maxCostUsd", "must be of type number"]),
+    (
         "negative-ttl",
         SESSIONS,
         session(ttlSecondsAfterFinished=-5),
@@ -406,9 +420,10 @@ def test_valid_objects_are_accepted_with_defaults(kube_client: Any, namespace: s
         VERSION,
         namespace,
         SESSIONS,
-        session(workspace={"type": "persistent"}),
+        session(workspace={"type": "persistent"}, maxCostUsd=0.25),
         field_validation="Strict",
     )
+    assert created["spec"]["maxCostUsd"] == 0.25
     assert created["spec"]["sandbox"] == "read-only"
     assert created["spec"]["mode"] == "interactive"
     assert created["spec"]["fullAuto"] is False

@@ -32,11 +32,7 @@ from codex_devenv.testkit import apply_session, phase_is, wait_session
 
 API_KEY = "sk-provider-" + secrets.token_hex(16)
 PREFIX = "e2e-proxy"
-HOSTILE = (
-    "for f in /proc/[0-9]*/environ; do echo \"== $f\"; tr '\\0' '\\n' < $f; done; "
-    "echo '== env'; env; echo '== sa'; ls -la /var/run/secrets 2>&1; "
-    "echo '== home'; grep -rs . $CODEX_HOME 2>/dev/null | head -100"
-)
+HOSTILE = fm.HOSTILE_READS
 
 
 @pytest.fixture
@@ -126,16 +122,34 @@ def test_a_hostile_model_finds_no_provider_key_at_any_level(
 
     r = redis_lib.Redis.from_url(redis_server.url)
     try:
-        usage = {k.decode(): float(v) for k, v in r.hgetall(f"{PREFIX}:usage:s:{ns}%2F{name}").items()}
+        key = f"{PREFIX}:usage:s:{ns}%2F{name}%2F{s['metadata']['uid']}"
+        usage = {k.decode(): float(v) for k, v in r.hgetall(key).items() if not k.endswith(b":model")}
     finally:
         r.close()
     assert usage.get("requests") == 2 and usage.get("input", 0) > 0, usage
+    # ... and that is what the session's status says.
+    assert s["status"]["usage"]["inputTokens"] == usage["input"], s["status"]
+    assert _condition(s, "UsageMetered")["status"] == "True", s["status"]
 
     # Once the session has ended its credential is refused, even from the bridge.
     credential = out.split("CODEX_MODEL_API_KEY=", 1)[1].split()[0]
     time.sleep(2.5)  # past session_check_seconds: the proxy asks the API server again
     status, body = asyncio.run(_post(proxy, credential))
     assert status == 403 and "ended" in body, body
+
+
+def _condition(s: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in s["status"].get("conditions") or [] if c["type"] == type_), {})
+
+
+def _reported(*usages: fm.Usage) -> dict[str, int]:
+    """status.usage for what the fake model reported over a turn's requests."""
+    return {
+        "inputTokens": sum(u.input_tokens for u in usages),
+        "cachedInputTokens": sum(u.cached_tokens for u in usages),
+        "outputTokens": sum(u.output_tokens for u in usages),
+        "reasoningTokens": sum(u.reasoning_tokens for u in usages),
+    }
 
 
 async def _post(proxy: ModelProxyProcess, credential: str) -> tuple[int, str]:
@@ -159,3 +173,69 @@ def test_a_spent_budget_ends_the_running_turn_budget_exceeded(
     assert (s["status"]["phase"], s["status"]["reason"]) == ("Failed", "BudgetExceeded"), s["status"]
     assert "monthly budget reached" in s["status"]["message"]
     assert len(model.responses_requests) == 1, "the request after the budget was spent reached the model"
+
+
+# Rewrites the runner's own record of the thread's usage (in the Codex home, on
+# the conversation's volume) so that the runner's report of this turn is zero.
+# Codex does not pass CODEX_HOME on to its commands: the runner's default path then.
+REWRITE_USAGE = (
+    'for f in "${CODEX_HOME:-/codex/home}"/codex-runner/usage-*.json; do '
+    'echo \'{"input_tokens":999999999,"cached_input_tokens":0,"output_tokens":999999999,'
+    '"reasoning_tokens":0}\' > "$f"; done; cat "${CODEX_HOME:-/codex/home}"/codex-runner/usage-*.json'
+)
+
+
+def test_status_usage_is_the_metered_figure_even_when_the_model_rewrites_the_usage_files(
+    system: dict[str, Any], kube_client: Any
+) -> None:
+    """Turn two of a conversation: the model has Codex overwrite the runner's
+    usage record, so the runner (subtracting the thread's earlier total) reports
+    nothing. The status still says what the model reported, from the proxy."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    first = (fm.Usage(1200, 80, cached_tokens=200), fm.Usage(1500, 60))
+    model.set_script(fm.exec_command("echo one", usage=first[0]), fm.say("first turn", usage=first[1]))
+    workspace = {"type": "persistent"}
+    apply_session(cp, ns, "metered-1", sandbox="full-access", workspace=workspace, requestedBy="meter-user")
+    s1 = wait_session(kube_client, ns, "metered-1", phase_is("Succeeded", "Failed", "TimedOut"), timeout=120)
+    assert s1["status"]["phase"] == "Succeeded", s1["status"]
+    assert s1["status"]["usage"] == _reported(*first), s1["status"]
+
+    second = (fm.Usage(3000, 150, cached_tokens=2500, reasoning_tokens=30), fm.Usage(3400, 40))
+    model.set_script(
+        fm.exec_command(REWRITE_USAGE, usage=second[0]),
+        fm.computed(lambda req: fm.say(f"rewrote: {req.last_tool_output()}", usage=second[1])),
+    )
+    apply_session(
+        cp,
+        ns,
+        "metered-2",
+        sandbox="full-access",
+        workspace=workspace,
+        resumeFrom="metered-1",
+        requestedBy="meter-user",
+        prompt="and again",
+    )
+    s2 = wait_session(kube_client, ns, "metered-2", phase_is("Succeeded", "Failed", "TimedOut"), timeout=120)
+    assert s2["status"]["phase"] == "Succeeded", s2["status"]
+    assert "999999999" in s2["status"]["response"], "the rewrite did not happen: " + s2["status"]["response"]
+    assert s2["status"]["usage"] == _reported(*second), s2["status"]
+    assert s2["status"]["cost"]["actualUsd"] > 0, s2["status"]
+    assert _condition(s2, "UsageMetered")["reason"] == "MeteredByProxy", s2["status"]
+
+
+def test_a_sessions_cost_cap_ends_the_turn_budget_exceeded(system: dict[str, Any], kube_client: Any) -> None:
+    """One request spends 0.042 USD of a 0.01 USD cap (and little of the user's
+    month): the proxy refuses the next request, the turn ends BudgetExceeded with
+    the work done, and its usage is the metered request's."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    spent = fm.Usage(1000, 5000)
+    model.set_script(fm.exec_command("echo working", usage=spent), fm.say("never sent"))
+    apply_session(
+        cp, ns, "capped", sandbox="read-only", prompt="spend", requestedBy="cap-user", maxCostUsd=0.01
+    )
+    s = wait_session(kube_client, ns, "capped", phase_is("Succeeded", "Failed", "TimedOut"), timeout=120)
+    assert (s["status"]["phase"], s["status"]["reason"]) == ("Failed", "BudgetExceeded"), s["status"]
+    assert "session cost cap of $0.01 spent" in s["status"]["message"], s["status"]
+    assert len(model.responses_requests) == 1, "the request over the cap reached the model"
+    assert s["status"]["progress"]["commands"] == 1, s["status"]  # what was done so far
+    assert s["status"]["usage"] == _reported(spent), s["status"]

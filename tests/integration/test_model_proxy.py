@@ -119,8 +119,8 @@ def redis(redis_server: Any) -> Iterator[Any]:
     r.close()
 
 
-def _live(kube_client: Any, ns: str, name: str, *, ip: str = "127.0.0.1") -> SessionRef:
-    return live_session(kube_client, ns, name, ip=ip)
+def _live(kube_client: Any, ns: str, name: str, *, ip: str = "127.0.0.1", **spec: Any) -> SessionRef:
+    return live_session(kube_client, ns, name, ip=ip, **spec)
 
 
 def _turn(proxy: ModelProxyProcess, credential: str, prompt: str, tmp_path: Path) -> ExecResult:
@@ -158,12 +158,23 @@ async def _post(
         return resp.status, bytes(data), arrivals
 
 
+async def _get_usage(proxy: ModelProxyProcess, credential: str | None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {credential}"} if credential is not None else {}
+    async with aiohttp.ClientSession() as http, http.get(f"{proxy.base}/v1/usage", headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def _session_key(ref: SessionRef) -> str:
+    return f"{PREFIX}:usage:s:{ref.namespace}%2F{ref.name}%2F{ref.uid}"
+
+
 def _code(body: bytes) -> str:
     return str(json.loads(body)["error"]["code"])
 
 
 def _usage(redis: Any, key: str) -> dict[str, float]:
-    return {k.decode(): float(v) for k, v in redis.hgetall(key).items()}
+    """A usage hash's counts (the per-provider model names left out)."""
+    return {k.decode(): float(v) for k, v in redis.hgetall(key).items() if not k.endswith(b":model")}
 
 
 def test_a_codex_turn_through_the_proxy_never_sees_the_key_and_is_metered(
@@ -202,9 +213,23 @@ def test_a_codex_turn_through_the_proxy_never_sees_the_key_and_is_metered(
     cost = sum(
         usd(SessionUsage.from_responses_api(u.to_json()), FAKE_MODEL, config.cost) for u in (first, second)
     )
-    session = _usage(redis, f"{PREFIX}:usage:s:{namespace}%2Fmetered")
-    assert {k: v for k, v in session.items() if k != "usd"} == expected
+    session = _usage(redis, _session_key(ref))
+    assert {k: v for k, v in session.items() if ":" not in k and k != "usd"} == expected
     assert session["usd"] == pytest.approx(cost)
+    # What the operator reads when the turn has ended: the same figure, per provider too.
+    status, answer = asyncio.run(_get_usage(proxy, credential))
+    assert status == 200, answer
+    assert answer["usage"] == {
+        "inputTokens": 2700,
+        "cachedInputTokens": 1200,
+        "outputTokens": 380,
+        "reasoningTokens": 40,
+    }
+    assert (answer["requests"], answer["usd"]) == (2, pytest.approx(cost))
+    assert [(p["provider"], p["model"], p["requests"]) for p in answer["providers"]] == [
+        ("fake", FAKE_MODEL, 2)
+    ]
+    assert answer["providers"][0]["usage"] == answer["usage"]
     month = time.strftime("%Y-%m", time.gmtime())
     assert _usage(redis, f"{PREFIX}:usage:p:fake:{month}")["requests"] == 2
     assert float(redis.get(f"{PREFIX}:spend:alice:{month}")) == pytest.approx(cost)
@@ -315,3 +340,114 @@ def test_the_answer_streams_through_as_it_arrives(
     assert len(arrivals) >= 3
     # The first event arrived long before the last was sent: nothing waits for the whole answer.
     assert arrivals[0] - start < 0.35 and arrivals[-1] - arrivals[0] > 0.7
+
+
+def test_usage_is_metered_per_provider_and_each_credential_reads_only_its_own(
+    proxy: ModelProxyProcess, fake: FakeModelServer, kube_client: Any, namespace: str, redis: Any
+) -> None:
+    bounce = _live(kube_client, namespace, "bounce", wallBounce={"providers": ["second", "third"]})
+    plain = _live(kube_client, namespace, "plain")
+    key = proxy.signing_key
+    main, second, other = (
+        Usage(1000, 100, cached_tokens=400),
+        Usage(300, 30, reasoning_tokens=7),
+        Usage(50, 5),
+    )
+    fake.set_script(say("a", usage=main), say("b", usage=second), say("c", usage=other))
+
+    async def run() -> None:
+        assert (await _post(proxy, mint(key, bounce)))[0] == 200
+        assert (await _post(proxy, mint(key, bounce), provider="second"))[0] == 200
+        assert (await _post(proxy, mint(key, plain)))[0] == 200
+
+    asyncio.run(run())
+    config = parse_config(_config(fake))
+
+    def priced(u: Usage) -> float:
+        return usd(SessionUsage.from_responses_api(u.to_json()), FAKE_MODEL, config.cost)
+
+    status, answer = asyncio.run(_get_usage(proxy, mint(key, bounce)))
+    assert status == 200, answer
+    assert (answer["name"], answer["uid"]) == ("bounce", bounce.uid)
+    by_provider = {p["provider"]: p for p in answer["providers"]}
+    assert set(by_provider) == {"fake", "second"}
+    for provider, reported in (("fake", main), ("second", second)):
+        got = by_provider[provider]
+        assert got["usage"] == SessionUsage.from_responses_api(reported.to_json()).to_k8s(), provider
+        assert (got["requests"], got["model"]) == (1, FAKE_MODEL)
+        assert got["usd"] == pytest.approx(priced(reported))
+    assert answer["usage"]["inputTokens"] == 1300 and answer["requests"] == 2
+    assert answer["usd"] == pytest.approx(priced(main) + priced(second))
+    # The other session's credential reads the other session's, and nothing of this one.
+    status, mine = asyncio.run(_get_usage(proxy, mint(key, plain)))
+    assert status == 200 and mine["name"] == "plain"
+    assert [p["provider"] for p in mine["providers"]] == ["fake"] and mine["usage"]["inputTokens"] == 50
+    # Readable after the session has ended (the operator asks then), and for a session
+    # the proxy never served: zeros.
+    _set_phase(kube_client, namespace, "plain", "Succeeded")
+    time.sleep(0.5)
+    assert asyncio.run(_get_usage(proxy, mint(key, plain)))[1]["requests"] == 1
+    unknown = asyncio.run(_get_usage(proxy, mint(key, SessionRef(namespace, "never", "u-1"))))
+    assert unknown[0] == 200 and (unknown[1]["requests"], unknown[1]["providers"]) == (0, [])
+
+
+def test_the_usage_endpoint_refuses_without_the_sessions_credential(
+    proxy: ModelProxyProcess, kube_client: Any, namespace: str, redis: Any
+) -> None:
+    ref = _live(kube_client, namespace, "reader")
+    good = mint(proxy.signing_key, ref)
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for what, credential in (
+        ("no credential", None),
+        ("the provider key", PROVIDER_KEY),
+        ("a forged signature", forged),
+        ("another installation's", mint(b"k" * 48, ref)),
+    ):
+        status, body = asyncio.run(_get_usage(proxy, credential))
+        assert (status, body["error"]["code"]) == (401, "invalid_credential"), what
+
+
+def test_a_sessions_cost_cap_refuses_its_next_request(
+    proxy: ModelProxyProcess, fake: FakeModelServer, kube_client: Any, namespace: str, redis: Any
+) -> None:
+    ref = _live(kube_client, namespace, "capped", maxCostUsd=0.05)
+    neighbour = _live(kube_client, namespace, "uncapped")  # same user, no cap of its own
+    credential = mint(proxy.signing_key, ref)
+    # 1000 input + 10k output tokens: 0.082 USD, over the 0.05 cap, well under alice's 1 USD month.
+    fake.set_script(say("first", usage=Usage(1000, 10_000)), then=say("more"))
+    assert asyncio.run(_post(proxy, credential))[0] == 200
+    status, body, _ = asyncio.run(_post(proxy, credential))
+    assert (status, _code(body)) == (402, "budget_exceeded")
+    message = json.loads(body)["error"]["message"]
+    assert message.startswith("budget exceeded: session cost cap of $0.05 spent"), message
+    assert len(fake.responses_requests) == 1, "the request over the cap reached the model"
+    # The cap is the session's: the same user's other session goes on.
+    assert asyncio.run(_post(proxy, mint(proxy.signing_key, neighbour)))[0] == 200
+
+
+def test_the_usage_is_in_redis_before_the_client_sees_the_end_of_the_answer(
+    proxy: ModelProxyProcess, fake: FakeModelServer, kube_client: Any, namespace: str, redis: Any
+) -> None:
+    """A runner may exit the moment it has `response.completed`, and the operator then
+    reads the session's usage: it must already be there."""
+    ref = _live(kube_client, namespace, "racer")
+    fake.set_script(say("quick", usage=Usage(700, 70)))
+    seen: list[dict[str, float]] = []
+
+    async def run() -> None:
+        headers = {"Authorization": f"Bearer {mint(proxy.signing_key, ref)}"}
+        payload = json.dumps({"model": FAKE_MODEL, "stream": True, "input": []}).encode()
+        data = bytearray()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{proxy.base_url('fake')}/responses", data=payload, headers=headers) as resp,
+        ):
+            async for chunk in resp.content.iter_any():
+                data += chunk
+                end = data.find(b"event: response.completed")
+                if end >= 0 and b"\n\n" in data[end:] and not seen:
+                    seen.append(_usage(redis, _session_key(ref)))  # at once, before reading on
+
+    asyncio.run(run())
+    assert seen, "no response.completed arrived"
+    assert seen[0].get("requests") == 1 and seen[0].get("input") == 700, seen

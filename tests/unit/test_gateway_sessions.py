@@ -48,8 +48,10 @@ def test_explicit_arguments_win() -> None:
         full_auto=True,
         reasoning_effort="high",
         verbosity="low",
+        max_cost_usd=0.5,
     )
     spec = build_session(args, user="bob", config=CONFIG)["spec"]
+    assert spec["maxCostUsd"] == 0.5
     assert spec["model"] == "m-1" and spec["sandbox"] == "full-access"
     assert spec["mode"] == "ci" and spec["fullAuto"] is True
     assert spec["reasoningEffort"] == "high" and spec["verbosity"] == "low"
@@ -90,6 +92,10 @@ def test_requester_label_hashes_names_that_are_not_label_values() -> None:
         {"prompt": "p", "verbosity": 3},
         {"prompt": "p", "model": "bad model!"},
         {"prompt": "p", "unknown": 1},
+        {"prompt": "p", "max_cost_usd": 0},
+        {"prompt": "p", "max_cost_usd": -1.5},
+        {"prompt": "p", "max_cost_usd": 1e9},
+        {"prompt": "p", "max_cost_usd": "1"},
         {},
     ],
 )
@@ -320,3 +326,10 @@ async def test_codex_tool_accepts_wall_bounce_and_refuses_it_without_creating() 
         not_bool = await client.call_tool("codex", {"prompt": "p", "wall_bounce": "yes"})
         assert not_bool.is_error
         assert len(sessions.created) == 1
+
+        # A session's own cost cap, checked as the CRD checks it.
+        assert "turn may spend" in str(tools["codex"].input_schema["properties"]["max_cost_usd"])
+        capped = await client.call_tool("codex", {"prompt": "p", "max_cost_usd": 0.25})
+        assert not capped.is_error and sessions.created[-1]["spec"]["maxCostUsd"] == 0.25
+        zero = await client.call_tool("codex", {"prompt": "p", "max_cost_usd": 0})
+        assert zero.is_error and len(sessions.created) == 2

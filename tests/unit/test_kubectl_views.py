@@ -301,6 +301,7 @@ FULL_SPEC: dict[str, Any] = {
         "qualityThreshold": 0.85,
         "consensusThreshold": 0.65,
     },
+    "maxCostUsd": 2.5,
 }
 # What each field looks like in the description (besides the two long texts).
 SHOWN = {
@@ -331,6 +332,7 @@ SHOWN = {
         "                       Quality threshold:    0.85\n"
         "                       Consensus threshold:  0.65"
     ),
+    "maxCostUsd": "  Cost cap (USD):      2.5",
 }
 
 
