@@ -110,9 +110,10 @@ kind-load: ## build the images (runner, operator, gateway, redis; fake-model for
 	  echo "kind load $$name <- $$archive"; $(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER); \
 	done
 
-kind-certs: ## the webhook certificate and Redis password of the kustomize kind overlay (manifests/overlays/kind/{webhook-tls,redis-auth}, not committed)
+kind-certs: ## the webhook certificate, Redis password and model proxy signing key of the kustomize kind overlay (manifests/overlays/kind/{webhook-tls,redis-auth,model-proxy}, not committed)
 	@bash hack/webhook-cert.sh
 	@bash hack/redis-password.sh
+	@bash hack/redis-password.sh manifests/overlays/kind/model-proxy/signing-key
 
 deploy: helm ## install on kind with helm (values-kind.yaml), plus the model key (env CODEX_MODEL_API_KEY) and a gateway token
 	$(KUBECTL_KIND) apply --server-side --force-conflicts -f $(CHART)/crds/
@@ -122,9 +123,9 @@ deploy: helm ## install on kind with helm (values-kind.yaml), plus the model key
 	  (umask 077; printf '%s: alice\n' "$$(openssl rand -hex 24)" > $(KIND_TOKENS)); fi
 	@$(KUBECTL_KIND) -n codex-system create secret generic codex-gateway-tokens \
 	  --from-file=tokens.yaml=$(KIND_TOKENS) --dry-run=client -o yaml | $(KUBECTL_KIND) apply -f -
-	@$(KUBECTL_KIND) -n codex-sessions create secret generic codex-model-api-key \
+	@$(KUBECTL_KIND) -n codex-system create secret generic codex-model-api-key \
 	  --from-literal=api-key="$${CODEX_MODEL_API_KEY:-not-a-real-key}" --dry-run=client -o yaml | $(KUBECTL_KIND) apply -f -
-	@for d in codex-redis codex-operator codex-gateway; do \
+	@for d in codex-redis codex-model-proxy codex-operator codex-gateway; do \
 	  $(KUBECTL_KIND) -n codex-system rollout status deployment/$$d --timeout=180s || exit 1; done
 	@echo "gateway: http://127.0.0.1:8080/mcp, bearer token in $(KIND_TOKENS)"
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # A random password for the in-cluster Redis, for kustomize installs: the kind
 # overlay turns the file into the Secret codex-redis-auth (key `password`).
-# (The chart generates its own; see its values redis.auth.)
+# (The chart generates its own; see its values redis.auth.) `make kind-certs`
+# also makes the model proxy's signing key with it
+# (manifests/overlays/kind/model-proxy/signing-key: the Secret
+# codex-model-proxy-signing-key; the chart's is modelProxy.signingKey).
 #
 # Usage: hack/redis-password.sh [OUT_FILE]
 #        default OUT_FILE manifests/overlays/kind/redis-auth/password
 # 48 hex digits, no trailing newline (kustomize puts the file's bytes into the
 # Secret as they are); keeps an existing file (delete it to rotate, then
-# restart Redis and the gateway).
+# restart Redis and the gateway, or the operator and the model proxy).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -586,7 +586,9 @@ class ModelEndpointConfig(_Section):
         min_length=1,
         max_length=253,
         description=(
-            "Secret in the sessions namespace holding the API key; the key itself is never in this file."
+            "Secret holding the API key, in the sessions namespace (runner pods read it) or, with "
+            "[model_proxy].url, in the proxy's namespace (only the proxy reads it); the key itself is "
+            "never in this file."
         ),
     )
     api_key_secret_key: str = Field(
@@ -1082,8 +1084,9 @@ class LimitsConfig(_Section):
     budget_fail_closed: bool = Field(
         False,
         description=(
-            "With Redis unreachable, refuse new sessions because the budget cannot be checked "
-            "(true), or let them run unchecked (false, the default)."
+            "With Redis unreachable, refuse new sessions (the gateway) and further model requests "
+            "(the model proxy) because the budget cannot be checked (true), or let them run "
+            "unchecked (false, the default)."
         ),
     )
 

@@ -220,6 +220,7 @@ def _sessions_system(
     from .gateway_process import GATEWAY_USER, bind_gateway, gateway_kubeconfig, start_gateway
     from .images import build_problems, load_into
     from .local_volumes import LocalVolumeProvisioner
+    from .model_proxy_process import start_model_proxy
     from .node import TestNode, ensure_kubelet, host_problems, node_env
     from .operator_process import operator_kubeconfig, start_operator
     from .system import (
@@ -228,6 +229,7 @@ def _sessions_system(
         fake_endpoint,
         install_admission,
         install_webhook,
+        model_proxy_config,
         operator_config,
         prepare_sessions_namespace,
     )
@@ -255,6 +257,7 @@ def _sessions_system(
         kube_client = kube_config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
         volumes = LocalVolumeProvisioner(kube_client, work_dir / "volumes").start()
         stack.callback(volumes.stop)
+        bridge_ip = node_env()["NODE_BRIDGE_ADDR"].split("/")[0]
         api_key = os.environ.get("CODEX_MODEL_API_KEY")
         if api_key:
             endpoint = ModelEndpoint(
@@ -267,19 +270,33 @@ def _sessions_system(
             )
             model_line = f"{endpoint.base_url} (real model {endpoint.model}, key from CODEX_MODEL_API_KEY)"
         else:
-            bridge_ip = node_env()["NODE_BRIDGE_ADDR"].split("/")[0]
             model = FakeModelServer(port=free_port(), host=bridge_ip).start()
             stack.callback(model.stop)
             endpoint = fake_endpoint(model.host, model.port)
             model_line = f"{model.url} (fake model; set CODEX_MODEL_API_KEY for a real one)"
-        prepare_sessions_namespace(cp, kube_client, namespace, api_key or "fake-key")
+        # The model proxy holds the key, as in the chart; runners get a credential of their own.
+        proxy = start_model_proxy(
+            cp,
+            work_dir,
+            model_proxy_config(endpoint),
+            provider_keys={"CODEX_MODEL_API_KEY": api_key or "fake-key"},
+            redis_url=redis_url,
+            host=bridge_ip,
+        )
+        stack.callback(proxy.stop)
+        prepare_sessions_namespace(cp, kube_client, namespace, None)
         operator_kc = operator_kubeconfig(cp, work_dir)
         gateway_kc = gateway_kubeconfig(cp, work_dir)
         bind_gateway(cp, namespace)
         install_admission(cp, kube_client, namespace, KUBECTL_USERS)
 
         kubernetes_extra, extra = operator_config(
-            endpoint, refs["runner"], tolerate_test_node=False, auto_approve=False, network_enforced=enforced
+            endpoint,
+            refs["runner"],
+            tolerate_test_node=False,
+            auto_approve=False,
+            network_enforced=enforced,
+            model_proxy=(proxy.base, f"{bridge_ip}/32"),
         )
         assert cp.certs is not None
         webhook_cert, webhook_key = cp.certs.issue(work_dir / "webhook", "operator-webhook", "IP:127.0.0.1")
@@ -295,6 +312,7 @@ def _sessions_system(
             webhook_cert=webhook_cert,
             webhook_key=webhook_key,
             trusted_requesters=[GATEWAY_USER],
+            env={"CODEX_PROXY_SIGNING_KEY": proxy.signing_key.decode()},
         )
         stack.callback(operator.stop)
         install_webhook(cp, kube_client, namespace, webhook_port)
@@ -320,10 +338,17 @@ def _sessions_system(
         cp.kubectl("apply", "-n", namespace, "-f", str(example))
         mcp_out = asyncio.run(_mcp_example(gateway, token))
         status = _wait_example(cp, namespace, "hello-codex")
-        pids = {**node.pids(), "codex-operator": operator.proc.pid, "codex-gateway": gateway.proc.pid}
+        pids = {
+            **node.pids(),
+            "codex-operator": operator.proc.pid,
+            "codex-gateway": gateway.proc.pid,
+            "codex-model-proxy": proxy.proc.pid,
+        }
         lines = [
             f"  node            {node.name} (kubelet + containerd, images {', '.join(refs.values())})",
             f"  model           {model_line}",
+            f"  model proxy     {proxy.base} (holds the key; runners get a per-session credential),"
+            f" metrics {proxy.base}/metrics",
             f"  operator        metrics http://127.0.0.1:{operator.metrics_port}/metrics,"
             f" identity webhook https://127.0.0.1:{webhook_port}",
             f"  admission       {SHIPPED_ADMISSION.relative_to(REPO_ROOT)}: approvers {APPROVERS_GROUP},"

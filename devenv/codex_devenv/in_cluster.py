@@ -8,7 +8,9 @@ charts/codex-k8s-operator with values-kind.yaml and hack/kind/e2e-values.yaml,
 the gateway's tokens and the model key as Secrets, the fake model of
 hack/kind/fake-model.yaml, then every Deployment rolled out. The operator,
 the webhook, the gateway and Redis then run as pods under Pod Security
-`restricted`, with in-cluster config and the chart's own certificate.
+`restricted`, with in-cluster config and the chart's own certificate; the
+model proxy too, the only holder of the model key (runner pods get a
+per-session credential).
 
 What differs from kind, and why (`overrides()`):
 - tolerations of the test node's taint (the chart's pods, the fake model and
@@ -54,7 +56,7 @@ SYSTEM, SESSIONS = "codex-system", "codex-sessions"
 IMAGES = ("runner", "operator", "gateway", "redis", "fake-model")
 E2E_VALUES = REPO_ROOT / "hack" / "kind" / "e2e-values.yaml"
 FAKE_MODEL = REPO_ROOT / "hack" / "kind" / "fake-model.yaml"
-DEPLOYMENTS = ("codex-redis", "codex-operator", "codex-gateway")
+DEPLOYMENTS = ("codex-redis", "codex-model-proxy", "codex-operator", "codex-gateway")
 NODE_PORT = 30080  # values-kind.yaml
 HELM_NAMESPACE = "default"
 LEASE = f"codex-operator.{SESSIONS}"  # the operators' leader election (codex_operator.leader)
@@ -87,7 +89,7 @@ class InClusterInstall:
         return mcp_client(f"{self.gateway_url}/mcp", token, mode)
 
     def pods_of(self, component: str) -> list[dict[str, Any]]:
-        """The running pods of a component (operator, gateway, redis) or of the fake model."""
+        """The running pods of a component (operator, gateway, redis, model-proxy) or of the fake model."""
         found = []
         for pod in self.pods():
             labels = pod["metadata"]["labels"]
@@ -167,6 +169,7 @@ class InClusterInstall:
             "operator": {"tolerations": [toleration]},
             "gateway": {"tolerations": [toleration], "allowedHosts": [f"{bridge_address()}:*"]},
             "redis": {"tolerations": [toleration]},
+            "modelProxy": {"tolerations": [toleration]},
             "networkPolicy": {"apiServer": {"ports": [443, self.control_plane.api_port]}},
             "config": {"kubernetes": {"runner_tolerations": [toleration]}},
         }
@@ -271,7 +274,8 @@ class InClusterInstall:
         tokens = "".join(f"{token}: {user}\n" for token, user in self.tokens.items())
         return [
             _secret(SYSTEM, "codex-gateway-tokens", {"tokens.yaml": tokens}),
-            _secret(SESSIONS, "codex-model-api-key", {"api-key": self.model_key}),
+            # The model proxy's, in its own namespace: no runner pod can name it.
+            _secret(SYSTEM, "codex-model-api-key", {"api-key": self.model_key}),
         ]
 
     def _existing(self, docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

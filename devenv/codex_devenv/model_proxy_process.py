@@ -90,7 +90,7 @@ def start_model_proxy(
 
 
 def live_session(
-    kube_client: Any, namespace: str, name: str, *, ip: str = "127.0.0.1", **spec: Any
+    kube_client: Any, namespace: str, name: str, *, ip: str | None = "127.0.0.1", **spec: Any
 ) -> SessionRef:
     """A CodexSession of alice's and a runner Pod it controls whose status says
     it runs at `ip`, as the proxy sees a session with a running turn. Without a
@@ -113,6 +113,7 @@ def live_session(
     }
     core = client.CoreV1Api(kube_client)
     core.create_namespaced_pod(namespace, pod)  # type: ignore[arg-type]
-    status = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+    # None: a pod whose address the kubelet has not reported yet.
+    status = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]} if ip else {"phase": "Pending"}
     core.patch_namespaced_pod_status(f"{name}-runner", namespace, {"status": status})
     return SessionRef(namespace, name, uid)

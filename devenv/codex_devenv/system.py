@@ -36,9 +36,13 @@ def fake_endpoint(host: str, port: int) -> ModelEndpoint:
     return ModelEndpoint("fake", f"http://{host}:{port}/v1", (f"{host}/32",), (port,), "fake-model")
 
 
-def prepare_sessions_namespace(control_plane: Any, kube_client: Any, namespace: str, api_key: str) -> None:
+def prepare_sessions_namespace(
+    control_plane: Any, kube_client: Any, namespace: str, api_key: str | None
+) -> None:
     """What an install puts into a sessions namespace: PodSecurity `restricted`,
-    the operator's RoleBinding, the runner's ServiceAccount, the model key Secret."""
+    the operator's RoleBinding, the runner's ServiceAccount, and, for runners
+    that hold the key themselves (no model proxy, `api_key` given), the model
+    key Secret."""
     core = client.CoreV1Api(kube_client)
     labels = {
         "pod-security.kubernetes.io/enforce": "restricted",
@@ -52,12 +56,23 @@ def prepare_sessions_namespace(control_plane: Any, kube_client: Any, namespace: 
             raise
         core.patch_namespace(namespace, {"metadata": {"labels": labels}})
     bind_operator(control_plane, namespace)
+    if api_key is None:
+        return
     secret: Any = {"metadata": {"name": API_KEY_SECRET}, "stringData": {API_KEY_SECRET_KEY: api_key}}
     try:
         core.create_namespaced_secret(namespace, secret)
     except ApiException as err:
         if err.status != 409:
             raise
+
+
+def model_proxy_config(endpoint: ModelEndpoint) -> str:
+    """The model proxy's TOML: where `endpoint` is and its model (for pricing); the
+    rest (limits, prices) the defaults, as the operator's of `operator_config`."""
+    return (
+        f'[codex]\nmodel = "{endpoint.model}"\n'
+        f'\n[kubernetes.model_endpoint]\nprovider_id = "{endpoint.provider_id}"\nbase_url = "{endpoint.base_url}"\n'
+    )
 
 
 def operator_config(
@@ -67,10 +82,13 @@ def operator_config(
     tolerate_test_node: bool,
     auto_approve: bool,
     network_enforced: bool = True,
+    model_proxy: tuple[str, str] | None = None,
 ) -> tuple[str, str]:
     """(lines for the [kubernetes] table, extra tables) for start_operator.
     `network_enforced=False` (a node without NetworkPolicy enforcement) turns
-    the runner's network fence off, as an install on such a cluster would."""
+    the runner's network fence off, as an install on such a cluster would.
+    `model_proxy` (its URL, its address as a CIDR): runners reach the model
+    through that proxy with a credential of their own instead of the key."""
     kubernetes_extra = f'runner_image = "{runner_image}"\nrunner_image_pull_policy = "Never"\n'
     if not network_enforced:
         kubernetes_extra += "network_fence_seconds = 0\n"
@@ -90,6 +108,9 @@ def operator_config(
         f'\n[kubernetes.model_endpoint]\nprovider_id = "{endpoint.provider_id}"\nbase_url = "{endpoint.base_url}"\n'
         f"egress_cidrs = [{cidrs}]\negress_ports = [{ports}]\n"
     )
+    if model_proxy is not None:
+        url, cidr = model_proxy
+        extra += f'\n[model_proxy]\nurl = "{url}"\negress_cidrs = ["{cidr}"]\n'
     return kubernetes_extra, extra
 
 

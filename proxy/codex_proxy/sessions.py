@@ -30,6 +30,8 @@ from codex_api.session import TERMINAL_PHASES
 
 SESSIONS = "codexsessions"
 LIVE_POD_PHASES = frozenset({"Pending", "Running"})
+POD_ADDRESS_GRACE_SECONDS = 5.0
+POD_ADDRESS_POLL_SECONDS = 0.25
 
 
 class Refused(Exception):
@@ -85,14 +87,27 @@ class SessionChecker:
     async def check(self, ref: SessionRef, peer: str | None, provider: str) -> LiveSession:
         live = await self._lookup(ref)
         if self._config.model_proxy.check_source_address and peer not in live.pod_ips:
+            live = await self._await_address(ref, peer, live)
+        if self._config.model_proxy.check_source_address and peer not in live.pod_ips:
             raise Refused("the credential is not used from its session's runner pod")
         if provider not in live.providers:
             raise Refused(f"provider {provider!r} is not one this session may use")
         return live
 
-    async def _lookup(self, ref: SessionRef) -> LiveSession:
+    async def _await_address(self, ref: SessionRef, peer: str | None, live: LiveSession) -> LiveSession:
+        """A pod's address reaches the API server after its containers may
+        already run (the kubelet reports status asynchronously, later under
+        load): a runner's first request can beat it. Ask again for a few
+        seconds before refusing; a caller from elsewhere only waits longer."""
+        deadline = self._monotonic() + POD_ADDRESS_GRACE_SECONDS
+        while peer not in live.pod_ips and self._monotonic() < deadline:
+            await asyncio.sleep(POD_ADDRESS_POLL_SECONDS)
+            live = await self._lookup(ref, fresh=True)
+        return live
+
+    async def _lookup(self, ref: SessionRef, *, fresh: bool = False) -> LiveSession:
         now = self._monotonic()
-        cached = self._answers.get(ref)
+        cached = None if fresh else self._answers.get(ref)
         if cached is not None and now - cached[0] < self._ttl:
             answer = cached[1]
         else:

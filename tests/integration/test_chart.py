@@ -70,7 +70,7 @@ def by_key(objects: Objects) -> dict[Key, dict[str, Any]]:
 
 
 # What `make kind-certs` generates into the kind overlay (never committed).
-GENERATED = shutil.ignore_patterns("*.crt", "*.key", "password")
+GENERATED = shutil.ignore_patterns("*.crt", "*.key", "password", "signing-key")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,7 @@ def manifests_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for script, out in (
         ("webhook-cert.sh", kind / "webhook-tls"),
         ("redis-password.sh", kind / "redis-auth" / "password"),
+        ("redis-password.sh", kind / "model-proxy" / "signing-key"),
     ):
         subprocess.run(["bash", str(REPO_ROOT / "hack" / script), str(out)], check=True, capture_output=True)
     return root
@@ -181,6 +182,14 @@ def test_kind_overlay_redis_password_is_the_generated_file(
     assert re.fullmatch(rb"[0-9a-f]{48}", password)  # no trailing newline: the file's bytes are the password
 
 
+def test_kind_overlay_signing_key_is_the_generated_file(kind_overlay: Objects, manifests_copy: Path) -> None:
+    """The operator and the model proxy read the same key, and it is long enough to sign with."""
+    secret = by_key(kind_overlay)["Secret", SYSTEM, "codex-model-proxy-signing-key"]
+    key = (manifests_copy / "overlays" / "kind" / "model-proxy" / "signing-key").read_bytes()
+    assert base64.b64decode(secret["data"]["signing-key"]) == key
+    assert len(key) >= 32
+
+
 def test_kind_overlay_gateway_on_node_port_30080(kind_overlay: Objects) -> None:
     objs = by_key(kind_overlay)
     service = objs["Service", SYSTEM, "codex-gateway"]
@@ -211,7 +220,8 @@ def test_base_config_is_the_seed_plus_kubernetes(manifests_copy: Path, tmp_path:
     config = by_key(helm.kustomize(manifests_copy / "base"))["ConfigMap", SYSTEM, "codex-config"]
     toml = tomllib.loads(config["data"]["codex-mcp.toml"])
     seed = tomllib.loads((REPO_ROOT / "config" / "codex-mcp.toml").read_text())
-    assert {k: v for k, v in toml.items() if k != "kubernetes"} == seed
+    assert {k: v for k, v in toml.items() if k not in ("kubernetes", "model_proxy")} == seed
+    assert toml["model_proxy"]["url"] == "http://codex-model-proxy.codex-system.svc:8090"
     path = tmp_path / "codex-mcp.toml"
     path.write_text(config["data"]["codex-mcp.toml"])
     out = subprocess.run(
@@ -441,6 +451,7 @@ def test_rbac_table_is_well_formed() -> None:
     assert subjects == {
         f"system:serviceaccount:{SYSTEM}:codex-operator",
         f"system:serviceaccount:{SYSTEM}:codex-gateway",
+        f"system:serviceaccount:{SYSTEM}:codex-model-proxy",
         f"system:serviceaccount:{SESSIONS}:codex-runner",
     }
     assert {r["allowed"] for r in ROWS} == {"yes", "no"}

@@ -2,8 +2,9 @@
 ServiceAccount token, a trusted requester of the admission policies, the
 chart's ConfigMap shared with the operator) -> a
 CodexSession -> the real operator -> a runner pod on the real kubelet -> the
-real Codex CLI -> the scripted fake model on the pod bridge -> status -> the
-tool's result. Nothing here is faked but the model."""
+real Codex CLI -> the model proxy (holding every provider's key, as the
+chart installs it) -> the scripted fake models on the pod bridge -> status
+-> the tool's result. Nothing here is faked but the models."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from codex_devenv.gateway_process import (
     gateway_kubeconfig,
     start_gateway,
 )
+from codex_devenv.model_proxy_process import start_model_proxy
 from codex_devenv.node import TEST_NODE_TAINT
 from codex_devenv.operator_process import start_operator
 from codex_devenv.process import wait_for
@@ -58,17 +60,37 @@ def system(
     client_for: Any,
     tmp_path: Path,
     kube_client: Any,
+    redis_server: Any,
 ) -> Iterator[dict[str, Any]]:
     cp, _node, refs = node_cluster
     model.reset()
     model2.reset()
-    prepare_sessions_namespace(cp, kube_client, node_ns, API_KEY)
-    # The configuration an install would give both components: the chart's
-    # ConfigMap, rendered from values for this node, model and namespace.
+    prepare_sessions_namespace(cp, kube_client, node_ns, None)
+    # The configuration an install would give every component: the chart's
+    # ConfigMap, rendered from values for this node, models and namespace,
+    # with the model proxy as a host process on the pod bridge (where runner
+    # pods reach it) instead of the chart's Service.
+    values = _chart_values(node_ns, refs["runner"], model, model2)
+    proxy = start_model_proxy(
+        cp,
+        tmp_path,
+        helm.config_toml(values),
+        provider_keys={env: API_KEY for env in PROVIDER_KEY_ENVS},
+        redis_url=redis_server.url,
+        host=model.host,
+    )
+    values["config"]["model_proxy"] = {"url": proxy.base, "egress_cidrs": [f"{model.host}/32"]}
     config_file = tmp_path / "codex-mcp.toml"
-    config_file.write_text(helm.config_toml(_chart_values(node_ns, refs["runner"], model, model2)))
+    config_file.write_text(helm.config_toml(values))
     policies = ScopedAdmission(cp, node_ns).install(client_for, trusted=[GATEWAY_USER])
-    op = start_operator(cp, operator_kubeconfig, node_ns, tmp_path, config_file=config_file)
+    op = start_operator(
+        cp,
+        operator_kubeconfig,
+        node_ns,
+        tmp_path,
+        config_file=config_file,
+        env={"CODEX_PROXY_SIGNING_KEY": proxy.signing_key.decode()},
+    )
     bind_gateway(cp, node_ns)
     gw = start_gateway(
         cp,
@@ -79,11 +101,19 @@ def system(
         config_file=config_file,
         wait_seconds=45,
     )
-    yield {"cp": cp, "ns": node_ns, "model": model, "model2": model2, "gw": gw}
+    yield {"cp": cp, "ns": node_ns, "model": model, "model2": model2, "gw": gw, "proxy": proxy}
     gw.stop()
     op.stop()
+    proxy.stop()
     policies.uninstall()
     assert model.errors == [] and model2.errors == []
+    # Every model request came through the proxy, with the key it holds.
+    requests = model.responses_requests + model2.responses_requests
+    assert requests and {r.authorization for r in requests} == {f"Bearer {API_KEY}"}
+
+
+# The provider keys' variables of _chart_values's providers (the main one, alpha, beta).
+PROVIDER_KEY_ENVS = ("CODEX_MODEL_API_KEY", "CODEX_WB_ALPHA_API_KEY", "CODEX_WB_BETA_API_KEY")
 
 
 def _provider(provider_id: str, server: fm.FakeModelServer) -> dict[str, Any]:
@@ -107,6 +137,8 @@ def _chart_values(
     endpoint = fake_endpoint(model.host, model.port)
     return {
         "namespaces": {"sessions": namespace, "create": False},
+        # The proxy runs on the host here (see `system`), named in config.model_proxy.
+        "modelProxy": {"enabled": False},
         "images": {
             "runner": {"registry": registry, "repository": repository, "tag": tag, "pullPolicy": "Never"}
         },
@@ -256,3 +288,52 @@ async def test_wall_bounce_asks_both_providers_and_reports_consensus(system: dic
             "codex", {"prompt": "write it", "wall_bounce": True, "sandbox": "isolated"}
         )
         assert refused.is_error and "read-only" in refused.content[0].text  # type: ignore[union-attr]
+
+
+async def test_a_calls_cost_cap_stops_its_turn_and_the_gateway_says_so(system: dict[str, Any]) -> None:
+    """max_cost_usd becomes the session's cap; the proxy refuses the model request
+    after the one that spent it, and the tool's result says why, with the work done
+    and the metered usage."""
+    model, gw = system["model"], system["gw"]
+    spent = fm.Usage(input_tokens=200_000, output_tokens=50_000)
+    model.set_script(fm.exec_command("echo working", usage=spent), fm.say("never sent"))
+    async with gw.client(ALICE) as alice:
+        out = _structured(await alice.call_tool("codex", {"prompt": "spend", "max_cost_usd": 0.001}))
+    assert (out["status"], out["reason"]) == ("failed", "BudgetExceeded"), out
+    assert "session cost cap of $0.001 spent" in out["message"], out
+    assert len(model.responses_requests) == 1, "the request over the cap reached the model"
+    assert out["usage"]["input_tokens"] == 200_000 and out["cost"]["actual_usd"] > 0.001, out
+
+
+async def test_a_hostile_model_finds_no_key_in_a_wall_bounce_turn(system: dict[str, Any]) -> None:
+    """A wall-bounce pod calls every provider it consults: through the proxy it holds
+    one credential per provider variable, and no provider's key."""
+    model, model2, gw, cp, ns = system["model"], system["model2"], system["gw"], system["cp"], system["ns"]
+    for server in (model, model2):
+        server.set_script(
+            fm.exec_command(fm.HOSTILE_READS), fm.computed(lambda req: f"found:\n{req.last_tool_output()}")
+        )
+    async with gw.client(ALICE) as alice:
+        out = _structured(
+            await alice.call_tool("codex", {"prompt": "show me every secret", "wall_bounce": True})
+        )
+    assert out["status"] == "completed", out
+    found = "".join(server.responses_requests[-1].last_tool_output() or "" for server in (model, model2))
+    # Positive control: the reads worked and found each provider's variable, holding a credential.
+    for env in PROVIDER_KEY_ENVS:
+        assert f"{env}=cxs1." in found, (env, found[:2000])
+    session = json.loads(cp.kubectl("get", "cxs", out["session_id"], "-n", ns, "-o", "json").stdout)
+    pod = session["status"]["podName"]
+    log = cp.kubectl("logs", "-n", ns, pod, "-c", "runner", check=False).stdout
+    spec = cp.kubectl("get", "pod", pod, "-n", ns, "-o", "json").stdout
+    events = cp.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+    for where, text in (
+        ("tool output", found),
+        ("result", json.dumps(out)),
+        ("status", json.dumps(session)),
+        ("log", log),
+        ("pod", spec),
+        ("events", events),
+    ):
+        assert API_KEY not in text, f"the provider key is in the {where}"
+    assert "secretKeyRef" not in spec

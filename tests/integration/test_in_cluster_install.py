@@ -20,9 +20,13 @@ import pytest
 
 from codex_api import names
 from codex_api.config import CodexMCPConfig
+from codex_api.model_credential import SessionRef
 from codex_devenv.in_cluster import SESSIONS, SYSTEM, InClusterInstall, smoke
 from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, resolves, serve
 from codex_devenv.process import wait_for
+from codex_devenv.stand_in_internet import PORTS as INTERNET_PORTS
+from codex_devenv.stand_in_internet import SERVER_IP
+from codex_operator.model_access import model_access
 from codex_operator.netpol_builder import build_network_policy
 
 pytestmark = pytest.mark.timeout(1200)
@@ -76,7 +80,7 @@ def test_every_component_is_a_ready_pod_under_restricted(install: InClusterInsta
         labels = json.loads(cp.kubectl("get", "namespace", ns, "-o", "json").stdout)["metadata"]["labels"]
         assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", labels
     pods = {p["metadata"]["labels"].get("app.kubernetes.io/component"): p for p in install.pods()}
-    for component in ("operator", "gateway", "redis"):
+    for component in ("operator", "gateway", "redis", "model-proxy"):
         pod = pods.get(component)
         assert pod is not None, f"no {component} pod: {sorted(pods)}"
         assert pod["spec"]["nodeName"] == install.node.name
@@ -105,6 +109,39 @@ def test_the_kind_smoke_passes_against_the_in_cluster_install(install: InCluster
     )
     phases = sorted(s["status"]["phase"] for s in sessions["items"])
     assert phases == ["Succeeded", "Succeeded"], phases
+
+
+def test_the_smoke_turns_went_through_the_model_proxy_and_no_runner_held_the_key(
+    install: InClusterInstall,
+) -> None:
+    """The smoke's turns were answered through the proxy (its meter counted them), and
+    nothing in the sessions namespace carries or names the model key."""
+    cp = install.control_plane
+    script = (
+        "import urllib.request;"
+        "print(urllib.request.urlopen('http://127.0.0.1:8090/metrics', timeout=5).read().decode())"
+    )
+    metered = 0.0
+    for pod in install.pods_of("model-proxy"):
+        out = cp.kubectl("-n", SYSTEM, "exec", pod["metadata"]["name"], "--", "python3", "-c", script)
+        metered += sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in out.stdout.splitlines()
+            if line.startswith("codex_proxy_requests_total{") and 'outcome="metered"' in line
+        )
+    assert metered >= 2, "the smoke's two turns did not reach the model through the proxy"
+    everything = cp.kubectl("-n", SESSIONS, "get", "pods,codexsessions,events,secrets", "-o", "json").stdout
+    assert install.model_key not in everything
+    assert "codex-model-api-key" not in everything
+    system_pods = json.dumps(install.pods())
+    # Only the proxy's pod spec names the key's Secret.
+    holders = [
+        p["metadata"]["labels"].get("app.kubernetes.io/component")
+        for p in install.pods()
+        if "codex-model-api-key" in json.dumps(p["spec"])
+    ]
+    assert holders and set(holders) == {"model-proxy"}, holders
+    assert install.model_key not in system_pods
 
 
 def test_the_gateway_reports_redis_and_the_api_server_healthy(install: InClusterInstall) -> None:
@@ -154,14 +191,18 @@ def prober(install: InClusterInstall) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_no_runner_reaches_the_gateway_redis_or_the_operator(
-    install: InClusterInstall, prober: tuple[str, str], level: str
+    install: InClusterInstall, prober: tuple[str, str], internet: Any, level: str
 ) -> None:
     """A pod with the operator's own policy for `level` (built from the installed
-    configuration) in the sessions namespace, under the chart's default deny."""
+    configuration, through the model proxy as the operator sees it) in the
+    sessions namespace, under the chart's default deny: it reaches DNS and the
+    proxy, not the model itself, nor anything else of the install."""
     cp = install.control_plane
     config = _install_config(install)
-    endpoint = config.kubernetes.model_endpoint
     session = f"probe-{level}"
+    ref = SessionRef(SESSIONS, session, "00000000-0000-0000-0000-000000000000")
+    endpoint = model_access(config, None, ref, b"k" * 32).endpoint
+    assert endpoint.base_url.startswith("http://codex-model-proxy."), endpoint.base_url
     policy = build_network_policy(
         session_name=session,
         namespace=SESSIONS,
@@ -178,18 +219,21 @@ def test_no_runner_reaches_the_gateway_redis_or_the_operator(
     cp.kubectl("create", "-n", SESSIONS, "-f", "-", input=json.dumps(pod))
     pod_ip(cp, SESSIONS, runner)
     free_ns, free = prober
-    gateway, redis, operator = (_component_ip(install, c) for c in ("gateway", "redis", "operator"))
+    gateway, redis, operator, proxy = (
+        _component_ip(install, c) for c in ("gateway", "redis", "operator", "model-proxy")
+    )
     fake_model = next(
         p["status"]["podIP"]
         for p in install.pods()
         if p["metadata"]["labels"].get("app.kubernetes.io/name") == "codex-fake-model"
     )
     try:
-        # What the policy allows: the model (in-cluster, by labels) and DNS.
-        assert eventually(lambda: connects(cp, SESSIONS, runner, fake_model, 18080), True), "the model"
+        # What the policy allows: the model proxy (in-cluster, by labels) and DNS.
+        assert eventually(lambda: connects(cp, SESSIONS, runner, proxy, 8090), True), "the model proxy"
         assert eventually(lambda: resolves(cp, SESSIONS, runner), True), "DNS"
         # Positive controls: each target is up and reachable from where its own policy allows.
         targets = {
+            "model itself": (fake_model, 18080),
             "gateway": (gateway, 8080),
             "operator metrics": (operator, 8080),
             "webhook": (operator, 9443),
@@ -218,6 +262,12 @@ def test_no_runner_reaches_the_gateway_redis_or_the_operator(
         )
         for what, (ip, port) in targets.items():
             assert not connects(cp, SESSIONS, runner, ip, port), f"{level}: the runner reached the {what}"
+        # The stand-in internet (443 included, where a hosted model would be): only
+        # full-access's public rule reaches it; the others have the proxy and DNS only.
+        for port in INTERNET_PORTS:
+            assert connects(cp, free_ns, free, SERVER_IP, port), f"positive control: the internet :{port}"
+            reached = connects(cp, SESSIONS, runner, SERVER_IP, port)
+            assert reached == (level == "full-access"), f"{level}: the internet on {port}: {reached}"
     finally:
         cp.kubectl("-n", SESSIONS, "delete", "pod", runner, "--wait=false", check=False)
         cp.kubectl("-n", SESSIONS, "delete", "networkpolicy", policy["metadata"]["name"], check=False)

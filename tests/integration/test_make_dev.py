@@ -201,7 +201,7 @@ def test_make_dev_headless(tmp_path: Path) -> None:
     work = tmp_path / "devenv"
     with _make_dev(work, _base_env()) as (text, pids):
         expected = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "redis-server"}
-        expected |= {"containerd", "kubelet", "codex-operator", "codex-gateway"}
+        expected |= {"containerd", "kubelet", "codex-operator", "codex-gateway", "codex-model-proxy"}
         assert expected <= set(pids), pids
         # the example sessions ran through the operator, a runner pod and the real Codex CLI:
         # one applied with kubectl, one a `codex` tool call through the gateway
@@ -277,8 +277,14 @@ def test_make_dev_with_a_model_endpoint_of_ones_own(tmp_path: Path) -> None:
                 args = pod["spec"]["containers"][0]["args"]
                 # the shipped default provider id, which Codex accepts
                 assert args[args.index("--provider-id") + 1] == DEFAULT_PROVIDER_ID, args
-                assert args[args.index("--base-url") + 1] == model.url, args
-        # Both examples reached this server, with the key make dev put into the Secret.
+                # through the model proxy, with the session's credential instead of the key
+                base_url = args[args.index("--base-url") + 1]
+                assert base_url.endswith(f"/v1/{DEFAULT_PROVIDER_ID}") and base_url != model.url, args
+                assert base_url.startswith(f"http://{bridge_ip}:"), args
+                assert key not in json.dumps(pod), "the key is in a runner pod's spec"
+                assert "secretKeyRef" not in json.dumps(pod["spec"]), pod["spec"]
+        assert re.search(r"model proxy +http://\S+ \(holds the key", text), text
+        # Both examples reached this server, with the key make dev gave the model proxy.
         requests = model.responses_requests
         assert len(requests) >= 2, requests
         assert {r.authorization for r in requests} == {f"Bearer {key}"}

@@ -119,7 +119,7 @@ def redis(redis_server: Any) -> Iterator[Any]:
     r.close()
 
 
-def _live(kube_client: Any, ns: str, name: str, *, ip: str = "127.0.0.1", **spec: Any) -> SessionRef:
+def _live(kube_client: Any, ns: str, name: str, *, ip: str | None = "127.0.0.1", **spec: Any) -> SessionRef:
     return live_session(kube_client, ns, name, ip=ip, **spec)
 
 
@@ -283,6 +283,36 @@ def test_refused_credentials_send_nothing_upstream(
     asyncio.run(run())
     assert fake.requests == [], "a refused request reached the model"
     assert not list(redis.scan_iter(f"{PREFIX}:usage:*"))
+
+
+def test_a_runners_first_request_may_beat_its_pods_address_to_the_api_server(
+    proxy: ModelProxyProcess, fake: FakeModelServer, kube_client: Any, namespace: str, redis: Any
+) -> None:
+    """The kubelet reports a pod's address after its containers may already run: a
+    request from an address the session's pod does not have yet waits for it (a few
+    seconds) instead of being refused; one from an address that never comes is
+    refused after that wait."""
+    ref = _live(kube_client, namespace, "early", ip=None)  # no address reported yet
+    credential = mint(proxy.signing_key, ref)
+    fake.set_script(then=say("hi"))
+
+    def report_the_address() -> None:
+        time.sleep(1.0)
+        status = {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}
+        client.CoreV1Api(kube_client).patch_namespaced_pod_status(
+            "early-runner", namespace, {"status": status}
+        )
+
+    import threading
+
+    reporter = threading.Thread(target=report_the_address)
+    reporter.start()
+    started = time.monotonic()
+    status, body, _ = asyncio.run(_post(proxy, credential))
+    reporter.join()
+    assert status == 200, body
+    assert 0.9 <= time.monotonic() - started < 5, "answered before the address was known, or too late"
+    assert len(fake.responses_requests) == 1
 
 
 def test_a_session_is_refused_once_it_has_ended(

@@ -129,20 +129,37 @@ def test_approvers_are_bound_in_the_sessions_namespace_by_their_groups() -> None
 
 def test_default_install_objects(defaults: Objects) -> None:
     assert names(defaults, "Namespace") == {"codex-system", "codex-sessions"}
-    assert names(defaults, "Deployment") == {"codex-operator", "codex-gateway", "codex-redis"}
+    assert names(defaults, "Deployment") == {
+        "codex-operator",
+        "codex-gateway",
+        "codex-redis",
+        "codex-model-proxy",
+    }
     assert names(defaults, "Service") == {
         "codex-operator-metrics",
         "codex-operator-webhook",
         "codex-gateway",
         "codex-redis",
+        "codex-model-proxy",
     }
-    assert names(defaults, "ServiceAccount") == {"codex-operator", "codex-gateway", "codex-runner"}
-    assert names(defaults, "ClusterRole") == {"codex-operator", "codex-gateway", "codex-approver"}
+    assert names(defaults, "ServiceAccount") == {
+        "codex-operator",
+        "codex-gateway",
+        "codex-runner",
+        "codex-model-proxy",
+    }
+    assert names(defaults, "ClusterRole") == {
+        "codex-operator",
+        "codex-gateway",
+        "codex-approver",
+        "codex-model-proxy",
+    }
     assert names(defaults, "RoleBinding") == {
         "codex-operator",
         "codex-gateway",
         "codex-approvers",
         "codex-operator-leader-election",
+        "codex-model-proxy",
     }
     assert names(defaults, "Role") == {"codex-operator-leader-election"}
     assert not names(defaults, "ClusterRoleBinding")
@@ -150,10 +167,15 @@ def test_default_install_objects(defaults: Objects) -> None:
         "codex-operator",
         "codex-gateway",
         "codex-redis",
+        "codex-model-proxy",
         "codex-runner-default-deny",
     }
     assert names(defaults, "ConfigMap") == {"codex-config", "codex-admission-params"}
-    assert names(defaults, "Secret") == {"codex-operator-webhook-tls", "codex-redis-auth"}
+    assert names(defaults, "Secret") == {
+        "codex-operator-webhook-tls",
+        "codex-redis-auth",
+        "codex-model-proxy-signing-key",
+    }
     assert names(defaults, "MutatingWebhookConfiguration") == {"codex-identity.codex.techsapo.io"}
     assert not names(defaults, "ServiceMonitor")
     # Every object but the cluster-scoped ones lives in one of the two namespaces.
@@ -199,9 +221,12 @@ def test_admission_policies_are_the_generated_ones(defaults: Objects) -> None:
         "trustedRequesters": "system:serviceaccount:codex-system:codex-gateway",
         "operators": "system:serviceaccount:codex-system:codex-operator",
         "adminGroups": "codex-admins",
-        "runnerSecrets": "codex-model-api-key",
+        # Runners reach the model through the proxy: their pods may name no Secret at all.
+        "runnerSecrets": "",
         "runnerServiceAccount": "codex-runner",
     }
+    legacy = find(helm.template({"modelProxy": {"enabled": False}}), "ConfigMap", "codex-admission-params")
+    assert legacy["data"]["runnerSecrets"] == "codex-model-api-key"
 
 
 # -- security of every pod ---------------------------------------------------------------
@@ -240,7 +265,7 @@ def test_every_container_is_locked_down(values: dict[str, Any]) -> None:
             assert set(volume) & {"configMap", "secret", "emptyDir"}, f"{name}: {volume}"
 
 
-@pytest.mark.parametrize("component", ["operator", "gateway"])
+@pytest.mark.parametrize("component", ["operator", "gateway", "model-proxy"])
 def test_two_replicas_spread_rolled_without_unavailability_and_kept_through_drains(
     defaults: Objects, component: str
 ) -> None:
@@ -259,12 +284,13 @@ def test_two_replicas_spread_rolled_without_unavailability_and_kept_through_drai
     )
     pdb = find(defaults, "PodDisruptionBudget", f"codex-{component}")["spec"]
     assert pdb["minAvailable"] == 1 and pdb["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
-    single = helm.template({component: {"replicas": 1}})
-    assert [d["metadata"]["name"] for d in single if d["kind"] == "PodDisruptionBudget"] == [
-        f"codex-{other}" for other in ("gateway", "operator") if other != component
+    key = {"model-proxy": "modelProxy"}.get(component, component)
+    single = helm.template({key: {"replicas": 1}})
+    assert sorted(d["metadata"]["name"] for d in single if d["kind"] == "PodDisruptionBudget") == [
+        f"codex-{other}" for other in ("gateway", "model-proxy", "operator") if other != component
     ]
     own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
-    custom = find(helm.template({component: {"affinity": own}}), "Deployment", f"codex-{component}")
+    custom = find(helm.template({key: {"affinity": own}}), "Deployment", f"codex-{component}")
     assert custom["spec"]["template"]["spec"]["affinity"] == own
 
 
@@ -493,7 +519,16 @@ def test_default_config_validates_and_keeps_the_seed(defaults: Objects, tmp_path
     assert out.returncode == 0, out.stdout + out.stderr
     rendered = tomllib.loads(text)
     seed = tomllib.loads((REPO / "config" / "codex-mcp.toml").read_text())
-    assert {k: v for k, v in rendered.items() if k != "kubernetes"} == seed
+    assert {k: v for k, v in rendered.items() if k not in ("kubernetes", "model_proxy")} == seed
+    # Runners reach the model through the in-chart proxy, by its Service and its pods' labels.
+    assert rendered["model_proxy"] == {
+        "url": "http://codex-model-proxy.codex-system.svc:8090",
+        "namespace_labels": {"kubernetes.io/metadata.name": "codex-system"},
+        "pod_labels": {
+            "app.kubernetes.io/part-of": "codex-k8s-operator",
+            "app.kubernetes.io/component": "model-proxy",
+        },
+    }
     kube = rendered["kubernetes"]
     assert kube["sessions_namespace"] == "codex-sessions" and kube["operator_namespace"] == "codex-system"
     assert kube["runner_image"] == "localhost/codex-runner:0.1.0"
@@ -695,10 +730,13 @@ def test_network_policies(defaults: Objects) -> None:
     assert {"to": [redis_peer], "ports": [{"protocol": "TCP", "port": 6379}]} in gateway["egress"]
     redis = find(defaults, "NetworkPolicy", "codex-redis")["spec"]
     assert redis["egress"] == [] and len(redis["ingress"]) == 1
-    assert (
-        redis["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        == "gateway"
-    )
+    assert [
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for peer in redis["ingress"][0]["from"]
+    ] == [
+        "gateway",
+        "model-proxy",
+    ]
     restricted = helm.template(
         {
             "networkPolicy": {
@@ -768,7 +806,7 @@ def test_webhook_existing_secret() -> None:
     objects = helm.template(
         {"webhook": {"certificate": {"existingSecret": "my-webhook-tls", "caBundle": "Q0EK"}}}
     )
-    assert names(objects, "Secret") == {"codex-redis-auth"}
+    assert names(objects, "Secret") == {"codex-redis-auth", "codex-model-proxy-signing-key"}
     pod = find(objects, "Deployment", "codex-operator")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
     assert volume["secret"] == {"secretName": "my-webhook-tls"}
@@ -779,7 +817,7 @@ def test_webhook_existing_secret() -> None:
 def test_webhook_disabled() -> None:
     objects = helm.template({"webhook": {"enabled": False}})
     assert not names(objects, "MutatingWebhookConfiguration")
-    assert names(objects, "Secret") == {"codex-redis-auth"}
+    assert names(objects, "Secret") == {"codex-redis-auth", "codex-model-proxy-signing-key"}
     assert "codex-operator-webhook" not in names(objects, "Service")
     args = args_of(objects, "codex-operator")
     assert not [a for a in args if a.startswith("--webhook")]
@@ -790,11 +828,17 @@ def test_webhook_disabled() -> None:
 
 def test_service_monitor() -> None:
     objects = helm.template({"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}})
-    assert names(objects, "ServiceMonitor") == {"codex-operator", "codex-gateway"}
-    for name in ("codex-operator", "codex-gateway"):
+    assert names(objects, "ServiceMonitor") == {"codex-operator", "codex-gateway", "codex-model-proxy"}
+    for name, port in (
+        ("codex-operator", "metrics"),
+        ("codex-gateway", "metrics"),
+        ("codex-model-proxy", "http"),
+    ):
         monitor = find(objects, "ServiceMonitor", name)
         assert monitor["metadata"]["labels"]["release"] == "prom"
-        assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+        assert monitor["spec"]["endpoints"] == [{"port": port, "path": "/metrics", "interval": "30s"}]
+    without = helm.template({"serviceMonitor": {"enabled": True}, "modelProxy": {"enabled": False}})
+    assert names(without, "ServiceMonitor") == {"codex-operator", "codex-gateway"}
 
 
 def test_scheduling_values() -> None:
@@ -802,7 +846,9 @@ def test_scheduling_values() -> None:
         "nodeSelector": {"pool": "system"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
     }
-    objects = helm.template({"operator": placement, "gateway": placement, "redis": placement})
+    objects = helm.template(
+        {"operator": placement, "gateway": placement, "redis": placement, "modelProxy": placement}
+    )
     for _, spec in pod_specs(objects):
         assert spec["nodeSelector"] == placement["nodeSelector"]
         assert spec["tolerations"] == placement["tolerations"]
@@ -811,6 +857,8 @@ def test_scheduling_values() -> None:
 def test_notes_tell_how_to_reach_the_gateway_and_approve() -> None:
     notes = helm.notes(values_files=[helm.KIND_VALUES])
     assert "http://127.0.0.1:8080/mcp" in notes
+    # The model key goes where only the model proxy reads it.
+    assert "kubectl -n codex-system create secret generic codex-model-api-key" in notes
     assert "kubectl -n codex-sessions patch cxar NAME --type merge" in notes
     assert '"decision":"Approved"' in notes and '"decision":"Denied"' in notes
     assert "create secret generic codex-gateway-tokens" in notes
@@ -1032,3 +1080,149 @@ def test_sessions_namespace_denies_everything_by_default(defaults: Objects) -> N
     ]
     assert deny["metadata"]["namespace"] == "codex-sessions"
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+# -- the model proxy ----------------------------------------------------------------------
+
+WALL_BOUNCE = {
+    "config": {
+        "kubernetes": {
+            "wall_bounce_providers": [
+                {"provider_id": "second-opinion", "base_url": "https://llm.example/v1", "model": "m2"},
+                {
+                    "provider_id": "on-prem",
+                    "base_url": "http://10.20.0.5:8000/v1",
+                    "model": "m3",
+                    "api_key_env": "ON_PREM_KEY",
+                    "api_key_secret_name": "on-prem-key",
+                    "api_key_secret_key": "token",
+                    "egress_cidrs": ["10.20.0.5/32"],
+                    "egress_ports": [8000],
+                },
+            ]
+        }
+    }
+}
+
+
+def rendered_config(objects: Objects) -> Any:
+    from codex_api.config import parse_config
+
+    return parse_config(config_toml(objects))
+
+
+def container_env(objects: Objects, deployment: str) -> dict[str, dict[str, Any]]:
+    container = find(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def secret_ref(env: dict[str, Any]) -> tuple[str, str]:
+    ref = env["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_only_the_model_proxy_holds_provider_keys() -> None:
+    """Every provider's key (named by the configuration, its defaults included) reaches
+    the proxy from its Secret, and no other component of the chart gets one."""
+    objects = helm.template(WALL_BOUNCE)
+    config = rendered_config(objects)
+    endpoints = [config.kubernetes.model_endpoint, *config.kubernetes.wall_bounce_providers]
+    proxy = container_env(objects, "codex-model-proxy")
+    expected = {e.api_key_env: (e.api_key_secret_name, e.api_key_secret_key) for e in endpoints}
+    assert set(expected) == {"CODEX_MODEL_API_KEY", "CODEX_WB_SECOND_OPINION_API_KEY", "ON_PREM_KEY"}
+    assert {name: secret_ref(proxy[name]) for name in expected} == expected
+    # The proxy's own view of its upstreams reads exactly these variables.
+    from codex_proxy.server import upstreams_from
+
+    keys = {name: f"key-{name}" for name in expected}
+    assert {u.key for u in upstreams_from(config, keys).values()} == set(keys.values())
+    for deployment in ("codex-operator", "codex-gateway", "codex-redis"):
+        assert not set(container_env(objects, deployment)) & set(expected), deployment
+    # The operator and the proxy share the signing key, from the generated Secret.
+    signing = config.model_proxy.signing_key_env
+    assert secret_ref(proxy[signing]) == secret_ref(container_env(objects, "codex-operator")[signing])
+    assert secret_ref(proxy[signing]) == ("codex-model-proxy-signing-key", "signing-key")
+    generated = find(objects, "Secret", "codex-model-proxy-signing-key")
+    import base64
+
+    assert len(base64.b64decode(generated["data"]["signing-key"])) >= 32
+
+
+def test_the_model_proxy_reaches_each_endpoint_as_a_runner_would() -> None:
+    """The proxy's egress to the models is what the runners' own policy would allow
+    (codex_operator.netpol_builder): the public internet without private or metadata
+    addresses, a configured range, or in-cluster pods."""
+    from codex_operator.netpol_builder import _model_endpoint_rules
+
+    in_cluster = {
+        "config": {
+            "kubernetes": {
+                "model_endpoint": {
+                    "provider_id": "fake",
+                    "base_url": "http://fake.codex-system.svc:18080/v1",
+                    "egress_ports": [18080],
+                    "in_cluster_namespace_labels": {"kubernetes.io/metadata.name": "codex-system"},
+                    "in_cluster_pod_labels": {"app.kubernetes.io/name": "fake"},
+                }
+            }
+        }
+    }
+    for values in ({}, WALL_BOUNCE, in_cluster):
+        objects = helm.template(values)
+        config = rendered_config(objects)
+        egress = find(objects, "NetworkPolicy", "codex-model-proxy")["spec"]["egress"]
+        for endpoint in (config.kubernetes.model_endpoint, *config.kubernetes.wall_bounce_providers):
+            for rule in _model_endpoint_rules(endpoint):
+                assert rule in egress, (values, rule)
+    # Runners call the proxy, never the model: their egress peer is the proxy's pods.
+    assert rendered_config(helm.template()).model_proxy.url
+
+
+def test_the_model_proxy_policy_and_its_callers() -> None:
+    objects = helm.template()
+    proxy = find(objects, "NetworkPolicy", "codex-model-proxy")["spec"]
+    assert proxy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8090}]}]
+    peer = {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/part-of": "codex-k8s-operator",
+                "app.kubernetes.io/component": "model-proxy",
+            }
+        }
+    }
+    operator = find(objects, "NetworkPolicy", "codex-operator")["spec"]
+    assert {"to": [peer], "ports": [{"protocol": "TCP", "port": 8090}]} in operator["egress"]
+    service = find(objects, "Service", "codex-model-proxy")["spec"]
+    assert service["ports"] == [{"name": "http", "port": 8090, "targetPort": "http", "protocol": "TCP"}]
+    args = args_of(objects, "codex-model-proxy")
+    assert flag(args, "--port") == "8090" and flag(args, "--host") == "0.0.0.0"
+    rbac = find(objects, "ClusterRole", "codex-model-proxy")["rules"]
+    assert rbac == [
+        {"apiGroups": ["codex.techsapo.io"], "resources": ["codexsessions"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+
+
+def test_model_proxy_flags_parse_with_the_real_cli() -> None:
+    from codex_proxy.cli import parser
+
+    args = parser().parse_args(args_of(helm.template(), "codex-model-proxy"))
+    assert args.config == "/etc/codex/codex-mcp.toml" and args.port == 8090
+
+
+def test_without_the_model_proxy_runners_hold_the_key_again() -> None:
+    objects = helm.template({"modelProxy": {"enabled": False}})
+    assert not {o["metadata"]["name"] for o in objects if "model-proxy" in o["metadata"]["name"]}
+    assert "model_proxy" not in tomllib.loads(config_toml(objects))
+    assert "CODEX_PROXY_SIGNING_KEY" not in container_env(objects, "codex-operator")
+
+
+def test_the_chart_sets_where_the_model_proxy_is() -> None:
+    with pytest.raises(helm.HelmError, match=r"config\.model_proxy\.url is set by the chart from modelProxy"):
+        helm.template({"config": {"model_proxy": {"url": "http://elsewhere:8090"}}})
+    # An existing signing key Secret replaces the generated one.
+    objects = helm.template(
+        {"modelProxy": {"signingKey": {"existingSecret": "mine", "existingSecretKey": "k"}}}
+    )
+    assert "codex-model-proxy-signing-key" not in names(objects, "Secret")
+    assert secret_ref(container_env(objects, "codex-operator")["CODEX_PROXY_SIGNING_KEY"]) == ("mine", "k")

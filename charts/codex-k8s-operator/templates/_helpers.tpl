@@ -93,6 +93,20 @@ else is an error, not silently overridden.
 {{- end }}
 {{- $_ := set $kube "model_endpoint" $endpoint -}}
 {{- $_ := set $config "kubernetes" $kube -}}
+{{- if .Values.modelProxy.enabled }}
+{{- $proxy := get $config "model_proxy" | default dict -}}
+{{- $derivedProxy := dict
+      "url" (printf "http://codex-model-proxy.%s.svc:%d" .Values.namespaces.system (int .Values.modelProxy.port))
+      "namespace_labels" (dict "kubernetes.io/metadata.name" .Values.namespaces.system)
+      "pod_labels" (include "codex.selectorLabels" (dict "component" "model-proxy") | fromYaml) -}}
+{{- range $key, $value := $derivedProxy }}
+{{- if and (hasKey $proxy $key) (ne (toJson (get $proxy $key)) (toJson $value)) }}
+{{- fail (printf "config.model_proxy.%s is set by the chart from modelProxy (%s); remove it from config" $key (toJson $value)) }}
+{{- end }}
+{{- $_ := set $proxy $key $value }}
+{{- end }}
+{{- $_ := set $config "model_proxy" $proxy -}}
+{{- end }}
 # Rendered by the codex-k8s-operator chart from values.config; validate with
 #   codex-operator config validate codex-mcp.toml
 
@@ -281,6 +295,29 @@ holds only the reference.
     {{- end }}
   {{- end }}
 {{- end }}
+{{- define "codex.np.redis" -}}
+{{- if .Values.redis.enabled }}
+# The in-chart Redis.
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "codex.selectorLabels" (dict "component" "redis") | nindent 10 }}
+  ports:
+    - {protocol: TCP, port: 6379}
+{{- else if or .Values.redis.externalUrl .Values.redis.existingSecret }}
+# The external Redis.
+- ports:
+    {{- range .Values.networkPolicy.externalRedis.ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- with .Values.networkPolicy.externalRedis.cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
 {{- define "codex.np.metrics" -}}
 # Prometheus.
 - ports:
@@ -333,5 +370,102 @@ spec:
     matchLabels:
       {{- include "codex.selectorLabels" (dict "component" .component) | nindent 6 }}
 ---
+{{- end }}
+{{- end -}}
+
+{{/* The model proxy's signing key: generated (model-proxy.yaml) or modelProxy.signingKey.existingSecret. */}}
+{{- define "codex.signingKeySecret" -}}
+{{- .Values.modelProxy.signingKey.existingSecret | default "codex-model-proxy-signing-key" -}}
+{{- end -}}
+
+{{- define "codex.signingKeyKey" -}}
+{{- if .Values.modelProxy.signingKey.existingSecret -}}{{ .Values.modelProxy.signingKey.existingSecretKey }}{{- else -}}signing-key{{- end -}}
+{{- end -}}
+
+{{/* The signing key as the environment variable config.model_proxy.signing_key_env (operator and proxy). */}}
+{{- define "codex.signingKeyEnv" -}}
+{{- $proxyConfig := get .Values.config "model_proxy" | default dict -}}
+- name: {{ get $proxyConfig "signing_key_env" | default "CODEX_PROXY_SIGNING_KEY" }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "codex.signingKeySecret" . }}
+      key: {{ include "codex.signingKeyKey" . }}
+{{- end -}}
+
+{{/*
+Every model endpoint the install calls: [kubernetes.model_endpoint] (its
+Secret from modelApiKey) and each [[kubernetes.wall_bounce_providers]], with
+the configuration's defaults for what values.config leaves out (the same as
+codex_api.config; tests/unit/test_chart_render.py compares them). A list of
+dicts as JSON: env, secret, key, ports, cidrs, namespaceLabels, podLabels.
+*/}}
+{{- define "codex.modelEndpoints" -}}
+{{- $kube := get .Values.config "kubernetes" | default dict -}}
+{{- $main := get $kube "model_endpoint" | default dict -}}
+{{- $endpoints := list (dict
+      "env" (get $main "api_key_env" | default "CODEX_MODEL_API_KEY")
+      "secret" .Values.modelApiKey.existingSecret
+      "key" .Values.modelApiKey.key
+      "ports" (get $main "egress_ports" | default (list 443))
+      "cidrs" (get $main "egress_cidrs" | default list)
+      "namespaceLabels" (get $main "in_cluster_namespace_labels" | default dict)
+      "podLabels" (get $main "in_cluster_pod_labels" | default dict)) -}}
+{{- range (get $kube "wall_bounce_providers" | default list) }}
+{{- $endpoints = append $endpoints (dict
+      "env" (get . "api_key_env" | default (printf "CODEX_WB_%s_API_KEY" (upper (replace "-" "_" .provider_id))))
+      "secret" (get . "api_key_secret_name" | default "codex-model-api-key")
+      "key" (get . "api_key_secret_key" | default "api-key")
+      "ports" (get . "egress_ports" | default (list 443))
+      "cidrs" (get . "egress_cidrs" | default list)
+      "namespaceLabels" (get . "in_cluster_namespace_labels" | default dict)
+      "podLabels" (get . "in_cluster_pod_labels" | default dict)) }}
+{{- end }}
+{{- toJson $endpoints -}}
+{{- end -}}
+
+{{/* The model proxy's egress to one model endpoint: its CIDRs, its pods, or else the public internet
+(never private, link-local or metadata addresses: codex_operator.netpol_builder's list). */}}
+{{- define "codex.np.modelEndpoint" -}}
+{{- $ports := .ports -}}
+{{- $rules := list -}}
+{{- if .cidrs }}
+- to:
+    {{- range .cidrs }}
+    - ipBlock: {cidr: {{ . }}}
+    {{- end }}
+  ports:
+    {{- range $ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end }}
+{{- if or .namespaceLabels .podLabels }}
+- to:
+    - {{- with .namespaceLabels }}
+      namespaceSelector:
+        matchLabels:
+          {{- toYaml . | nindent 10 }}
+      {{- end }}
+      {{- with .podLabels }}
+      podSelector:
+        matchLabels:
+          {{- toYaml . | nindent 10 }}
+      {{- end }}
+  ports:
+    {{- range $ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end }}
+{{- if not (or .cidrs .namespaceLabels .podLabels) }}
+- to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except: [0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 169.254.169.254/32, 172.16.0.0/12, 192.0.0.0/24, 192.168.0.0/16, 198.18.0.0/15, 224.0.0.0/4, 240.0.0.0/4]
+    - ipBlock:
+        cidr: ::/0
+        except: ["::1/128", "fc00::/7", "fd00:ec2::254/128", "fe80::/10", "ff00::/8"]
+  ports:
+    {{- range $ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
 {{- end }}
 {{- end -}}
