@@ -568,7 +568,7 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
         )
     timeout = _timeout(ctx, spec)
     if outcome.state == "deadline":
-        fields, conditions = await _metered(ctx, body, spec, {})
+        fields, conditions = await _metered(ctx, body, {})
         return await _finish(
             ctx,
             body,
@@ -590,7 +590,7 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
         result = turn_result(
             outcome, log_tail, model, ctx.config.cost, status.cost, provider_models=provider_models
         )
-        fields, conditions = await _metered(ctx, body, spec, result.status)
+        fields, conditions = await _metered(ctx, body, result.status)
         return await _finish(
             ctx, body, result.phase, result.reason, result.message, extra=fields, conditions=conditions
         )
@@ -598,16 +598,26 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
     remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
     if remaining <= 0:
         await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
-        return await _finish(ctx, body, "TimedOut", "Timeout", f"the turn exceeded timeoutSeconds={timeout}")
+        fields, conditions = await _metered(ctx, body, {})
+        return await _finish(
+            ctx,
+            body,
+            "TimedOut",
+            "Timeout",
+            f"the turn exceeded timeoutSeconds={timeout}",
+            extra=fields,
+            conditions=conditions,
+        )
     return min(remaining + 0.05, SAFETY_REQUEUE * 10)
 
 
 async def _metered(
-    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, reported: dict[str, Any]
+    ctx: Context, body: dict[str, Any], reported: dict[str, Any]
 ) -> tuple[dict[str, Any], list[tuple[str, str, str, str]]]:
     """A finished turn's status fields with usage and cost from the model proxy's
     meter when runners go through it (codex_operator.metered), and the condition
-    that says whether they did."""
+    that says whether they did. Also for a turn stopped mid-way (timed out,
+    cancelled): what it spent until then is exactly what must not go uncounted."""
     if not ctx.config.model_proxy.url or ctx.credential_key is None:
         return reported, []
     meta = body["metadata"]
@@ -618,7 +628,7 @@ async def _metered(
     fields, condition = metered.choose(
         reported,
         answer,
-        wall_bounce=spec.wall_bounce is not None,
+        wall_bounce=(body.get("spec") or {}).get("wallBounce") is not None,
         model=status.model or ctx.config.codex.model,
         prices=ctx.config.cost,
         estimate=status.cost,
@@ -746,11 +756,14 @@ async def _cancel(
     ctx: Context, body: dict[str, Any], why: str, reason: str = "CancelRequested"
 ) -> float | None:
     meta = body["metadata"]
-    for pod in list(ctx.store.pods_of(meta["namespace"], meta["name"])):
+    pods = list(ctx.store.pods_of(meta["namespace"], meta["name"]))
+    for pod in pods:
         if not pod_outcome(pod).finished:
             await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
     message = f"cancelled: {shorten(why, 200)}" if why else "cancelled"
-    return await _finish(ctx, body, "Cancelled", reason, message)
+    # A turn that never got a pod never asked the model: nothing to meter.
+    fields, conditions = await _metered(ctx, body, {}) if pods else ({}, [])
+    return await _finish(ctx, body, "Cancelled", reason, message, extra=fields, conditions=conditions)
 
 
 async def _finished(ctx: Context, body: dict[str, Any]) -> float | None:

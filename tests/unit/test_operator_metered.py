@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from codex_api import names
 from codex_api.config import parse_config
 from codex_api.metered import MeteredUsage, ProviderUsage
 from codex_api.model_credential import SessionRef, verify
@@ -267,6 +268,74 @@ async def test_a_proxy_that_cannot_answer_leaves_the_runners_report_marked() -> 
     warned = [e for e in api.events if e["reason"] == "UsageUnverified"]
     assert len(warned) == 1 and warned[0]["type"] == "Warning" and "unverified" in warned[0]["message"]
     assert _ctx.metrics.registry.get_sample_value("codex_mcp_tokens_consumed_total", {"type": "input"}) == 1
+
+
+def metered_answer_for_its_session() -> FakeProxy:
+    """A proxy that answers any session's credential with METERED_USAGE for that session."""
+
+    async def answer(request: web.Request) -> web.Response:
+        proxy.asked.append(request.headers["Authorization"])
+        ref = verify(KEY, request.headers["Authorization"].split(" ", 1)[1])
+        return web.json_response(one_provider().model_copy(update={"uid": ref.uid}).to_k8s())
+
+    proxy = FakeProxy([])
+    proxy.handle = answer  # type: ignore[method-assign]
+    return proxy
+
+
+async def running_turn(url: str, spec: dict[str, Any]) -> tuple[Any, Any]:
+    ctx, api = memory_context(proxy_config(url))
+    ctx.credential_key = KEY
+    api.session("team", "s", {"requestedBy": "carol", **spec})
+    for _ in range(3):
+        await session_reconciler.reconcile(ctx, "team", "s")
+    assert ctx.store.sessions[("team", "s")]["status"]["phase"] == "Running"
+    return ctx, api
+
+
+@pytest.mark.parametrize("stop", ["cancel", "timeout"])
+async def test_a_turn_stopped_midway_is_charged_what_the_proxy_metered(stop: str) -> None:
+    """A cancelled or timed-out turn ran model requests before it was stopped: its
+    status carries what the proxy metered, not nothing (which a model that stalls
+    on purpose would like)."""
+    proxy = metered_answer_for_its_session()
+    async with serving(proxy) as url:
+        ctx, api = await running_turn(url, {"timeoutSeconds": 60})
+        if stop == "cancel":
+            api.change(
+                "codexsessions",
+                "team",
+                "s",
+                {"metadata": {"annotations": {names.ANNOTATION_CANCEL: "carol"}}},
+            )
+        else:
+            api.change(
+                "codexsessions", "team", "s", {"status": {"timings": {"startedAt": "2020-01-01T00:00:00Z"}}}
+            )
+        for _ in range(3):
+            await session_reconciler.reconcile(ctx, "team", "s")
+    status = ctx.store.sessions[("team", "s")]["status"]
+    assert status["phase"] == ("Cancelled" if stop == "cancel" else "TimedOut")
+    assert status["usage"] == METERED_USAGE.to_k8s()
+    assert status["cost"]["actualUsd"] == cost.actual(METERED_USAGE, "m-1", ctx.config.cost).actual_usd
+    assert len(proxy.asked) == 1
+
+
+async def test_a_turn_cancelled_before_its_pod_asks_nobody() -> None:
+    proxy = metered_answer_for_its_session()
+    async with serving(proxy) as url:
+        ctx, api = memory_context(proxy_config(url))
+        ctx.credential_key = KEY
+        api.session("team", "s", {"requestedBy": "carol", "sandbox": "full-access"})  # waits for approval
+        await session_reconciler.reconcile(ctx, "team", "s")
+        api.change(
+            "codexsessions", "team", "s", {"metadata": {"annotations": {names.ANNOTATION_CANCEL: "carol"}}}
+        )
+        for _ in range(2):
+            await session_reconciler.reconcile(ctx, "team", "s")
+    status = ctx.store.sessions[("team", "s")]["status"]
+    assert status["phase"] == "Cancelled" and "usage" not in status
+    assert proxy.asked == []
 
 
 def test_a_reconcile_waits_seconds_at_most() -> None:
