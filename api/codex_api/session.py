@@ -240,6 +240,20 @@ class Usage(KubeModel):
         )
 
     @classmethod
+    def from_app_server(cls, raw: Any) -> Usage:
+        """Usage from Codex app-server's spelling (``thread/tokenUsage/updated``'s
+        ``tokenUsage.last``: this turn's, not the thread's running total)."""
+        raw = raw if isinstance(raw, dict) else {}
+        return cls.from_codex(
+            {
+                "input_tokens": raw.get("inputTokens"),
+                "cached_input_tokens": raw.get("cachedInputTokens"),
+                "output_tokens": raw.get("outputTokens"),
+                "reasoning_output_tokens": raw.get("reasoningOutputTokens"),
+            }
+        )
+
+    @classmethod
     def from_responses_api(cls, raw: Any) -> Usage:
         """Usage from the model API's own spelling (``response.usage`` of the
         Responses API: ``input_tokens_details.cached_tokens``,
