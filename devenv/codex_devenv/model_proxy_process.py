@@ -22,6 +22,7 @@ class ModelProxyProcess:
     port: int
     signing_key: bytes
     host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: /metrics on `port`
 
     @property
     def base(self) -> str:
@@ -32,7 +33,8 @@ class ModelProxyProcess:
         return f"{self.base}/v1/{provider}"
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.base}/metrics", timeout=5) as resp:
+        port = self.metrics_port or self.port
+        with urllib.request.urlopen(f"http://{self.host}:{port}/metrics", timeout=5) as resp:
             return str(resp.read().decode())
 
     def stop(self) -> None:
@@ -49,6 +51,7 @@ def start_model_proxy(
     signing_key: bytes | None = None,
     name: str = "model-proxy",
     host: str = "127.0.0.1",
+    metrics_port: int | None = None,
 ) -> ModelProxyProcess:
     """The proxy with `config_text` as its TOML and `provider_keys` ({env var: key}) in its environment."""
     config = work / f"{name}.toml"
@@ -66,6 +69,8 @@ def start_model_proxy(
         "--port",
         str(port),
     ]
+    if metrics_port is not None:
+        argv += ["--metrics-port", str(metrics_port)]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(provider_keys)
     env["CODEX_PROXY_SIGNING_KEY"] = key.decode()
@@ -86,7 +91,7 @@ def start_model_proxy(
     except (TimeoutError, RuntimeError):
         proc.stop()
         raise
-    return ModelProxyProcess(proc, port, key, host)
+    return ModelProxyProcess(proc, port, key, host, metrics_port)
 
 
 def live_session(

@@ -35,6 +35,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8090, help="port to listen on (default 8090)")
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve /metrics on this port instead of --port (which runner pods reach)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -48,15 +53,22 @@ async def serve(args: argparse.Namespace, config: CodexMCPConfig, key: bytes, gu
         Meter(guard, config),
         upstreams_from(config, dict(os.environ)),
     )
-    runner = web.AppRunner(proxy.app(), access_log=None)
+    runner = web.AppRunner(proxy.app(with_metrics=args.metrics_port is None), access_log=None)
     await runner.setup()
     # Every runner of a burst of turns connects at once.
     await web.TCPSite(runner, args.host, args.port, backlog=1024).start()
+    runners = [runner]
+    if args.metrics_port is not None:
+        metrics = web.AppRunner(proxy.metrics_app(), access_log=None)
+        await metrics.setup()
+        await web.TCPSite(metrics, args.host, args.metrics_port).start()
+        runners.append(metrics)
     print(f"codex-model-proxy listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
         await api_client.close()
 
 

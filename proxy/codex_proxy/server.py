@@ -146,14 +146,24 @@ class ModelProxy:
         self._secrets = [u.key for u in upstreams.values() if u.key]
         self._http: aiohttp.ClientSession | None = None
 
-    def app(self) -> web.Application:
+    def app(self, *, with_metrics: bool = True) -> web.Application:
+        """The proxy's routes. `with_metrics=False`: /metrics is served by
+        `metrics_app()` on a port of its own, so that runner pods, which must
+        reach this port, do not read every provider's traffic figures."""
         app = web.Application(client_max_size=self.config.model_proxy.max_request_bytes)
         app.router.add_post("/v1/{provider}/responses", self.responses)
         app.router.add_get("/v1/usage", self.usage)
         app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.prometheus)
+        if with_metrics:
+            app.router.add_get("/metrics", self.prometheus)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
+        return app
+
+    def metrics_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/healthz", self.healthz)
         return app
 
     async def _start(self, _app: web.Application) -> None:

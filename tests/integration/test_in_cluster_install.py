@@ -119,7 +119,7 @@ def test_the_smoke_turns_went_through_the_model_proxy_and_no_runner_held_the_key
     cp = install.control_plane
     script = (
         "import urllib.request;"
-        "print(urllib.request.urlopen('http://127.0.0.1:8090/metrics', timeout=5).read().decode())"
+        "print(urllib.request.urlopen('http://127.0.0.1:9090/metrics', timeout=5).read().decode())"
     )
     metered = 0.0
     for pod in install.pods_of("model-proxy"):

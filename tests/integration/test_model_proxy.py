@@ -481,3 +481,33 @@ def test_the_usage_is_in_redis_before_the_client_sees_the_end_of_the_answer(
     asyncio.run(run())
     assert seen, "no response.completed arrived"
     assert seen[0].get("requests") == 1 and seen[0].get("input") == 700, seen
+
+
+def test_metrics_on_a_port_of_their_own_are_not_on_the_runners_port(
+    control_plane: Any, proxy: ModelProxyProcess, proxy_model: FakeModelServer, tmp_path: Path
+) -> None:
+    """Runner pods must reach the proxy's port; with --metrics-port they do not also
+    read every provider's traffic there. Without it, /metrics stays where it was."""
+    import urllib.error
+    import urllib.request
+
+    from codex_devenv.process import free_port
+
+    assert "codex_proxy_requests" in proxy.metrics()  # the module's proxy: one port
+    separate = start_model_proxy(
+        control_plane,
+        tmp_path,
+        _config(proxy_model, max_request_bytes=1024 * 1024),
+        provider_keys={"CODEX_MODEL_API_KEY": PROVIDER_KEY},
+        metrics_port=free_port(),
+        name="separate",
+    )
+    try:
+        assert "codex_proxy_requests" in separate.metrics()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{separate.base}/metrics", timeout=5)
+        assert refused.value.code == 404
+        with urllib.request.urlopen(f"{separate.base}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        separate.stop()

@@ -829,14 +829,10 @@ def test_webhook_disabled() -> None:
 def test_service_monitor() -> None:
     objects = helm.template({"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}})
     assert names(objects, "ServiceMonitor") == {"codex-operator", "codex-gateway", "codex-model-proxy"}
-    for name, port in (
-        ("codex-operator", "metrics"),
-        ("codex-gateway", "metrics"),
-        ("codex-model-proxy", "http"),
-    ):
+    for name in ("codex-operator", "codex-gateway", "codex-model-proxy"):
         monitor = find(objects, "ServiceMonitor", name)
         assert monitor["metadata"]["labels"]["release"] == "prom"
-        assert monitor["spec"]["endpoints"] == [{"port": port, "path": "/metrics", "interval": "30s"}]
+        assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
     without = helm.template({"serviceMonitor": {"enabled": True}, "modelProxy": {"enabled": False}})
     assert names(without, "ServiceMonitor") == {"codex-operator", "codex-gateway"}
 
@@ -1181,7 +1177,11 @@ def test_the_model_proxy_reaches_each_endpoint_as_a_runner_would() -> None:
 def test_the_model_proxy_policy_and_its_callers() -> None:
     objects = helm.template()
     proxy = find(objects, "NetworkPolicy", "codex-model-proxy")["spec"]
-    assert proxy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8090}]}]
+    # The API port to anyone (credentials decide); /metrics apart, from metricsFrom.
+    assert proxy["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": 8090}]},
+        {"ports": [{"protocol": "TCP", "port": 9090}]},
+    ]
     peer = {
         "podSelector": {
             "matchLabels": {
@@ -1193,9 +1193,13 @@ def test_the_model_proxy_policy_and_its_callers() -> None:
     operator = find(objects, "NetworkPolicy", "codex-operator")["spec"]
     assert {"to": [peer], "ports": [{"protocol": "TCP", "port": 8090}]} in operator["egress"]
     service = find(objects, "Service", "codex-model-proxy")["spec"]
-    assert service["ports"] == [{"name": "http", "port": 8090, "targetPort": "http", "protocol": "TCP"}]
+    assert service["ports"] == [
+        {"name": "http", "port": 8090, "targetPort": "http", "protocol": "TCP"},
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
+    ]
     args = args_of(objects, "codex-model-proxy")
     assert flag(args, "--port") == "8090" and flag(args, "--host") == "0.0.0.0"
+    assert flag(args, "--metrics-port") == "9090"
     rbac = find(objects, "ClusterRole", "codex-model-proxy")["rules"]
     assert rbac == [
         {"apiGroups": ["codex.techsapo.io"], "resources": ["codexsessions"], "verbs": ["get"]},
@@ -1207,7 +1211,7 @@ def test_model_proxy_flags_parse_with_the_real_cli() -> None:
     from codex_proxy.cli import parser
 
     args = parser().parse_args(args_of(helm.template(), "codex-model-proxy"))
-    assert args.config == "/etc/codex/codex-mcp.toml" and args.port == 8090
+    assert args.config == "/etc/codex/codex-mcp.toml" and args.port == 8090 and args.metrics_port == 9090
 
 
 def test_without_the_model_proxy_runners_hold_the_key_again() -> None:
