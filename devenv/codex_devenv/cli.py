@@ -312,7 +312,7 @@ def _sessions_system(
             webhook_cert=webhook_cert,
             webhook_key=webhook_key,
             trusted_requesters=[GATEWAY_USER],
-            env={"CODEX_PROXY_SIGNING_KEY": proxy.signing_key.decode()},
+            env=proxy.operator_env,
         )
         stack.callback(operator.stop)
         install_webhook(cp, kube_client, namespace, webhook_port)

@@ -160,3 +160,34 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
     if out.returncode != 0:
         raise HelmError(f"kubectl kustomize {directory} failed:\n{out.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+# What `make kind-certs` generates into the kind overlay (never committed): the
+# script that makes each, and where.
+KIND_GENERATED = (
+    ("webhook-cert.sh", "webhook-tls"),
+    ("redis-password.sh", "redis-auth/password"),
+    ("redis-password.sh", "model-proxy/signing-key"),
+)
+
+
+def manifests_without_generated_files(dest: Path) -> Path:
+    """A copy of manifests/ at `dest` without what `make kind-certs` made in this checkout."""
+    shutil.copytree(
+        REPO_ROOT / "manifests",
+        dest,
+        ignore=shutil.ignore_patterns("*.crt", "*.key", "password", "signing-key"),
+    )
+    return dest
+
+
+def manifests_with_generated_files(dest: Path) -> Path:
+    """A copy of manifests/ at `dest` whose kind overlay has the files `make kind-certs`
+    makes (fresh ones, not this checkout's); returns `dest`."""
+    manifests_without_generated_files(dest)
+    kind = dest / "overlays" / "kind"
+    for script, out in KIND_GENERATED:
+        subprocess.run(
+            ["bash", str(REPO_ROOT / "hack" / script), str(kind / out)], check=True, capture_output=True
+        )
+    return dest

@@ -28,6 +28,12 @@ class ModelProxyProcess:
     def base(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def operator_env(self) -> dict[str, str]:
+        """What the operator needs to mint credentials this proxy accepts (the default
+        `[model_proxy].signing_key_env`)."""
+        return {"CODEX_PROXY_SIGNING_KEY": self.signing_key.decode()}
+
     def base_url(self, provider: str) -> str:
         """What a runner's Codex gets as the provider's base_url."""
         return f"{self.base}/v1/{provider}"

@@ -20,7 +20,6 @@ import base64
 import copy
 import json
 import re
-import shutil
 import subprocess
 import time
 import tomllib
@@ -69,24 +68,10 @@ def by_key(objects: Objects) -> dict[Key, dict[str, Any]]:
 # -- rendering -------------------------------------------------------------------------------
 
 
-# What `make kind-certs` generates into the kind overlay (never committed).
-GENERATED = shutil.ignore_patterns("*.crt", "*.key", "password", "signing-key")
-
-
 @pytest.fixture(scope="module")
 def manifests_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """manifests/ with the kind overlay's webhook certificate and Redis password
-    generated (as `make kind-certs` does)."""
-    root = tmp_path_factory.mktemp("manifests") / "manifests"
-    shutil.copytree(MANIFESTS, root, ignore=GENERATED)
-    kind = root / "overlays" / "kind"
-    for script, out in (
-        ("webhook-cert.sh", kind / "webhook-tls"),
-        ("redis-password.sh", kind / "redis-auth" / "password"),
-        ("redis-password.sh", kind / "model-proxy" / "signing-key"),
-    ):
-        subprocess.run(["bash", str(REPO_ROOT / "hack" / script), str(out)], check=True, capture_output=True)
-    return root
+    """manifests/ with the kind overlay's generated files (as `make kind-certs` makes them)."""
+    return helm.manifests_with_generated_files(tmp_path_factory.mktemp("manifests") / "manifests")
 
 
 @pytest.fixture(scope="module")
@@ -234,21 +219,16 @@ def test_base_config_is_the_seed_plus_kubernetes(manifests_copy: Path, tmp_path:
 
 def test_kind_overlay_needs_the_generated_certificate(tmp_path: Path) -> None:
     """Without `make kind-certs`, kustomize says which file is missing."""
-    root = tmp_path / "manifests"
-    shutil.copytree(MANIFESTS, root, ignore=GENERATED)
+    root = helm.manifests_without_generated_files(tmp_path / "manifests")
+    kind = root / "overlays" / "kind"
     with pytest.raises(helm.HelmError, match=r"webhook-tls/tls\.crt"):
-        helm.kustomize(root / "overlays" / "kind")
-    subprocess.run(
-        [
-            "bash",
-            str(REPO_ROOT / "hack" / "webhook-cert.sh"),
-            str(root / "overlays" / "kind" / "webhook-tls"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    with pytest.raises(helm.HelmError, match=r"redis-auth/password"):
-        helm.kustomize(root / "overlays" / "kind")
+        helm.kustomize(kind)
+    for (script, out), (_, missing_next) in zip(helm.KIND_GENERATED, helm.KIND_GENERATED[1:], strict=False):
+        subprocess.run(
+            ["bash", str(REPO_ROOT / "hack" / script), str(kind / out)], check=True, capture_output=True
+        )
+        with pytest.raises(helm.HelmError, match=re.escape(missing_next)):
+            helm.kustomize(kind)
 
 
 # -- applying to the real API server ---------------------------------------------------------

@@ -32,7 +32,6 @@ import redis.asyncio
 
 from codex_api.config import parse_config
 from codex_devenv import helm
-from codex_devenv.assets import REPO_ROOT
 from codex_devenv.process import ManagedProcess, free_port, wait_for
 from codex_gateway.guard import Guard, redis_url_from_env
 
@@ -70,17 +69,8 @@ def _chart() -> Objects:
 
 def _kind_overlay(work: Path) -> Objects:
     """The kind overlay with its generated files, as `make kind-certs` makes them."""
-    root = work / "manifests"
-    shutil.copytree(
-        REPO_ROOT / "manifests", root, ignore=shutil.ignore_patterns("*.crt", "*.key", "password")
-    )
-    kind = root / "overlays" / "kind"
-    for script, out in (
-        ("webhook-cert.sh", kind / "webhook-tls"),
-        ("redis-password.sh", kind / "redis-auth" / "password"),
-    ):
-        subprocess.run(["bash", str(REPO_ROOT / "hack" / script), str(out)], check=True, capture_output=True)
-    return helm.kustomize(kind)
+    root = helm.manifests_with_generated_files(work / "manifests")
+    return helm.kustomize(root / "overlays" / "kind")
 
 
 class ShippedRedis:

@@ -89,7 +89,7 @@ def system(
         node_ns,
         tmp_path,
         config_file=config_file,
-        env={"CODEX_PROXY_SIGNING_KEY": proxy.signing_key.decode()},
+        env=proxy.operator_env,
     )
     bind_gateway(cp, node_ns)
     gw = start_gateway(

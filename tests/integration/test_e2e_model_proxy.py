@@ -86,7 +86,7 @@ output_usd_per_mtok = 8.0
         limit=4,
         kubernetes_extra=kubernetes_extra,
         extra_config=extra,
-        env={"CODEX_PROXY_SIGNING_KEY": signing_key.decode()},
+        env=proxy.operator_env,
     )
     yield {"cp": cp, "ns": node_ns, "model": model, "proxy": proxy, "op": op, "tmp": tmp_path}
     op.stop()

@@ -2,8 +2,12 @@
 (its ConfigMap codex-config, which manifests/base mirrors), changed only
 where this machine must differ, drives a turn end to end: `kubectl apply`
 -> the real operator -> a runner pod on the real kubelet -> the real Codex
-CLI -> the scripted fake model at a public address (the stand-in internet,
-198.51.100.1:443) through the shipped egress rule, enforced -> Succeeded.
+CLI -> the model proxy (on by default: the runner holds a credential, the
+proxy the key) -> the scripted fake model at a public address (the stand-in
+internet, 198.51.100.1:443) through the proxy's shipped egress rule -> Succeeded.
+Here the proxy runs as a process on the pod bridge, where the runner's
+shipped egress rule (the proxy only) lets it go; the chart's own proxy
+Deployment is tests/integration/test_in_cluster_install.py's.
 
 The default model endpoint is the point: Codex 0.171 refuses a provider
 table with a built-in id, and the shipped `provider_id = "openai"` failed
@@ -27,6 +31,8 @@ from kubernetes import client
 from codex_api.config import DEFAULT_PROVIDER_ID
 from codex_devenv import fake_model as fm
 from codex_devenv import helm
+from codex_devenv.in_cluster import bridge_address
+from codex_devenv.model_proxy_process import start_model_proxy
 from codex_devenv.node import TEST_NODE_TAINT
 from codex_devenv.operator_process import start_operator
 from codex_devenv.system import API_KEY_SECRET, API_KEY_SECRET_KEY, prepare_sessions_namespace
@@ -37,9 +43,9 @@ API_KEY = "sk-shipped-" + secrets.token_hex(16)
 ANSWER = "Hello from the fake model, through the shipped configuration."
 
 
-def _overrides(namespace: str, model: fm.FakeModelServer) -> dict[str, Any]:
+def _overrides(namespace: str, model: fm.FakeModelServer, proxy_url: str | None = None) -> dict[str, Any]:
     """The only values that differ from the chart's defaults, each because this machine needs it."""
-    return {
+    values: dict[str, Any] = {
         # The test's own namespace (a default install uses codex-sessions).
         "namespaces": {"sessions": namespace},
         "config": {
@@ -53,11 +59,17 @@ def _overrides(namespace: str, model: fm.FakeModelServer) -> dict[str, Any]:
                 # The endpoint's URL: the fake model at a public address of the
                 # stand-in internet, port 443, instead of api.openai.com. Everything
                 # else of model_endpoint stays the default, its egress rule too (public
-                # addresses on 443), enforced on the test node.
+                # addresses on 443, now the proxy's).
                 "model_endpoint": {"base_url": model.url},
-            }
+            },
         },
     }
+    if proxy_url is not None:
+        # The proxy as a process on the pod bridge instead of the chart's Deployment:
+        # its URL and address in place of the chart's Service and pod labels.
+        values["modelProxy"] = {"enabled": False}
+        values["config"]["model_proxy"] = {"url": proxy_url, "egress_cidrs": [f"{bridge_address()}/32"]}
+    return values
 
 
 def _without(config: dict[str, Any], *paths: str) -> dict[str, Any]:
@@ -83,14 +95,27 @@ def shipped(
     cp, _node, refs = node_cluster
     model = public_model
     model.reset()
-    text = helm.config_toml(_overrides(node_ns, model))
+    # The proxy, as an install runs it: the rendered configuration, the key in its environment.
+    proxy = start_model_proxy(
+        cp,
+        tmp_path,
+        helm.config_toml(_overrides(node_ns, model)),
+        provider_keys={"CODEX_MODEL_API_KEY": API_KEY},
+        host=bridge_address(),
+    )
+    text = helm.config_toml(_overrides(node_ns, model, proxy.base))
     rendered, default = tomllib.loads(text), tomllib.loads(helm.config_toml())
     # Nothing but the overrides differs from a default install's configuration.
     overridden = (
         "kubernetes.sessions_namespace",
         "kubernetes.runner_tolerations",
         "kubernetes.model_endpoint.base_url",
+        "model_proxy.url",
+        "model_proxy.egress_cidrs",
+        "model_proxy.namespace_labels",
+        "model_proxy.pod_labels",
     )
+    assert default["model_proxy"]["url"], "the chart turns the model proxy on by default"
     assert _without(rendered, *overridden) == _without(default, *overridden)
     endpoint = rendered["kubernetes"]["model_endpoint"]
     assert endpoint["base_url"] == model.url and rendered["kubernetes"]["sessions_namespace"] == node_ns
@@ -106,12 +131,22 @@ def shipped(
     config_file = tmp_path / "codex-mcp.toml"
     config_file.write_text(text)
 
-    # The key Secret under the default name and key, as the chart's NOTES tell an admin to create it.
-    prepare_sessions_namespace(cp, kube_client, node_ns, API_KEY)
-    op = start_operator(cp, operator_kubeconfig, node_ns, tmp_path, config_file=config_file)
+    # No key in the sessions namespace: the proxy holds it.
+    prepare_sessions_namespace(cp, kube_client, node_ns, None)
+    op = start_operator(
+        cp,
+        operator_kubeconfig,
+        node_ns,
+        tmp_path,
+        config_file=config_file,
+        env=proxy.operator_env,
+    )
     yield {"cp": cp, "ns": node_ns, "model": model, "op": op}
     op.stop()
+    proxy.stop()
     assert model.errors == []
+    # The model saw the key only from the proxy.
+    assert {r.authorization for r in model.responses_requests} == {f"Bearer {API_KEY}"}
 
 
 def test_the_example_session_succeeds_with_the_shipped_configuration(
