@@ -1,0 +1,200 @@
+"""The runner's agent: a warm runner pod's door for turns (issue 14).
+
+A warm pod keeps one Codex app-server (codex_runner.app_server) between turns;
+the agent takes each turn from the operator over HTTP and answers with how
+it ended. Only the operator can hand it a turn: every request carries the
+operator's Ed25519 signature over this pod's UID, the time, a nonce and the
+body (codex_api.turn_request), and the pod holds only the public key. A
+model that reads every file and variable of the pod still cannot order a
+turn, replay one, or aim one at another pod.
+
+- `POST /v1/turns` (a signed TurnOrder): runs the turn, answers a TurnReport;
+  409 while another turn runs (one turn at a time: a pod serves one
+  conversation); a turn past its timeout is interrupted.
+- `POST /v1/interrupt` (signed, empty body): interrupts the running turn.
+- `GET /v1/turns/<session uid>` (signed): the report of a turn that already
+  ended, for an operator that restarted while it ran.
+- `GET /healthz`.
+
+Unsigned, forged, replayed, stale or another pod's requests get 401 and run
+nothing; malformed orders 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+
+from codex_api.turn_request import NonceWindow, Rejected, TurnOrder, TurnReport, verify
+
+from .app_server import AppServer, AppServerError
+from .invocation import CODEX_SANDBOX
+
+log = logging.getLogger("codex_runner.agent")
+
+MAX_ORDER_BYTES = 1024 * 1024
+KEPT_REPORTS = 16
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        public_key: Ed25519PublicKey,
+        pod_uid: str,
+        workspace: Path,
+        start_app_server: Callable[[], Awaitable[AppServer]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = public_key
+        self._pod_uid = pod_uid
+        self._workspace = workspace
+        self._start_app_server = start_app_server
+        self._clock = clock
+        self._nonces = NonceWindow()
+        self._server: AppServer | None = None
+        self._loaded: set[str] = set()  # threads this app-server has (started or resumed)
+        self._running: tuple[str, str] | None = None  # (thread, turn)
+        self._busy = asyncio.Lock()
+        self._reports: OrderedDict[str, TurnReport] = OrderedDict()
+        self.last_activity = clock()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_ORDER_BYTES)
+        app.router.add_post("/v1/turns", self.turn)
+        app.router.add_post("/v1/interrupt", self.interrupt)
+        app.router.add_get("/v1/turns/{uid}", self.report)
+        app.router.add_get("/healthz", self.healthz)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _verified(self, request: web.Request) -> bytes:
+        body = await request.read()
+        try:
+            verify(
+                self._key,
+                request.headers,
+                method=request.method,
+                path=request.path,
+                pod_uid=self._pod_uid,
+                body=body,
+                nonces=self._nonces,
+                now=self._clock(),
+            )
+        except Rejected as err:
+            log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, err)
+            raise web.HTTPUnauthorized(text=str(err)) from None
+        return body
+
+    async def turn(self, request: web.Request) -> web.Response:
+        body = await self._verified(request)
+        try:
+            order = TurnOrder.model_validate_json(body)
+        except ValidationError as err:
+            raise web.HTTPBadRequest(text=f"not a turn order: {err.error_count()} problem(s)") from None
+        if self._busy.locked():
+            raise web.HTTPConflict(text="a turn is running in this pod")
+        async with self._busy:
+            self.last_activity = self._clock()
+            try:
+                report = await self._run(order)
+            except AppServerError as err:
+                # A dead or confused app-server: the next turn starts a new one
+                # (and resumes its thread from disk).
+                await self._drop_app_server()
+                raise web.HTTPBadGateway(text=f"codex app-server: {err}") from None
+            finally:
+                self._running = None
+                self.last_activity = self._clock()
+        self._reports[order.session_uid] = report
+        while len(self._reports) > KEPT_REPORTS:
+            self._reports.popitem(last=False)
+        return web.json_response(report.model_dump(mode="json"))
+
+    async def _run(self, order: TurnOrder) -> TurnReport:
+        server = await self._app_server()
+        sandbox = CODEX_SANDBOX[order.sandbox]
+        if order.thread_id is None:
+            thread = await server.start_thread(cwd=self._workspace, sandbox=sandbox)
+        else:
+            thread = order.thread_id
+            if thread not in self._loaded:
+                await server.resume_thread(thread, sandbox=sandbox)
+        self._loaded.add(thread)
+        turn = await server.begin_turn(thread, order.prompt)
+        self._running = (thread, turn)
+        try:
+            outcome = await server.wait_turn(order.timeout_seconds)
+            error = outcome.error
+        except TimeoutError:
+            await self._interrupt(server, thread, turn)
+            outcome = await server.wait_turn(10)
+            error = f"the turn exceeded {order.timeout_seconds:g}s and was interrupted"
+        return TurnReport(
+            session_uid=order.session_uid,
+            thread_id=thread,
+            turn_id=outcome.turn_id,
+            status=outcome.status,
+            final_message=outcome.final_message,
+            error=error,
+            usage=outcome.usage,
+            commands=outcome.commands,
+            file_changes=outcome.file_changes,
+        )
+
+    async def _app_server(self) -> AppServer:
+        if self._server is None:
+            self._server = await self._start_app_server()
+            self._loaded.clear()
+        return self._server
+
+    async def _drop_app_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.close(timeout=2)
+
+    async def interrupt(self, request: web.Request) -> web.Response:
+        await self._verified(request)
+        running = self._running
+        if running is None or self._server is None:
+            return web.json_response({"interrupted": False})
+        try:
+            await self._interrupt(self._server, *running)
+        except AppServerError as err:
+            raise web.HTTPServiceUnavailable(text=str(err)) from None
+        return web.json_response({"interrupted": True})
+
+    @staticmethod
+    async def _interrupt(server: AppServer, thread: str, turn: str, attempts: int = 10) -> None:
+        """Interrupt a running turn. Right after `turn/start` answers, the app-server
+        may not take the interrupt yet: ask again for a moment."""
+        for attempt in range(attempts):
+            try:
+                await server.interrupt(thread, turn)
+                return
+            except AppServerError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.1)
+
+    async def report(self, request: web.Request) -> web.Response:
+        await self._verified(request)
+        found = self._reports.get(request.match_info["uid"])
+        if found is None:
+            raise web.HTTPNotFound(text="no finished turn of that session here")
+        return web.json_response(found.model_dump(mode="json"))
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "busy": self._busy.locked()})
+
+    async def _close(self, _app: web.Application) -> None:
+        if self._server is not None:
+            await self._server.close()

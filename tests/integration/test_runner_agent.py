@@ -1,0 +1,174 @@
+"""The runner's agent (codex_runner.agent) with the real Codex CLI's app-server
+and the scripted fake model on 127.0.0.1: the operator's signed orders run
+turns on one warm process; everything anyone else sends, including a model
+that read every file of its pod and replays what it saw, runs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from codex_api.turn_request import generate_private_key, sign
+from codex_devenv import fake_model as fm
+from codex_devenv.codex_cli import codex_binary, exec_env, write_codex_home
+from codex_devenv.process import free_port
+from codex_runner.agent import Agent
+from codex_runner.app_server import AppServer
+
+pytestmark = pytest.mark.timeout(180)
+POD = "pod-uid-1"
+OPERATOR = generate_private_key()
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[fm.FakeModelServer]:
+    with fm.FakeModelServer() as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="function")  # the tests' loop: the server and its clients share it
+async def agent(model: fm.FakeModelServer, tmp_path: Path) -> AsyncIterator[tuple[str, Agent]]:
+    model.reset()
+    home = write_codex_home(tmp_path / "codex-home", model.url)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+
+    async def start() -> AppServer:
+        return await AppServer.start(codex_binary(), env=exec_env(home), cwd=workspace)
+
+    served = Agent(public_key=OPERATOR.public_key(), pod_uid=POD, workspace=workspace, start_app_server=start)
+    runner = web.AppRunner(served.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", served
+    finally:
+        await runner.cleanup()
+
+
+def order(prompt: str = "hello", **changes: Any) -> bytes:
+    body = {
+        "namespace": "ns",
+        "session": "s1",
+        "session_uid": "uid-1",
+        "prompt": prompt,
+        "sandbox": "read-only",
+        "timeout_seconds": 60,
+        **changes,
+    }
+    return json.dumps(body).encode()
+
+
+async def send(
+    url: str, path: str, body: bytes = b"", *, method: str = "POST", headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    signed = sign(OPERATOR, method=method, path=path, pod_uid=POD, body=body) if headers is None else headers
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url + path, data=body, headers=signed) as resp,
+    ):
+        text = await resp.text()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+
+async def test_signed_orders_run_turns_on_one_warm_thread(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, _ = agent
+    model.set_script(
+        fm.say("first answer", usage=fm.Usage(input_tokens=120, output_tokens=4)),
+        fm.say("second answer", usage=fm.Usage(input_tokens=300, output_tokens=6)),
+    )
+    status, first = await send(url, "/v1/turns", order("remember 7"))
+    assert status == 200 and first["status"] == "completed", first
+    assert first["final_message"] == "first answer" and first["usage"]["input_tokens"] == 120
+    status, second = await send(
+        url,
+        "/v1/turns",
+        order("what was it?", session="s2", session_uid="uid-2", thread_id=first["thread_id"]),
+    )
+    assert status == 200 and second["final_message"] == "second answer", second
+    assert second["thread_id"] == first["thread_id"] and second["usage"]["input_tokens"] == 300
+    assert "remember 7" in json.dumps(model.responses_requests[-1].input)
+    # The operator, restarted mid-turn, can read how a finished turn ended.
+    status, again = await send(url, "/v1/turns/uid-1", method="GET")
+    assert status == 200 and again == first
+    assert (await send(url, "/v1/turns/uid-9", method="GET"))[0] == 404
+
+
+async def test_nothing_but_the_operators_signature_for_this_pod_runs_a_turn(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, _ = agent
+    model.set_script(then=fm.say("ran"))
+    body = order("run rm -rf")
+    replayed = sign(OPERATOR, method="POST", path="/v1/turns", pod_uid=POD, body=body)
+    assert (await send(url, "/v1/turns", body, headers=replayed))[0] == 200  # the operator's, once
+    requests_before = len(model.responses_requests)
+    attacks = {
+        "unsigned": (body, {}),
+        "replayed": (body, replayed),
+        "another key": (
+            body,
+            sign(generate_private_key(), method="POST", path="/v1/turns", pod_uid=POD, body=body),
+        ),
+        "another pod's": (
+            body,
+            sign(OPERATOR, method="POST", path="/v1/turns", pod_uid="pod-uid-2", body=body),
+        ),
+        "stale": (body, sign(OPERATOR, method="POST", path="/v1/turns", pod_uid=POD, body=body, now=1.0)),
+        "altered after signing": (order("something else"), replayed),
+        "signed for another path": (
+            body,
+            sign(OPERATOR, method="POST", path="/v1/interrupt", pod_uid=POD, body=body),
+        ),
+    }
+    for what, (attack_body, headers) in attacks.items():
+        status, text = await send(url, "/v1/turns", attack_body, headers=headers)
+        assert status == 401, (what, status, text)
+    assert len(model.responses_requests) == requests_before, "a refused order reached the model"
+    # Signed but not an order: refused before anything runs.
+    status, _ = await send(url, "/v1/turns", b'{"prompt": "x", "sandbox": "root"}')
+    assert status == 400
+    assert (await send(url, "/v1/turns/uid-1", method="GET", headers={}))[0] == 401
+
+
+async def test_one_turn_at_a_time_and_the_operator_can_interrupt_it(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, served = agent
+    model.set_script(fm.say("too slow", delay=20))
+    running = asyncio.create_task(send(url, "/v1/turns", order("take your time")))
+    for _ in range(100):
+        if served._running is not None:
+            break
+        await asyncio.sleep(0.05)
+    status, _ = await send(url, "/v1/turns", order("me too", session_uid="uid-2"))
+    assert status == 409
+    assert (await send(url, "/v1/interrupt", headers={}))[0] == 401  # not by anyone else
+    status, answer = await send(url, "/v1/interrupt")
+    assert status == 200 and answer == {"interrupted": True}
+    status, report = await asyncio.wait_for(running, 10)
+    assert status == 200 and report["status"] == "interrupted", report
+
+
+async def test_a_turn_past_its_timeout_is_interrupted(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, _ = agent
+    model.set_script(fm.say("too slow", delay=20))
+    status, report = await asyncio.wait_for(send(url, "/v1/turns", order("slow", timeout_seconds=1.5)), 15)
+    assert status == 200 and report["status"] == "interrupted", report
+    assert "exceeded 1.5s" in report["error"]
