@@ -163,6 +163,8 @@ class TurnOrder(BaseModel):
     # None: a new thread; else the conversation's thread, resumed when not loaded.
     thread_id: str | None = Field(default=None, max_length=128)
     timeout_seconds: float = Field(gt=0, le=TIMEOUT_MAX)
+    # The session's model credential (codex_api.model_credential), never a provider key.
+    credential: str | None = Field(default=None, max_length=4096)
 
 
 class TurnReport(BaseModel):

@@ -52,12 +52,16 @@ class Agent:
         pod_uid: str,
         workspace: Path,
         start_app_server: Callable[[], Awaitable[AppServer]],
+        credential_file: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`credential_file`: where each order's credential goes before its turn (the
+        provider's `auth.command` reads it: codex_runner.invocation.build_config)."""
         self._key = public_key
         self._pod_uid = pod_uid
         self._workspace = workspace
         self._start_app_server = start_app_server
+        self._credential_file = credential_file
         self._clock = clock
         self._nonces = NonceWindow()
         self._server: AppServer | None = None
@@ -120,6 +124,8 @@ class Agent:
         return web.json_response(report.model_dump(mode="json"))
 
     async def _run(self, order: TurnOrder) -> TurnReport:
+        if order.credential is not None and self._credential_file is not None:
+            self._write_credential(order.credential)
         server = await self._app_server()
         sandbox = CODEX_SANDBOX[order.sandbox]
         if order.thread_id is None:
@@ -149,6 +155,13 @@ class Agent:
             commands=outcome.commands,
             file_changes=outcome.file_changes,
         )
+
+    def _write_credential(self, credential: str) -> None:
+        assert self._credential_file is not None
+        staged = self._credential_file.with_name(self._credential_file.name + ".new")
+        staged.touch(mode=0o600)
+        staged.write_text(credential)
+        staged.replace(self._credential_file)  # whole, never half-written
 
     async def _app_server(self) -> AppServer:
         if self._server is None:

@@ -107,7 +107,13 @@ def codex_sandbox(settings: TurnSettings, *, inner_sandbox: bool) -> str:
     return CODEX_SANDBOX[settings.sandbox] if inner_sandbox else "danger-full-access"
 
 
-def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
+def build_config(
+    settings: TurnSettings, *, sandbox_mode: str, credential_file: str | None = None
+) -> Invocation:
+    """`credential_file`: the provider's key is read from this file before each
+    request (its `auth.command`) instead of from `api_key_env`, so a running
+    app-server sends whatever credential the file holds now: a warm runner
+    writes each turn's session credential there."""
     provider = settings.provider_id
     lines = [
         "# Written by codex-runner for this turn.",
@@ -145,7 +151,7 @@ def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
         f"[model_providers.{_toml_key(provider)}]",
         f"name = {_toml_str(provider)}",
         f"base_url = {_toml_str(settings.base_url)}",
-        f"env_key = {_toml_str(settings.api_key_env)}",
+        *([] if credential_file else [f"env_key = {_toml_str(settings.api_key_env)}"]),
         'wire_api = "responses"',
         "request_max_retries = 1",
         "stream_max_retries = 1",
@@ -155,6 +161,15 @@ def build_config(settings: TurnSettings, *, sandbox_mode: str) -> Invocation:
         "ignore_default_excludes = false",
         f"exclude = {_toml_list([*SECRET_PATTERNS, *secret_env_names(settings)])}",
     ]
+    if credential_file:
+        lines += [
+            "",
+            f"[model_providers.{_toml_key(provider)}.auth]",
+            'command = "/bin/cat"',
+            f"args = {_toml_list([credential_file])}",
+            # Read again for every request: the file changes between turns.
+            "refresh_interval_ms = 1",
+        ]
     if sandbox_mode == "workspace-write":
         # Only the workspace is writable: by default Codex also opens /tmp and $TMPDIR.
         lines += [

@@ -172,3 +172,63 @@ async def test_a_turn_past_its_timeout_is_interrupted(
     status, report = await asyncio.wait_for(send(url, "/v1/turns", order("slow", timeout_seconds=1.5)), 15)
     assert status == 200 and report["status"] == "interrupted", report
     assert "exceeded 1.5s" in report["error"]
+
+
+async def test_each_orders_credential_reaches_the_model_from_the_same_warm_process(
+    model: fm.FakeModelServer, tmp_path: Path
+) -> None:
+    """The pod's Codex home as the runner writes it (codex_runner.invocation) with the
+    credential read from a file: each turn's order carries its session's credential,
+    and the running app-server sends exactly that one. No key in the environment."""
+    from codex_devenv.testkit import turn_settings
+    from codex_runner.invocation import build_config
+
+    model.reset()
+    model.set_script(then=fm.say("ok"))
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    credential_file = tmp_path / "credential"
+    settings = turn_settings(model="fake-model", provider_id="fake", base_url=model.url, codex_home=str(home))
+    config = build_config(settings, sandbox_mode="read-only", credential_file=str(credential_file))
+    (home / "config.toml").write_text(config.config_toml)
+    for name, text in config.files.items():
+        (home / name).write_text(text)
+    env = {k: v for k, v in exec_env(home).items() if "KEY" not in k}
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    pids: list[int] = []
+
+    async def start() -> AppServer:
+        server = await AppServer.start(codex_binary(), env=env, cwd=workspace)
+        pids.append(server.pid)
+        return server
+
+    served = Agent(
+        public_key=OPERATOR.public_key(),
+        pod_uid=POD,
+        workspace=workspace,
+        start_app_server=start,
+        credential_file=credential_file,
+    )
+    runner = web.AppRunner(served.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        status, first = await send(url, "/v1/turns", order("one", credential="cxs1.session-one"))
+        assert status == 200 and first["status"] == "completed", first
+        status, second = await send(
+            url,
+            "/v1/turns",
+            order("two", session_uid="uid-2", thread_id=first["thread_id"], credential="cxs1.session-two"),
+        )
+        assert status == 200 and second["status"] == "completed", second
+    finally:
+        await runner.cleanup()
+    assert len(pids) == 1, "the second turn started another app-server"
+    assert [r.authorization for r in model.responses_requests] == [
+        "Bearer cxs1.session-one",
+        "Bearer cxs1.session-two",
+    ]
+    assert oct(credential_file.stat().st_mode & 0o777) == "0o600"

@@ -214,3 +214,26 @@ def test_wall_bounce_run_is_a_normal_turn_with_the_providers_endpoint_and_all_ke
     )
     assert "model-catalog.json" in first.files
     assert tomllib.loads(first.config_toml)["model_providers"]["p1"]["base_url"] == "http://127.0.0.1:1/v1"
+
+
+def test_a_credential_file_replaces_the_key_variable() -> None:
+    """A warm runner's config: the provider reads its credential from a file before every
+    request (so a running app-server picks up each turn's), and no variable names a key."""
+    from codex_runner.invocation import build_config
+
+    settings = turn_settings(provider_id="openai-api")
+    config = tomllib.loads(
+        build_config(settings, sandbox_mode="read-only", credential_file='/run/codex/cred "x"').config_toml
+    )
+    provider = config["model_providers"]["openai-api"]
+    assert "env_key" not in provider
+    assert provider["auth"] == {
+        "command": "/bin/cat",
+        "args": ['/run/codex/cred "x"'],
+        "refresh_interval_ms": 1,
+    }
+    # The key variable is still kept out of the model's commands' environment.
+    assert settings.api_key_env in config["shell_environment_policy"]["exclude"]
+    plain = tomllib.loads(build_config(settings, sandbox_mode="read-only").config_toml)
+    assert plain["model_providers"]["openai-api"]["env_key"] == settings.api_key_env
+    assert "auth" not in plain["model_providers"]["openai-api"]
