@@ -291,8 +291,14 @@ def _runner_pods(install: InClusterInstall, session: str) -> list[str]:
     return out.stdout.split()
 
 
-def _wait(check: Any, timeout: float, what: str) -> None:
-    wait_for(check, timeout=timeout, what=what, interval=0.1)
+def _wait(check: Any, timeout: float, what: str, install: InClusterInstall | None = None) -> None:
+    """wait_for; with `install`, a timeout says what the cluster looked like."""
+    try:
+        wait_for(check, timeout=timeout, what=what, interval=0.1)
+    except TimeoutError as err:
+        if install is None:
+            raise
+        raise AssertionError(f"{err}\n{install.diagnose()}") from None
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +362,7 @@ async def test_deleting_the_operator_pod_mid_turn_finishes_every_turn_once(
             sessions = _sessions(install)
             return all((sessions[n].get("status") or {}).get("phase") == "Succeeded" for n in started)
 
-        await asyncio.to_thread(_wait, finished, 180, "every turn to succeed")
+        await asyncio.to_thread(_wait, finished, 180, "every turn to succeed", install)
         print(
             f"\n[in-cluster] leader pod deleted: another replica led after {takeover:.1f}s, both Ready after {back:.1f}s"
         )
