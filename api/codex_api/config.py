@@ -766,6 +766,88 @@ class RunnerToleration(_Section):
     )
 
 
+class WarmRunnersConfig(_Section):
+    """``[kubernetes.warm_runners]``: a conversation keeps its runner pod between
+    turns, and a reply is handed to the live pod instead of a new one (issue 14).
+
+    The pod runs the runner's agent (codex_runner.agent) with one Codex
+    app-server; the operator signs each turn it hands over with an Ed25519 key
+    whose public half the pod holds. After ``idle_seconds`` without a turn the
+    agent ends the pod, and the next reply starts cold from the persistent
+    workspace, as every turn does with this section off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idle_seconds: int = Field(
+        0,
+        ge=0,
+        le=86400,
+        description=(
+            "How long a conversation's pod waits for the next reply before it ends; 0 turns warm "
+            "runners off (every turn is a new pod)."
+        ),
+    )
+    max_pod_lifetime_seconds: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86400,
+        description="A live pod ends after this long whatever it does (its activeDeadlineSeconds).",
+    )
+    agent_port: int = Field(8470, ge=1024, le=65535, description="Port of the agent in a live runner pod.")
+    signing_key_file: str = Field(
+        "",
+        max_length=4096,
+        description=(
+            "PEM file with the operator's Ed25519 private key that signs turns for live pods (every "
+            "operator replica reads the same one). Empty: each operator process makes its own, and "
+            "pods started by another process are not handed turns (their replies start cold)."
+        ),
+    )
+    operator_cidrs: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "IP ranges (CIDR) the operator calls live pods from, for their ingress rule (an operator "
+            "outside the cluster)."
+        ),
+    )
+    operator_namespace_labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Labels of the operator's namespace, for the live pods' ingress rule.",
+    )
+    operator_pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Labels of the operator's pods, for the live pods' ingress rule.",
+    )
+
+    @field_validator("operator_cidrs")
+    @classmethod
+    def _check_cidrs(cls, values: list[str]) -> list[str]:
+        return _cidrs(values)
+
+    @field_validator("operator_namespace_labels", "operator_pod_labels")
+    @classmethod
+    def _check_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_labels(value)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> WarmRunnersConfig:
+        if self.idle_seconds and not (
+            self.operator_cidrs or self.operator_namespace_labels or self.operator_pod_labels
+        ):
+            raise ValueError(
+                "idle_seconds is set but the live pods' ingress rule would have no peer: set "
+                "operator_cidrs, or operator_namespace_labels / operator_pod_labels of the operator's pods"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.idle_seconds > 0
+
+
 class KubernetesConfig(_Section):
     """``[kubernetes]``: cluster settings of the operator and the runner pods."""
 
@@ -875,6 +957,10 @@ class KubernetesConfig(_Section):
     model_endpoint: ModelEndpointConfig = Field(
         default_factory=ModelEndpointConfig,
         description="The model API runners call, its API key Secret, and the egress it needs.",
+    )
+    warm_runners: WarmRunnersConfig = Field(
+        default_factory=WarmRunnersConfig,
+        description="``[kubernetes.warm_runners]``: live conversation pods (off by default).",
     )
     wall_bounce_providers: list[WallBounceProviderConfig] = Field(
         default_factory=list,

@@ -12,6 +12,11 @@ FINALIZER = f"{GROUP}/finalizer"
 LABEL_SESSION = f"{GROUP}/session"
 LABEL_CONVERSATION = f"{GROUP}/conversation"
 LABEL_REQUESTER = f"{GROUP}/requester"
+# Which session's NetworkPolicy confines a runner pod: set when the pod is
+# made and never changed, while LABEL_SESSION follows the turn a live pod
+# serves (warm runners). Moving a pod between policies would leave it, for
+# as long as the policy engine takes to notice, under neither.
+LABEL_POLICY = f"{GROUP}/network-policy"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
@@ -30,6 +35,11 @@ ANNOTATION_CLEANUP = f"{GROUP}/cleanup"
 # a later turn may mount the claim only for the same requester and conversation.
 ANNOTATION_REQUESTER = f"{GROUP}/requester"
 ANNOTATION_CONVERSATION = f"{GROUP}/conversation"
+# On a live runner pod (warm runners): the SHA-256 of its spec, so a reply
+# goes to it only when the pod it would otherwise get is exactly this one,
+# and the fingerprint of the key its agent accepts turns signed with.
+ANNOTATION_POD_SHAPE = f"{GROUP}/pod-shape"
+ANNOTATION_AGENT_KEY = f"{GROUP}/agent-key"
 
 
 def runner_pod(session: str, attempt: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from codex_api.config import CodexMCPConfig
 
@@ -13,6 +14,9 @@ from .kube import KubeApi
 from .metrics import OperatorMetrics
 from .store import Store
 from .workqueue import WorkQueue
+
+if TYPE_CHECKING:
+    from .live_turns import LiveTurns
 
 SESSION = "session"
 APPROVAL = "approval"
@@ -37,6 +41,8 @@ class Context:
     metrics: OperatorMetrics
     # Signs runners' model-proxy credentials; None when runners hold the key.
     credential_key: bytes | None = None
+    # Hands turns to live runner pods; None when warm runners are off.
+    turns: LiveTurns | None = None
 
     def release_slot(self, namespace: str, name: str) -> None:
         """Free a session's slot and wake whoever may take it."""

@@ -18,6 +18,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from codex_api import names
 from codex_api.aio_client import without_env_lookups
 from codex_api.common import GROUP, VERSION
 
@@ -71,6 +72,30 @@ async def _json(resp: Any) -> dict[str, Any]:
         resp.release()
         raise err
     return dict(json.loads(data))
+
+
+async def _add_owner(
+    patch: Callable[..., Awaitable[Any]],
+    kind: str,
+    namespace: str,
+    obj: dict[str, Any],
+    owner: dict[str, Any],
+) -> None:
+    owners = obj["metadata"].get("ownerReferences") or []
+    if any(o.get("uid") == owner["uid"] for o in owners):
+        return
+    body = {
+        "metadata": {
+            "ownerReferences": [*owners, owner],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+        }
+    }
+    try:
+        await _call(patch, obj["metadata"]["name"], namespace, body, _content_type=MERGE_PATCH)
+    except ApiException as err:
+        if err.status in (404, 409):
+            raise Conflict(f"{kind}/{obj['metadata']['name']}: {err.reason}") from err
+        raise
 
 
 async def _create_or_read(
@@ -211,26 +236,59 @@ class KubeApi:
 
     async def add_claim_owner(self, namespace: str, claim: dict[str, Any], owner: dict[str, Any]) -> None:
         """Add one more turn of the conversation as an owner of its claim."""
-        owners = claim["metadata"].get("ownerReferences") or []
-        if any(o.get("uid") == owner["uid"] for o in owners):
-            return
+        await _add_owner(
+            self.core.patch_namespaced_persistent_volume_claim,
+            "persistentvolumeclaims",
+            namespace,
+            claim,
+            owner,
+        )
+
+    async def read_network_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await _json(
+                await _call(self.net.read_namespaced_network_policy, name, namespace, _preload_content=False)
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def add_policy_owner(self, namespace: str, policy: dict[str, Any], owner: dict[str, Any]) -> None:
+        """Add a turn a live pod serves as an owner of the policy that confines the
+        pod: the policy then lives as long as any of them (the garbage collector
+        removes an object when its last owner is gone)."""
+        await _add_owner(
+            self.net.patch_namespaced_network_policy, "networkpolicies", namespace, policy, owner
+        )
+
+    async def hand_over_pod(
+        self, namespace: str, pod: dict[str, Any], *, session: str, owner: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Make a live pod the runner of another turn: its controller and session label,
+        in one write guarded by the resourceVersion the caller checked (Conflict:
+        the pod changed since, and nobody got it by this call)."""
         patch = {
             "metadata": {
-                "ownerReferences": [*owners, owner],
-                "resourceVersion": claim["metadata"]["resourceVersion"],
+                "resourceVersion": pod["metadata"]["resourceVersion"],
+                "ownerReferences": [owner],
+                "labels": {names.LABEL_SESSION: session},
             }
         }
         try:
-            await _call(
-                self.core.patch_namespaced_persistent_volume_claim,
-                claim["metadata"]["name"],
-                namespace,
-                patch,
-                _content_type=MERGE_PATCH,
+            return await _json(
+                await _call(
+                    self.core.patch_namespaced_pod,
+                    pod["metadata"]["name"],
+                    namespace,
+                    patch,
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                )
             )
         except ApiException as err:
             if err.status in (404, 409):
-                raise Conflict(f"persistentvolumeclaims/{claim['metadata']['name']}: {err.reason}") from err
+                raise Conflict(f"pods/{pod['metadata']['name']}: {err.reason}") from err
             raise
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:

@@ -39,6 +39,11 @@ class OperatorMetrics:
         self.pods_started = Counter(
             "codex_operator_runner_pods_started_total", "Runner pods created.", registry=r
         )
+        self.pods_handed_over = Counter(
+            "codex_operator_runner_pods_handed_over_total",
+            "Replies handed to their conversation's live runner pod instead of a new one.",
+            registry=r,
+        )
         self.ready = Gauge("codex_operator_ready", "1 once the operator has synced and serves.", registry=r)
         # The seed's metric names.
         self.active_sessions = Gauge(

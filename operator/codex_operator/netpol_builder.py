@@ -1,7 +1,8 @@
 """The egress NetworkPolicy of a session's runner pods, as a plain manifest.
 
 Runner pods accept no connections (the runner reports through stdout and its
-termination message) and may reach only DNS and the model endpoint. A
+termination message; a live pod's agent takes turns from the operator alone)
+and may reach only DNS and the model endpoint. A
 full-access session additionally reaches the public internet on any port,
 but never private, loopback, link-local or cloud-metadata addresses: from
 there a prompt-injected command could reach the cluster's own services or a
@@ -15,13 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from codex_api import names
-from codex_api.config import ModelEndpointConfig
+from codex_api.config import ModelEndpointConfig, WarmRunnersConfig
 from codex_api.sandbox import profile
 
 __all__ = [
     "ALL_IPV4",
     "ALL_IPV6",
     "BLOCKED_EGRESS_RANGES",
+    "agent_ingress_rule",
     "blocked_within",
     "build_network_policy",
 ]
@@ -117,6 +119,19 @@ def _model_endpoint_rules(endpoint: ModelEndpointConfig) -> list[dict[str, Any]]
     return rules
 
 
+def agent_ingress_rule(warm: WarmRunnersConfig) -> dict[str, Any]:
+    """The one way into a live runner pod: its agent's port, from the operator."""
+    peers: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr}} for cidr in warm.operator_cidrs]
+    if warm.operator_namespace_labels or warm.operator_pod_labels:
+        peer: dict[str, Any] = {}
+        if warm.operator_namespace_labels:
+            peer["namespaceSelector"] = {"matchLabels": dict(warm.operator_namespace_labels)}
+        if warm.operator_pod_labels:
+            peer["podSelector"] = {"matchLabels": dict(warm.operator_pod_labels)}
+        peers.append(peer)
+    return {"from": peers, "ports": _tcp_ports([warm.agent_port])}
+
+
 def build_network_policy(
     *,
     session_name: str,
@@ -126,11 +141,14 @@ def build_network_policy(
     sandbox: str,
     endpoint: ModelEndpointConfig,
     extra_endpoints: Sequence[ModelEndpointConfig] = (),
+    ingress: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The NetworkPolicy that confines every runner pod of ``session_name``.
 
     ``extra_endpoints`` are further model endpoints the runner calls (the
     providers of a wall-bounce session), each allowed like ``endpoint``.
+    ``ingress``: the rules that let something in (a live pod's agent port,
+    agent_ingress_rule); none, and nothing may connect to the runner.
     """
     level = profile(sandbox)  # a clear ValueError for anything else
     dns = {
@@ -155,10 +173,10 @@ def build_network_policy(
             "ownerReferences": [names.owner_reference("CodexSession", session_name, session_uid)],
         },
         "spec": {
-            "podSelector": {"matchLabels": {names.LABEL_SESSION: session_name}},
+            "podSelector": {"matchLabels": {names.LABEL_POLICY: session_name}},
             "policyTypes": ["Ingress", "Egress"],
             # Ingress listed with no rules: nothing may connect to a runner.
-            "ingress": [],
+            "ingress": [dict(rule) for rule in ingress],
             "egress": egress,
         },
     }

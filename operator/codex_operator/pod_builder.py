@@ -12,17 +12,30 @@ workspace is mounted read-only and, in netpol_builder, in egress.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from codex_api import names
 from codex_api.config import CodexMCPConfig, ModelEndpointConfig, WallBounceProviderConfig
 from codex_api.result import TERMINATION_MESSAGE_PATH
 from codex_api.session import CodexSessionSpec
-from codex_runner.contract import RUNNER_COMMAND, RunnerArgsError, TurnSettings, runner_args
+from codex_runner.contract import (
+    ENV_POD_UID,
+    ENV_PUBLIC_KEY,
+    RUNNER_COMMAND,
+    AgentOptions,
+    RunnerArgsError,
+    TurnSettings,
+    agent_args,
+    runner_args,
+)
 
 __all__ = [
     "COMPONENT_WORKSPACE",
     "CONTAINER_NAME",
+    "CREDENTIAL_FILE",
     "DEADLINE_GRACE_SECONDS",
     "HOME_DIR",
     "HOME_SUBPATH",
@@ -32,8 +45,10 @@ __all__ = [
     "VOLUME_TMP",
     "VOLUME_WORKSPACE",
     "WORKSPACE_SUBPATH",
+    "LivePod",
     "build_runner_pod",
     "build_workspace_claim",
+    "pod_shape",
     "wall_bounce_endpoints",
     "workspace_size",
 ]
@@ -54,12 +69,35 @@ TMP_SIZE_LIMIT = "256Mi"
 # it is scratch (not Codex's home, which is CODEX_HOME and may persist).
 HOME_DIR = "/tmp/home"
 
+# Where a live pod's agent writes each turn's model credential (the
+# provider's auth.command reads it): the pod's scratch /tmp, like the
+# variable a one-shot pod gets it in.
+CREDENTIAL_FILE = "/tmp/codex-credential"
+
 # Grace before the kubelet kills the pod, on top of the turn's own timeout:
 # the operator enforces the timeout itself and this is only a second guard
 # for when the operator is down.
 DEADLINE_GRACE_SECONDS = 30
 
 _SECCOMP = {"type": "RuntimeDefault"}
+
+
+@dataclass(frozen=True)
+class LivePod:
+    """A live runner pod (warm runners): its agent takes the conversation's turns
+    from the operator until it has been idle for `idle_seconds`."""
+
+    public_key_pem: str  # the operator's; the pod can verify turns, never sign one
+    key_fingerprint: str
+    port: int
+    idle_seconds: int
+    lifetime_seconds: int
+
+
+def pod_shape(pod: dict[str, Any]) -> str:
+    """What makes two runner pods interchangeable: the SHA-256 of the pod's spec."""
+    text = json.dumps(pod["spec"], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def workspace_size(spec: CodexSessionSpec, config: CodexMCPConfig) -> str:
@@ -150,9 +188,15 @@ def build_runner_pod(
     timeout_seconds: int,
     config: CodexMCPConfig,
     credential: str | None = None,
+    live: LivePod | None = None,
 ) -> dict[str, Any]:
     """The Pod manifest of one attempt at running one turn; `credential`: the
-    session's model-proxy credential, given instead of the provider keys."""
+    session's model-proxy credential, given instead of the provider keys.
+
+    `live`: the pod's agent serves this turn and the conversation's next
+    ones. Its command line then carries no prompt (each turn's order does),
+    and the credential comes with each order, never in the spec: one live
+    pod's spec is the same for every turn it can serve (pod_shape)."""
     kube = config.kubernetes
     endpoint = kube.model_endpoint
     res = kube.runner_resources
@@ -160,24 +204,45 @@ def build_runner_pod(
     labels = {
         **names.common_labels(session_name, conversation),
         names.LABEL_COMPONENT: names.COMPONENT_RUNNER,
+        names.LABEL_POLICY: session_name,
     }
+    if live is None:
+        args = runner_args(settings)
+        keys = [
+            # A key only ever exists in its Secret and the container's env; the
+            # pod spec (readable by anyone who can get pods) names it.
+            _key_env(endpoint, credential),
+            # A wall-bounce turn also gets the key of every provider it consults.
+            *(_key_env(provider, credential) for provider in wall_bounce_endpoints(settings, config)),
+        ]
+    else:
+        options = AgentOptions(
+            port=live.port,
+            idle_seconds=live.idle_seconds,
+            credential_file=CREDENTIAL_FILE if credential is not None else None,
+        )
+        args = agent_args(settings, options)
+        keys = [
+            {"name": ENV_PUBLIC_KEY, "value": live.public_key_pem},
+            {
+                "name": ENV_POD_UID,
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.uid"}},
+            },
+            *([] if credential is not None else [_key_env(endpoint, None)]),
+        ]
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": kube.runner_image,
         "imagePullPolicy": kube.runner_image_pull_policy,
         "command": list(RUNNER_COMMAND),
-        "args": runner_args(settings),
+        "args": args,
         "workingDir": settings.workspace,
         "env": [
             {"name": "CODEX_HOME", "value": settings.codex_home},
             {"name": "HOME", "value": HOME_DIR},
             {"name": "TMPDIR", "value": TMP_DIR},
-            # A key only ever exists in its Secret and the container's env; the
-            # pod spec (readable by anyone who can get pods) names it.
-            _key_env(endpoint, credential),
-            # A wall-bounce turn also gets the key of every provider it consults.
-            *(_key_env(provider, credential) for provider in wall_bounce_endpoints(settings, config)),
+            *keys,
         ],
         "resources": {
             # The API server would default the ephemeral-storage request to
@@ -212,8 +277,11 @@ def build_runner_pod(
         "stdin": False,
         "tty": False,
     }
+    if live is not None:
+        container["ports"] = [{"name": "agent", "containerPort": live.port, "protocol": "TCP"}]
+    deadline = live.lifetime_seconds if live is not None else timeout_seconds + DEADLINE_GRACE_SECONDS
 
-    return {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -227,7 +295,7 @@ def build_runner_pod(
             # A failed turn is reported, not retried in place: a retry is a new
             # attempt (a new pod) decided by the operator.
             "restartPolicy": "Never",
-            "activeDeadlineSeconds": timeout_seconds + DEADLINE_GRACE_SECONDS,
+            "activeDeadlineSeconds": deadline,
             "serviceAccountName": kube.runner_service_account,
             **({"nodeSelector": dict(kube.runner_node_selector)} if kube.runner_node_selector else {}),
             **(
@@ -251,6 +319,11 @@ def build_runner_pod(
             "volumes": volumes,
         },
     }
+    if live is not None:
+        pod["metadata"]["annotations"].update(
+            {names.ANNOTATION_POD_SHAPE: pod_shape(pod), names.ANNOTATION_AGENT_KEY: live.key_fingerprint}
+        )
+    return pod
 
 
 def build_workspace_claim(

@@ -10,13 +10,17 @@ from typing import Any, Literal
 from codex_api.config import CostConfig
 from codex_api.result import (
     EXIT_CODEX_MISSING,
+    EXIT_COMPLETED,
     EXIT_CONFIG_ERROR,
     EXIT_NETWORK_UNFENCED,
+    EXIT_TURN_FAILED,
     RunnerResult,
     clip_response,
+    is_budget_refusal,
     parse_frame,
 )
 from codex_api.session import Cost, WallBounceStatus
+from codex_api.turn_request import TurnReport
 
 from . import cost
 
@@ -130,6 +134,37 @@ def turn_result(
         reason = "OOMKilled" if outcome.reason == "OOMKilled" else "NoResult"
         return TurnResult("Failed", reason, f"the runner ended without a result ({detail})", {})
     return _from_result(result, model, prices, estimate, provider_models or {})
+
+
+def report_result(
+    report: TurnReport, model: str, prices: CostConfig, estimate: Cost | None
+) -> tuple[str, TurnResult]:
+    """Status of a turn a live pod's agent ran, from its report; with the phase,
+    which is TimedOut for a turn the agent interrupted (it does only at the
+    turn's timeout: a cancelled turn's pod is deleted instead)."""
+    errors = [report.error] if report.error else []
+    if report.status == "completed":
+        outcome, code = "completed", EXIT_COMPLETED
+    elif any(is_budget_refusal(e) for e in errors):
+        outcome, code = "budget_exceeded", EXIT_TURN_FAILED
+    else:
+        outcome, code = "turn_failed", EXIT_TURN_FAILED
+    result = RunnerResult(
+        outcome=outcome,
+        thread_id=report.thread_id,
+        final_message=report.final_message,
+        usage=report.usage,
+        commands=report.commands,
+        file_changes=report.file_changes,
+        errors=errors,
+        exit_code=code,
+    )
+    turn = _from_result(result, model, prices, estimate, {})
+    if report.status == "interrupted":
+        return "TimedOut", TurnResult(
+            "Failed", "Timeout", report.error or "the turn was interrupted", turn.status
+        )
+    return turn.phase, turn
 
 
 def _cost(

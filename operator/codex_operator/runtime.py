@@ -19,6 +19,7 @@ from .context import APPROVAL, SESSION, Context, approval_key, session_key
 from .events import EventRecorder
 from .gate import ConcurrencyGate
 from .kube import APPROVALS, SESSIONS, Conflict, KubeApi, load_client
+from .live_turns import LiveTurns
 from .metrics import OperatorMetrics
 from .pod_outcome import pod_outcome
 from .store import Store, key_of
@@ -63,6 +64,9 @@ class Runtime:
         self.ctx = ctx = Context(
             api, self.store, self.config, gate, queue, EventRecorder(api), self.metrics, self.credential_key
         )
+        warm = self.config.kubernetes.warm_runners
+        if warm.enabled:
+            ctx.turns = LiveTurns.from_config(warm, queue.add)
         await self._sync()
         queue.start()
         for key in list(self.store.sessions):
@@ -83,6 +87,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.ctx:
+            if self.ctx.turns is not None:
+                await self.ctx.turns.close()
             await self.ctx.queue.stop()
             await self.ctx.api.close()
 

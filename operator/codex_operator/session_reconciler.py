@@ -28,6 +28,7 @@ from codex_api.redaction import redact, shorten
 from codex_api.result import parse_frame
 from codex_api.session import TERMINAL_PHASES, CodexSessionSpec, CodexSessionStatus
 from codex_api.status import approval_status, session_status, session_status_patch
+from codex_api.turn_request import TurnOrder, TurnReport
 from codex_runner.contract import RunnerArgsError, turn_settings_for
 from codex_runner.invocation import CODEX_SANDBOX
 
@@ -35,12 +36,13 @@ from . import cost, metered
 from .approval_policy import decide
 from .conditions import now, parse_time, rfc3339, set_condition
 from .context import Context, approval_key, session_key
-from .kube import APPROVALS, SESSIONS
+from .kube import APPROVALS, SESSIONS, Conflict
+from .live_turns import REPORT_GRACE_SECONDS, Undelivered
 from .model_access import model_access
-from .netpol_builder import build_network_policy
+from .netpol_builder import agent_ingress_rule, build_network_policy
 from .ownership import STALE_WAIT_SECONDS, Foreign, check_approval, check_child, check_claim
-from .pod_builder import build_runner_pod, build_workspace_claim, workspace_size
-from .pod_outcome import RUNNER_CONTAINER, pod_outcome, turn_result
+from .pod_builder import LivePod, build_runner_pod, build_workspace_claim, workspace_size
+from .pod_outcome import RUNNER_CONTAINER, pod_outcome, report_result, turn_result
 from .risk import assess_risk
 from .wall_bounce import WallBounceRefused, plan_wall_bounce
 
@@ -396,6 +398,9 @@ async def _start_or_queue(
         pod = await _ensure_children(ctx, body, spec, merged.get("model"), attempt=1)
     except Foreign:
         raise  # reconcile() refuses the session (and frees the slot)
+    except WaitForLivePod:
+        ctx.release_slot(meta["namespace"], meta["name"])
+        return 0.5
     except WallBounceRefused as refused:  # the configuration changed since admission
         ctx.release_slot(meta["namespace"], meta["name"])
         return await _finish(ctx, body, "Failed", refused.reason, refused.message)
@@ -431,7 +436,10 @@ def _look_again(ctx: Context, spec: CodexSessionSpec, pod: dict[str, Any]) -> fl
     rule: the pod's own events bring the session back. But a pod that already
     exists may have run already (an operator killed between creating it and
     writing Running leaves exactly that to its successor), and its events were
-    all seen before the session was Running: look again now."""
+    all seen before the session was Running: look again now. A live pod is
+    handed its turn by _running, at once."""
+    if _is_live_pod(pod):
+        return 0.0
     if pod_outcome(pod).state in ("pending", "running"):
         return float(_timeout(ctx, spec))
     return 0.0
@@ -523,6 +531,26 @@ async def _ensure_children(
         )
         _require(check_claim(claim, requester, conversation))
         await ctx.api.add_claim_owner(namespace, claim, owner)
+    live = _live_pod(ctx, spec)
+    manifest = build_runner_pod(
+        session_name=name,
+        session_uid=uid,
+        namespace=namespace,
+        spec=spec,
+        settings=settings,
+        conversation=conversation,
+        attempt=attempt,
+        timeout_seconds=_timeout(ctx, spec),
+        config=ctx.config,
+        credential=access.credential,
+        live=live,
+    )
+    if live is not None and isinstance(parent, Parent) and attempt == 1:
+        handed = await _hand_over(ctx, body, spec.resume_from or "", manifest)
+        if handed is not None:
+            return handed
+    if isinstance(parent, Parent):
+        await _end_live_pods(ctx, namespace, conversation)
     desired = build_network_policy(
         session_name=name,
         namespace=namespace,
@@ -531,28 +559,111 @@ async def _ensure_children(
         sandbox=spec.sandbox,
         endpoint=access.endpoint,
         extra_endpoints=wall_bounce.providers if wall_bounce is not None else (),
+        ingress=[agent_ingress_rule(ctx.config.kubernetes.warm_runners)] if live is not None else (),
     )
     policy = await ctx.api.ensure_network_policy(namespace, desired)
     _require(check_child(policy, uid, is_live))
-    pod = await ctx.api.create_pod(
-        namespace,
-        build_runner_pod(
-            session_name=name,
-            session_uid=uid,
-            namespace=namespace,
-            spec=spec,
-            settings=settings,
-            conversation=conversation,
-            attempt=attempt,
-            timeout_seconds=_timeout(ctx, spec),
-            config=ctx.config,
-            credential=access.credential,
-        ),
-    )
+    pod = await ctx.api.create_pod(namespace, manifest)
     _require(check_child(pod, uid, is_live))
     ctx.store.upsert(ctx.store.pods, pod)
     ctx.metrics.pods_started.inc()
     return pod
+
+
+def _live_pod(ctx: Context, spec: CodexSessionSpec) -> LivePod | None:
+    """The agent a turn's pod runs when it is to outlive the turn: with warm runners
+    on, for a conversation that can have a next turn (a persistent workspace;
+    a wall-bounce turn runs one Codex per provider and stays a pod of its own)."""
+    if ctx.turns is None or spec.wall_bounce is not None:
+        return None
+    if spec.workspace is None or spec.workspace.type != "persistent":
+        return None
+    return ctx.turns.live_pod()
+
+
+def _is_live_pod(pod: dict[str, Any]) -> bool:
+    return names.ANNOTATION_AGENT_KEY in (pod["metadata"].get("annotations") or {})
+
+
+async def _hand_over(
+    ctx: Context, body: dict[str, Any], parent_name: str, manifest: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The conversation's live pod, made this reply's runner; None when there is
+    none this reply may have (then it gets a new pod, as a cold turn).
+
+    A pod goes to a reply only when it is exactly the pod the reply would
+    otherwise get (same spec: same level, model, image, workspace, key), it
+    runs, and it still belongs to the reply's parent, a turn of the same
+    conversation and requester (_parent checked that). The move is one write
+    guarded by the resourceVersion read here: two replies, or two operators,
+    cannot both get the pod."""
+    assert ctx.turns is not None
+    meta = body["metadata"]
+    namespace, uid = meta["namespace"], meta["uid"]
+    parent = ctx.store.sessions.get((namespace, parent_name))
+    if parent is None:
+        return None
+    pod = ctx.store.pods.get((namespace, session_status(parent).pod_name or ""))
+    if pod is None or not _is_live_pod(pod):
+        return None
+    pod_meta = pod["metadata"]
+    if binding.controller_uid(pod) == uid:
+        return pod  # handed over already, by an operator that stopped before writing status
+    annotations = pod_meta.get("annotations") or {}
+    labels = pod_meta.get("labels") or {}
+    wanted = manifest["metadata"]
+    if (
+        binding.controller_uid(pod) != parent["metadata"]["uid"]
+        or pod_meta.get("deletionTimestamp")
+        or pod_outcome(pod).state != "running"
+        or not (pod.get("status") or {}).get("podIP")
+        or annotations.get(names.ANNOTATION_POD_SHAPE) != wanted["annotations"][names.ANNOTATION_POD_SHAPE]
+        or annotations.get(names.ANNOTATION_AGENT_KEY) != ctx.turns.fingerprint
+        or labels.get(names.LABEL_CONVERSATION) != wanted["labels"][names.LABEL_CONVERSATION]
+        or not labels.get(names.LABEL_POLICY)
+    ):
+        return None
+    policy = await ctx.api.read_network_policy(namespace, names.network_policy(labels[names.LABEL_POLICY]))
+    if policy is None:
+        return None
+    owner = names.owner_reference("CodexSession", meta["name"], uid)
+    try:
+        # The policy first: it must outlive every turn the pod serves.
+        await ctx.api.add_policy_owner(namespace, policy, {**owner, "controller": False})
+        handed = await ctx.api.hand_over_pod(namespace, pod, session=meta["name"], owner=owner)
+    except Conflict:
+        return None
+    _require(check_child(handed, uid, _is_live(ctx)))
+    ctx.store.upsert(ctx.store.pods, handed)
+    ctx.metrics.pods_handed_over.inc()
+    log.info("handed live pod %s to %s/%s", pod_meta["name"], namespace, meta["name"])
+    return handed
+
+
+class WaitForLivePod(Exception):
+    """The conversation's live pod is ending; the turn starts once it is gone."""
+
+
+async def _end_live_pods(ctx: Context, namespace: str, conversation: str) -> None:
+    """End the conversation's live pods that this turn did not get, and raise
+    WaitForLivePod until they are gone: Codex lets one process at a time write a
+    thread ("already has an active writer"), and a conversation is one pod."""
+    waiting = False
+    for pod in list(ctx.store.pods.values()):
+        meta = pod["metadata"]
+        if (
+            meta["namespace"] != namespace
+            or (meta.get("labels") or {}).get(names.LABEL_CONVERSATION) != conversation
+            or not _is_live_pod(pod)
+            or pod_outcome(pod).finished
+        ):
+            continue
+        waiting = True
+        if not meta.get("deletionTimestamp"):
+            log.info("ending live pod %s/%s: the next turn runs elsewhere", namespace, meta["name"])
+            await ctx.api.delete_pod(namespace, meta["name"], grace_seconds=1)
+    if waiting:
+        raise WaitForLivePod()
 
 
 async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
@@ -561,6 +672,8 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
     pod = ctx.store.pods.get((meta["namespace"], status.pod_name or ""))
     if pod is None:
         return await _lost(ctx, body, spec, "PodDeleted", "the runner pod disappeared")
+    if _is_live_pod(pod):
+        return await _running_live(ctx, body, spec, pod)
     outcome = pod_outcome(pod)
     if outcome.lost:
         return await _lost(
@@ -611,6 +724,87 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
     return min(remaining + 0.05, SAFETY_REQUEUE * 10)
 
 
+async def _running_live(
+    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, pod: dict[str, Any]
+) -> float | None:
+    """A turn in a live pod: its agent's report ends it, not the pod's exit."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    pod_name = pod["metadata"]["name"]
+    turns = ctx.turns
+    if (
+        turns is None
+        or (pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_AGENT_KEY) != turns.fingerprint
+    ):
+        await ctx.api.delete_pod(namespace, pod_name)
+        return await _lost(
+            ctx, body, spec, "AgentKeyChanged", "the live pod takes turns signed with another operator key"
+        )
+    status = session_status(body)
+    found = turns.outcome(uid)
+    if isinstance(found, TurnReport):
+        turns.forget(uid)
+        model = status.model or ctx.config.codex.model
+        phase, result = report_result(found, model, ctx.config.cost, status.cost)
+        fields, conditions = await _metered(ctx, body, result.status)
+        if phase == "TimedOut":
+            await ctx.api.delete_pod(namespace, pod_name)  # an interrupted thread is not handed on
+        return await _finish(
+            ctx, body, phase, result.reason, result.message, extra=fields, conditions=conditions
+        )
+    if isinstance(found, Undelivered):
+        turns.forget(uid)
+        if not found.retry:
+            return await _finish(ctx, body, "Failed", found.reason, found.message)
+        await ctx.api.delete_pod(namespace, pod_name)
+        return await _lost(ctx, body, spec, found.reason, found.message)
+    outcome = pod_outcome(pod)
+    if outcome.lost or outcome.finished:
+        turns.forget(uid)
+        return await _lost(
+            ctx,
+            body,
+            spec,
+            f"Pod{outcome.reason or 'Ended'}",
+            outcome.message or "the live runner pod ended before its agent reported the turn",
+        )
+    timeout = _timeout(ctx, spec)
+    started = (status.timings.started_at if status.timings else None) or now()
+    remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
+    if remaining <= -REPORT_GRACE_SECONDS:  # the agent should have interrupted it and reported
+        turns.forget(uid)
+        await ctx.api.delete_pod(namespace, pod_name)
+        fields, conditions = await _metered(ctx, body, {})
+        return await _finish(
+            ctx,
+            body,
+            "TimedOut",
+            "Timeout",
+            f"the turn exceeded timeoutSeconds={timeout}",
+            extra=fields,
+            conditions=conditions,
+        )
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return SAFETY_REQUEUE  # the pod's next status (its address) wakes us
+    parent = _parent(ctx, body, spec)
+    access = model_access(
+        ctx.config, plan_wall_bounce(spec, ctx.config), SessionRef(namespace, name, uid), ctx.credential_key
+    )
+    order = TurnOrder(
+        namespace=namespace,
+        session=name,
+        session_uid=uid,
+        prompt=spec.prompt,
+        sandbox=spec.sandbox,
+        thread_id=parent.thread_id if isinstance(parent, Parent) else None,
+        timeout_seconds=max(remaining, 1.0),
+        credential=access.credential,
+    )
+    turns.deliver(session_key(namespace, name), order, pod_ip=ip, pod_uid=pod["metadata"]["uid"])
+    return remaining + REPORT_GRACE_SECONDS + 1
+
+
 async def _metered(
     ctx: Context, body: dict[str, Any], reported: dict[str, Any]
 ) -> tuple[dict[str, Any], list[tuple[str, str, str, str]]]:
@@ -649,6 +843,8 @@ async def _lost(
         return await _finish(ctx, body, "Failed", reason, f"{message}; gave up after {attempts} attempt(s)")
     try:
         pod = await _ensure_children(ctx, body, spec, status.model, attempt=attempts + 1)
+    except WaitForLivePod:
+        return 0.5
     except WallBounceRefused as refused:  # the configuration changed since the first attempt
         return await _finish(ctx, body, "Failed", refused.reason, refused.message)
     pod_name = pod["metadata"]["name"]
@@ -724,6 +920,8 @@ async def _finish(
     }
     updated = await _write(ctx, body, fields, event=(phase, shorten(message, 512), phase != "Succeeded"))
     ctx.release_slot(meta["namespace"], meta["name"])
+    if ctx.turns is not None:
+        ctx.turns.forget(meta["uid"])
     _count(ctx, phase, duration, CodexSessionStatus.model_validate(extra or {}))
     for reply in ctx.store.replies_to(meta["namespace"], meta["name"]):
         ctx.queue.add(session_key(*reply))

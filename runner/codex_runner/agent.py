@@ -9,11 +9,13 @@ model that reads every file and variable of the pod still cannot order a
 turn, replay one, or aim one at another pod.
 
 - `POST /v1/turns` (a signed TurnOrder): runs the turn, answers a TurnReport;
-  409 while another turn runs (one turn at a time: a pod serves one
-  conversation); a turn past its timeout is interrupted.
+  409 while another session's turn runs (one turn at a time: a pod serves one
+  conversation); a turn past its timeout is interrupted. An order for a
+  session whose turn already ran, or is running, gets that turn's report:
+  a turn never runs twice, whoever asks again (an operator that restarted).
 - `POST /v1/interrupt` (signed, empty body): interrupts the running turn.
-- `GET /v1/turns/<session uid>` (signed): the report of a turn that already
-  ended, for an operator that restarted while it ran.
+- `GET /v1/turns/<session uid>[?wait=SECONDS]` (signed): the report of a turn
+  that ended, waiting up to SECONDS for it.
 - `GET /healthz`.
 
 Unsigned, forged, replayed, stale or another pod's requests get 401 and run
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -42,6 +45,7 @@ log = logging.getLogger("codex_runner.agent")
 
 MAX_ORDER_BYTES = 1024 * 1024
 KEPT_REPORTS = 16
+MAX_WAIT_SECONDS = 60.0
 
 
 class Agent:
@@ -53,15 +57,23 @@ class Agent:
         workspace: Path,
         start_app_server: Callable[[], Awaitable[AppServer]],
         credential_file: Path | None = None,
+        sandbox: str | None = None,
+        inner_sandbox: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`credential_file`: where each order's credential goes before its turn (the
-        provider's `auth.command` reads it: codex_runner.invocation.build_config)."""
+        provider's `auth.command` reads it: codex_runner.invocation.build_config).
+        `sandbox`: the pod's level; an order for another level is refused (the
+        pod's mounts and policy were made for this one). `inner_sandbox`:
+        whether Codex's own sandbox works here (else the pod alone confines it,
+        as codex_runner.invocation.codex_sandbox says)."""
         self._key = public_key
         self._pod_uid = pod_uid
         self._workspace = workspace
         self._start_app_server = start_app_server
         self._credential_file = credential_file
+        self._sandbox = sandbox
+        self._inner_sandbox = inner_sandbox
         self._clock = clock
         self._nonces = NonceWindow()
         self._server: AppServer | None = None
@@ -69,6 +81,8 @@ class Agent:
         self._running: tuple[str, str] | None = None  # (thread, turn)
         self._busy = asyncio.Lock()
         self._reports: OrderedDict[str, TurnReport] = OrderedDict()
+        self._current: str | None = None  # the session uid whose turn runs
+        self._changed = asyncio.Condition()  # a turn started or ended
         self.last_activity = clock()
 
     def app(self) -> web.Application:
@@ -104,9 +118,17 @@ class Agent:
             order = TurnOrder.model_validate_json(body)
         except ValidationError as err:
             raise web.HTTPBadRequest(text=f"not a turn order: {err.error_count()} problem(s)") from None
+        if self._sandbox is not None and order.sandbox != self._sandbox:
+            raise web.HTTPBadRequest(text=f"this pod runs {self._sandbox} turns, not {order.sandbox}")
+        kept = self._reports.get(order.session_uid)
+        if kept is None and self._current == order.session_uid:
+            kept = await self._wait_report(order.session_uid, order.timeout_seconds + 30)
+        if kept is not None:
+            return web.json_response(kept.model_dump(mode="json"))
         if self._busy.locked():
             raise web.HTTPConflict(text="a turn is running in this pod")
         async with self._busy:
+            await self._set_current(order.session_uid)
             self.last_activity = self._clock()
             try:
                 report = await self._run(order)
@@ -118,16 +140,36 @@ class Agent:
             finally:
                 self._running = None
                 self.last_activity = self._clock()
-        self._reports[order.session_uid] = report
-        while len(self._reports) > KEPT_REPORTS:
-            self._reports.popitem(last=False)
+            self._reports[order.session_uid] = report
+            while len(self._reports) > KEPT_REPORTS:
+                self._reports.popitem(last=False)
+            await self._set_current(None)
         return web.json_response(report.model_dump(mode="json"))
+
+    async def _set_current(self, uid: str | None) -> None:
+        async with self._changed:
+            self._current = uid
+            self._changed.notify_all()
+
+    async def _wait_report(self, uid: str, seconds: float) -> TurnReport | None:
+        """The report of `uid`'s turn once it ends (None: not within `seconds`, or it
+        failed without one)."""
+        try:
+            async with asyncio.timeout(seconds), self._changed:
+                await self._changed.wait_for(lambda: uid in self._reports or self._current != uid)
+        except TimeoutError:
+            pass
+        return self._reports.get(uid)
+
+    def idle_for(self) -> float:
+        """Seconds since the last turn ended (0 while one runs)."""
+        return 0.0 if self._busy.locked() else self._clock() - self.last_activity
 
     async def _run(self, order: TurnOrder) -> TurnReport:
         if order.credential is not None and self._credential_file is not None:
             self._write_credential(order.credential)
         server = await self._app_server()
-        sandbox = CODEX_SANDBOX[order.sandbox]
+        sandbox = CODEX_SANDBOX[order.sandbox] if self._inner_sandbox else "danger-full-access"
         if order.thread_id is None:
             thread = await server.start_thread(cwd=self._workspace, sandbox=sandbox)
         else:
@@ -200,7 +242,17 @@ class Agent:
 
     async def report(self, request: web.Request) -> web.Response:
         await self._verified(request)
-        found = self._reports.get(request.match_info["uid"])
+        uid = request.match_info["uid"]
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            wait = math.nan
+        if not math.isfinite(wait) or wait < 0:
+            raise web.HTTPBadRequest(text="wait must be a number of seconds")
+        wait = min(wait, MAX_WAIT_SECONDS)
+        found = self._reports.get(uid)
+        if found is None and wait and self._current == uid:
+            found = await self._wait_report(uid, wait)
         if found is None:
             raise web.HTTPNotFound(text="no finished turn of that session here")
         return web.json_response(found.model_dump(mode="json"))

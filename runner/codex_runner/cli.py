@@ -1,4 +1,5 @@
-"""`codex-runner run ...`: the runner pod's entrypoint."""
+"""`codex-runner run ...`: the runner pod's entrypoint; `codex-runner agent ...`:
+a live pod's (codex_runner.agent_main)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from collections.abc import Sequence
 
 from codex_api.result import EXIT_CONFIG_ERROR, EXIT_INTERNAL, RunnerResult
 
-from .contract import RunnerArgsError, parse_runner_args, usage
+from .contract import AGENT_SUBCOMMAND, RunnerArgsError, parse_runner_args, usage
 from .runner import run_turn
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == [AGENT_SUBCOMMAND]:
+        from .agent_main import main as agent_main
+
+        return agent_main(args)
     if args in (["-h"], ["--help"], []):
         print(usage())
         return 0 if args else EXIT_CONFIG_ERROR

@@ -16,7 +16,7 @@ import json
 import math
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from codex_api.common import SANDBOX_LEVELS, SandboxLevel
@@ -43,11 +43,14 @@ __all__ = [
     "VERBOSITIES",
     "WALL_BOUNCE_MAX_PROVIDERS",
     "WALL_BOUNCE_MIN_PROVIDERS",
+    "AgentOptions",
     "RunnerArgsError",
     "Sandbox",
     "TurnSettings",
     "WallBounceProvider",
     "WallBounceSettings",
+    "agent_args",
+    "parse_agent_args",
     "parse_runner_args",
     "runner_args",
     "turn_settings_for",
@@ -464,6 +467,100 @@ def parse_runner_args(argv: Sequence[str]) -> TurnSettings:
         except RunnerArgsError as err:
             _fail(f"argument --wall-bounce: {err}")
     return TurnSettings(full_auto=full_auto, **kwargs)
+
+
+# --------------------------------------------------------------------------- the agent
+AGENT_SUBCOMMAND = "agent"
+# A live pod's agent takes each turn's prompt from the operator; its command
+# line carries the rest of the settings, which every turn it serves shares.
+AGENT_PROMPT = "(each turn's prompt comes from the operator)"
+MAX_IDLE_SECONDS = 86400
+# Set in a live pod's env: the operator's public key (PEM) and, from the
+# downward API, the pod's UID, which every signed request must name.
+ENV_PUBLIC_KEY = "CODEX_AGENT_PUBLIC_KEY"
+ENV_POD_UID = "CODEX_POD_UID"
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """What only the agent needs: where it listens, how long it waits for a turn,
+    and the file its turns' credentials go to (None: the key is in the env)."""
+
+    port: int
+    idle_seconds: int
+    credential_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise RunnerArgsError(f"port must be 1..65535, got {self.port!r}")
+        idle = self.idle_seconds
+        if isinstance(idle, bool) or not isinstance(idle, int) or not 1 <= idle <= MAX_IDLE_SECONDS:
+            raise RunnerArgsError(f"idle_seconds must be 1..{MAX_IDLE_SECONDS}, got {idle!r}")
+        path = self.credential_file
+        if path is not None and (not path.startswith("/") or posixpath.normpath(path) != path):
+            raise RunnerArgsError(f"credential_file must be a normalized absolute path, got {path!r}")
+
+
+_AGENT_FLAGS = ("--port", "--idle-seconds", "--credential-file")
+
+
+def agent_args(t: TurnSettings, options: AgentOptions) -> list[str]:
+    """A live pod's container args: the agent's options, then the turn settings every
+    turn shares (no prompt, no thread: each order brings its own)."""
+    if t.wall_bounce is not None:
+        raise RunnerArgsError("a wall-bounce turn runs in a pod of its own, not in a live pod")
+    run = runner_args(replace(t, prompt=AGENT_PROMPT, resume_thread_id=None))
+    at = run.index("--prompt")
+    shared = run[1:at] + run[at + 2 :]
+    own = ["--port", str(options.port), "--idle-seconds", str(options.idle_seconds)]
+    if options.credential_file is not None:
+        own += ["--credential-file", options.credential_file]
+    return [AGENT_SUBCOMMAND, *own, *shared]
+
+
+def parse_agent_args(argv: Sequence[str]) -> tuple[TurnSettings, AgentOptions]:
+    """The inverse of :func:`agent_args`; raises :class:`RunnerArgsError`."""
+    if isinstance(argv, str):
+        _fail("expected a list of words, got a string")
+    words = list(argv)
+    if not words or words[0] != AGENT_SUBCOMMAND:
+        _fail(f"expected the subcommand {AGENT_SUBCOMMAND!r}, got {_clip(words[0]) if words else 'nothing'}")
+    own: dict[str, str] = {}
+    rest: list[str] = []
+    i = 1
+    while i < len(words):
+        flag, eq, inline = words[i].partition("=")
+        if flag in _AGENT_FLAGS:
+            if flag in own:
+                _fail(f"{flag} given more than once")
+            if eq:
+                own[flag], i = inline, i + 1
+            elif i + 1 < len(words):
+                own[flag], i = words[i + 1], i + 2
+            else:
+                _fail(f"argument {flag}: expected one value")
+            continue
+        if flag in ("--prompt", "--resume-thread-id", "--wall-bounce"):
+            _fail(f"{flag} is not an agent option: each turn's order brings it")
+        rest.append(words[i])
+        # A value is always the next word, whatever it looks like.
+        if flag in _FLAG_OF and not eq and i + 1 < len(words):
+            rest.append(words[i + 1])
+            i += 1
+        i += 1
+    for flag in ("--port", "--idle-seconds"):
+        if flag not in own:
+            _fail(f"the following arguments are required: {flag}")
+    try:
+        options = AgentOptions(
+            port=int(own["--port"]),
+            idle_seconds=int(own["--idle-seconds"]),
+            credential_file=own.get("--credential-file"),
+        )
+    except ValueError as err:
+        _fail(str(err) if isinstance(err, RunnerArgsError) else f"not a number: {err}")
+    settings = parse_runner_args([SUBCOMMAND, *rest, "--prompt", AGENT_PROMPT])
+    return settings, options
 
 
 def turn_settings_for(

@@ -215,7 +215,7 @@ def test_no_runner_reaches_the_gateway_redis_or_the_operator(
     del policy["metadata"]["ownerReferences"]
     cp.kubectl("apply", "-f", "-", input=json.dumps(policy))
     runner = f"runner-{session}"
-    pod = probe_pod(runner, serve(9090), {names.LABEL_SESSION: session})
+    pod = probe_pod(runner, serve(9090), {names.LABEL_SESSION: session, names.LABEL_POLICY: session})
     cp.kubectl("create", "-n", SESSIONS, "-f", "-", input=json.dumps(pod))
     pod_ip(cp, SESSIONS, runner)
     free_ns, free = prober

@@ -27,9 +27,11 @@ ALLOWED = [
     ("create", "pods"),
     ("delete", "pods"),
     ("watch", "pods"),
+    ("patch", "pods"),  # a live pod's controller and session label move to the next turn
     ("get", "pods", "log"),
     ("create", "networkpolicies.networking.k8s.io"),
     ("get", "networkpolicies.networking.k8s.io"),  # to prove an existing one is this session's
+    ("patch", "networkpolicies.networking.k8s.io"),  # each turn of a live pod owns its policy too
     ("create", "persistentvolumeclaims"),
     ("patch", "persistentvolumeclaims"),
     ("create", "events"),

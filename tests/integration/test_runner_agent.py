@@ -71,7 +71,12 @@ def order(prompt: str = "hello", **changes: Any) -> bytes:
 async def send(
     url: str, path: str, body: bytes = b"", *, method: str = "POST", headers: dict[str, str] | None = None
 ) -> tuple[int, Any]:
-    signed = sign(OPERATOR, method=method, path=path, pod_uid=POD, body=body) if headers is None else headers
+    # The signature covers the path, not the query (?wait= only says how long to wait).
+    signed = (
+        sign(OPERATOR, method=method, path=path.split("?")[0], pod_uid=POD, body=body)
+        if headers is None
+        else headers
+    )
     async with (
         aiohttp.ClientSession() as http,
         http.request(method, url + path, data=body, headers=signed) as resp,
@@ -162,6 +167,53 @@ async def test_one_turn_at_a_time_and_the_operator_can_interrupt_it(
     assert status == 200 and answer == {"interrupted": True}
     status, report = await asyncio.wait_for(running, 10)
     assert status == 200 and report["status"] == "interrupted", report
+
+
+async def test_a_turn_is_never_run_twice_whoever_asks_again(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    """An operator that restarted mid-turn orders it again, or asks for its report:
+    it gets the one turn's report, and the model saw the turn once."""
+    url, served = agent
+    model.set_script(fm.say("slowly done", delay=1.5))
+    running = asyncio.create_task(send(url, "/v1/turns", order("once")))
+    for _ in range(100):
+        if served._running is not None:
+            break
+        await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(send(url, "/v1/turns/uid-1?wait=20", method="GET"))
+    again = await send(url, "/v1/turns", order("once"))  # the same session, while it runs
+    first = await running
+    asked = await waiting
+    assert first[0] == again[0] == asked[0] == 200, (first, again, asked)
+    assert first[1] == again[1] == asked[1] and first[1]["final_message"] == "slowly done"
+    after = await send(url, "/v1/turns", order("once"))  # and once it has ended
+    assert after == first
+    assert len(model.responses_requests) == 1
+
+
+async def test_malformed_or_mismatched_requests_are_refused_and_run_nothing(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, served = agent
+    served._sandbox = "read-only"  # as a pod started for read-only turns
+    for body in (
+        b"{",
+        b"[]",
+        order("x", sandbox="nope"),
+        order("x", extra="field"),
+        order("x", timeout_seconds=0),
+    ):
+        status, text = await send(url, "/v1/turns", body)
+        assert status == 400 and "not a turn order" in text, (body, status, text)
+    status, text = await send(url, "/v1/turns", order("x", sandbox="full-access"))
+    assert status == 400 and "runs read-only turns" in text
+    for wait in ("nan", "-1", "soon", "inf"):
+        status, text = await send(url, f"/v1/turns/uid-1?wait={wait}", method="GET")
+        assert status in (400, 404), (wait, status)
+        if wait != "inf":
+            assert status == 400 and "wait must be" in text
+    assert model.responses_requests == []
 
 
 async def test_a_turn_past_its_timeout_is_interrupted(

@@ -85,7 +85,7 @@ def _runner(world: Any, level: str, session: str) -> tuple[str, str]:
     policy = _policy(level, ns, session, ips)
     del policy["metadata"]["ownerReferences"]  # no CodexSession object here; the rules are what count
     cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(policy))
-    labels = {names.LABEL_SESSION: session, "role": "runner"}
+    labels = {names.LABEL_SESSION: session, names.LABEL_POLICY: session, "role": "runner"}
     name = f"runner-{session}"
     cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(probe_pod(name, serve(OTHER_PORT), labels)))
     return name, pod_ip(cp, ns, name)

@@ -20,9 +20,10 @@ from codex_api import names
 from codex_api.common import GROUP, VERSION
 from codex_api.config import CodexMCPConfig, ModelEndpointConfig
 from codex_api.session import CodexSessionSpec
+from codex_api.turn_request import generate_private_key, public_key_pem
 from codex_operator.netpol_builder import BLOCKED_EGRESS_RANGES, build_network_policy
-from codex_operator.pod_builder import build_runner_pod, build_workspace_claim
-from codex_runner.contract import parse_runner_args, turn_settings_for
+from codex_operator.pod_builder import LivePod, build_runner_pod, build_workspace_claim
+from codex_runner.contract import parse_agent_args, parse_runner_args, turn_settings_for
 
 CONFIG = CodexMCPConfig()
 SESSION = "turn-one"
@@ -73,6 +74,8 @@ def make_pod(
     resume: str | None = None,
     uid: str = FAKE_UID,
     attempt: int = 1,
+    live: LivePod | None = None,
+    credential: str | None = None,
 ) -> dict[str, Any]:
     spec = CodexSessionSpec.model_validate(
         {
@@ -96,6 +99,8 @@ def make_pod(
         attempt=attempt,
         timeout_seconds=300,
         config=CONFIG,
+        live=live,
+        credential=credential,
     )
 
 
@@ -197,6 +202,42 @@ def test_runner_pod_is_created_for_real_and_stored_as_built(kube_client: Any, na
         core.create_namespaced_pod(namespace, pod)
     assert err.value.status == 409
     assert len(core.list_namespaced_pod(namespace).items) == 1
+
+
+@pytest.mark.parametrize("sandbox", ["read-only", "isolated"])
+def test_a_live_runner_pod_passes_restricted_and_is_stored_as_built(
+    kube_client: Any, namespace: str, sandbox: str
+) -> None:
+    """Warm runners: the pod that serves a conversation's turns runs the agent,
+    opens its port, and carries the operator's public key and no credential."""
+    enforce(kube_client, namespace, "restricted")
+    uid = create_session(kube_client, namespace)
+    live = LivePod(
+        public_key_pem=public_key_pem(generate_private_key()).decode(),
+        key_fingerprint="f" * 32,
+        port=8470,
+        idle_seconds=300,
+        lifetime_seconds=3600,
+    )
+    credential = "cxs1.secret-of-the-first-turn"
+    pod = make_pod(
+        namespace, sandbox=sandbox, workspace="persistent", uid=uid, live=live, credential=credential
+    )
+    core = core_api(kube_client)
+    core.create_namespaced_pod(namespace, pod)
+    stored = as_dict(kube_client, core.read_namespaced_pod(pod["metadata"]["name"], namespace))
+    (container,) = stored["spec"]["containers"]
+    (built,) = pod["spec"]["containers"]
+    for key in ("args", "env", "ports", "securityContext", "volumeMounts"):
+        assert container[key] == built[key], key
+    assert stored["spec"]["activeDeadlineSeconds"] == 3600
+    assert stored["metadata"]["annotations"] == pod["metadata"]["annotations"]
+    settings, options = parse_agent_args(container["args"])
+    assert settings.sandbox == sandbox and options.port == 8470 and options.credential_file
+    text = json.dumps(stored)
+    assert "secret-of-the-first-turn" not in text and "secretKeyRef" not in text and "--help" not in text
+    uid_env = next(e for e in container["env"] if e["name"] == "CODEX_POD_UID")
+    assert uid_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
 
 
 @pytest.mark.parametrize("workspace", ["scratch", "persistent"])

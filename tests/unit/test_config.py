@@ -23,6 +23,7 @@ from codex_api.config import (
     ModelEndpointConfig,
     RiskLevelsConfig,
     RunnerResourcesConfig,
+    WarmRunnersConfig,
     load_config,
     parse_config,
     redacted_dict,
@@ -115,6 +116,7 @@ def test_dev_config_spells_out_every_kubernetes_key() -> None:
     assert set(data) == set(KubernetesConfig.model_fields)
     assert set(data["runner_resources"]) == set(RunnerResourcesConfig.model_fields)
     assert set(data["model_endpoint"]) == set(ModelEndpointConfig.model_fields)
+    assert set(data["warm_runners"]) == set(WarmRunnersConfig.model_fields)
 
 
 def test_empty_file_gives_all_defaults(tmp_path: Path) -> None:
@@ -258,7 +260,7 @@ def _all_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[
 
 def test_every_model_forbids_extra_keys_and_documents_every_field() -> None:
     models = _all_models(CodexMCPConfig, set())
-    assert len(models) == 19  # with RunnerToleration, WallBounceProviderConfig and ModelProxyConfig
+    assert len(models) == 20  # with RunnerToleration, WallBounceProviderConfig and ModelProxyConfig
     for model in models:
         assert model.model_config.get("extra") == "forbid", model.__name__
         for name, info in model.model_fields.items():

@@ -98,7 +98,7 @@ def test_metadata_and_selector() -> None:
         "ownerReferences": [names.owner_reference("CodexSession", "fix-bug", UID)],
     }
     assert policy["metadata"]["name"] == names.network_policy("fix-bug")
-    assert policy["spec"]["podSelector"] == {"matchLabels": {names.LABEL_SESSION: "fix-bug"}}
+    assert policy["spec"]["podSelector"] == {"matchLabels": {names.LABEL_POLICY: "fix-bug"}}
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == []
     assert build() == build()

@@ -97,6 +97,7 @@ def test_metadata_is_deterministic_and_owned() -> None:
             names.LABEL_MANAGED_BY: names.MANAGED_BY,
             names.LABEL_PART_OF: names.PART_OF,
             names.LABEL_COMPONENT: names.COMPONENT_RUNNER,
+            names.LABEL_POLICY: "fix-bug",
         },
         "annotations": {names.ANNOTATION_ATTEMPT: "2"},
         "ownerReferences": [

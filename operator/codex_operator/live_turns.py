@@ -1,0 +1,199 @@
+"""Handing turns to live runner pods (warm runners) and collecting their reports.
+
+The operator signs every request to a pod's agent (codex_api.turn_request)
+with an Ed25519 key only it holds; the pod has the public half. One task per
+turn delivers the order and waits for the report; when it has one (or gives
+up) it wakes the session, whose reconcile reads the outcome here.
+
+Level-triggered like the rest: an operator that restarted mid-turn asks the
+agent for the session's report before it orders anything, and an order for
+a session whose turn runs or ran gets that turn's report back. A turn is
+never run twice because somebody asked twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from codex_api.config import WarmRunnersConfig
+from codex_api.turn_request import (
+    TurnOrder,
+    TurnReport,
+    generate_private_key,
+    load_private_key,
+    public_key_pem,
+    sign,
+)
+
+from .pod_builder import LivePod
+
+log = logging.getLogger("codex_operator.live_turns")
+
+RETRY_SECONDS = 0.1
+# How long past its own timeout a turn's report may take to arrive.
+REPORT_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """No report: why, and whether another pod may run the turn (`retry`)."""
+
+    reason: str
+    message: str
+    retry: bool
+
+
+Outcome = TurnReport | Undelivered
+
+
+class LiveTurns:
+    def __init__(self, key: Ed25519PrivateKey, config: WarmRunnersConfig, wake: Callable[[Hashable], None]):
+        self._key = key
+        self.config = config
+        self._wake = wake
+        self.public_pem = public_key_pem(key).decode()
+        self.fingerprint = hashlib.sha256(self.public_pem.encode()).hexdigest()[:32]
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._outcomes: dict[str, Outcome] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(cls, config: WarmRunnersConfig, wake: Callable[[Hashable], None]) -> LiveTurns:
+        """With the configured key file, else a key of this process's own (pods
+        started by another process are then never handed a turn)."""
+        if config.signing_key_file:
+            key = load_private_key(Path(config.signing_key_file).read_bytes())
+        else:
+            key = generate_private_key()
+        return cls(key, config, wake)
+
+    def live_pod(self) -> LivePod:
+        return LivePod(
+            public_key_pem=self.public_pem,
+            key_fingerprint=self.fingerprint,
+            port=self.config.agent_port,
+            idle_seconds=self.config.idle_seconds,
+            lifetime_seconds=self.config.max_pod_lifetime_seconds,
+        )
+
+    # -- what the reconciler asks ---------------------------------------------------
+    def outcome(self, session_uid: str) -> Outcome | None:
+        return self._outcomes.get(session_uid)
+
+    def forget(self, session_uid: str) -> None:
+        """Drop a turn's outcome and stop waiting for it (the turn has ended)."""
+        self._outcomes.pop(session_uid, None)
+        task = self._tasks.pop(session_uid, None)
+        if task is not None:
+            task.cancel()
+
+    def deliver(self, key: Hashable, order: TurnOrder, *, pod_ip: str, pod_uid: str) -> None:
+        """Make sure `order` reaches the pod and its report comes back (once)."""
+        uid = order.session_uid
+        if uid in self._tasks or uid in self._outcomes:
+            return
+        self._tasks[uid] = asyncio.create_task(
+            self._deliver(key, order, pod_ip, pod_uid), name=f"turn {order.namespace}/{order.session}"
+        )
+
+    async def interrupt(self, pod_ip: str, pod_uid: str) -> bool:
+        """Ask the pod's agent to interrupt its running turn; False if it could not."""
+        try:
+            async with self._session().post(
+                self._url(pod_ip, "/v1/interrupt"),
+                data=b"",
+                headers=self._signed("POST", "/v1/interrupt", pod_uid, b""),
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    # -- delivery -------------------------------------------------------------------
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    def _url(self, pod_ip: str, path: str) -> str:
+        host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+        return f"http://{host}:{self.config.agent_port}{path}"
+
+    def _signed(self, method: str, path: str, pod_uid: str, body: bytes) -> dict[str, str]:
+        return sign(self._key, method=method, path=path, pod_uid=pod_uid, body=body)
+
+    async def _deliver(self, key: Hashable, order: TurnOrder, pod_ip: str, pod_uid: str) -> None:
+        outcome: Outcome
+        try:
+            outcome = await self._until_reported(order, pod_ip, pod_uid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # never leave a session waiting on a dead task
+            log.exception("delivering a turn failed")
+            outcome = Undelivered("AgentError", f"delivering the turn failed: {err!r}"[:500], True)
+        self._outcomes[order.session_uid] = outcome
+        self._tasks.pop(order.session_uid, None)
+        self._wake(key)
+
+    async def _until_reported(self, order: TurnOrder, pod_ip: str, pod_uid: str) -> Outcome:
+        deadline = time.monotonic() + order.timeout_seconds + REPORT_GRACE_SECONDS
+        body = order.model_dump_json().encode()
+        report_path = f"/v1/turns/{order.session_uid}"
+        last = "the agent did not answer"
+        while time.monotonic() < deadline:
+            try:
+                # First whether it ran already: an operator that restarted mid-turn.
+                async with self._session().get(
+                    self._url(pod_ip, report_path),
+                    headers=self._signed("GET", report_path, pod_uid, b""),
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as resp:
+                    if resp.status == 200:
+                        return TurnReport.model_validate_json(await resp.read())
+                async with self._session().post(
+                    self._url(pod_ip, "/v1/turns"),
+                    data=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        **self._signed("POST", "/v1/turns", pod_uid, body),
+                    },
+                    timeout=aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 1.0)),
+                ) as resp:
+                    text = await resp.read()
+                    if resp.status == 200:
+                        return TurnReport.model_validate_json(text)
+                    message = text.decode(errors="replace")[:500]
+                    if resp.status == 409:  # another turn still runs there: not ours to wait for
+                        return Undelivered(
+                            "PodBusy", f"the live pod is running another turn: {message}", True
+                        )
+                    if resp.status == 502:
+                        return Undelivered("AgentError", f"the pod's agent failed the turn: {message}", True)
+                    return Undelivered(
+                        "AgentRefused", f"the pod's agent refused the turn ({resp.status}): {message}", False
+                    )
+            except aiohttp.ClientConnectorError as err:
+                last = f"the agent does not answer yet: {err.strerror or err}"  # still starting
+            except (aiohttp.ClientError, TimeoutError) as err:
+                last = f"lost the agent mid-turn: {err!r}"[:300]
+            except ValidationError as err:
+                return Undelivered("AgentRefused", f"the agent's report is malformed: {err}"[:500], False)
+            await asyncio.sleep(RETRY_SECONDS)
+        return Undelivered("AgentUnreachable", last, True)

@@ -1,0 +1,123 @@
+"""`codex-runner agent ...`: a live runner pod's entrypoint (warm runners).
+
+Prepares the pod as the one-shot runner does (the network fence, Codex's
+home and config, the inner-sandbox probe), then serves the agent
+(codex_runner.agent) until no turn has come for `--idle-seconds`: the
+process then ends and so does the pod, and the conversation's next reply
+starts cold from its workspace.
+
+From the pod's environment: `CODEX_AGENT_PUBLIC_KEY` (PEM, the operator's
+public key) and `CODEX_POD_UID` (the downward API), which every signed
+request must name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from codex_api.result import EXIT_CODEX_MISSING, EXIT_CONFIG_ERROR, EXIT_NETWORK_UNFENCED
+from codex_api.turn_request import load_public_key
+
+from .agent import Agent
+from .app_server import AppServer
+from .contract import (
+    ENV_POD_UID,
+    ENV_PUBLIC_KEY,
+    AgentOptions,
+    RunnerArgsError,
+    TurnSettings,
+    parse_agent_args,
+)
+from .invocation import build_config, codex_sandbox
+from .network_fence import wait_until_fenced
+from .runner import codex_binary, probe_inner_sandbox
+
+IDLE_CHECK_SECONDS = 1.0
+
+
+def _log(message: str, **fields: object) -> None:
+    print(json.dumps({"type": "codex-runner", "message": message, **fields}), flush=True)
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        settings, options = parse_agent_args(argv)
+    except RunnerArgsError as err:
+        print(f"codex-runner: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        public_key = load_public_key(os.environ[ENV_PUBLIC_KEY].encode())
+        pod_uid = os.environ[ENV_POD_UID]
+    except (KeyError, ValueError) as err:
+        print(f"codex-runner: {ENV_PUBLIC_KEY} and {ENV_POD_UID} must be set ({err!r})", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    codex_bin = codex_binary()
+    if codex_bin is None or not os.access(codex_bin, os.X_OK):
+        print(f"codex-runner: codex binary not found ({codex_bin or 'not on PATH'})", file=sys.stderr)
+        return EXIT_CODEX_MISSING
+    if settings.network_fence_seconds is not None:
+        fence = wait_until_fenced(settings.network_fence_seconds)
+        _log("network fence", fenced=fence.fenced, target=fence.target, waited_seconds=fence.waited_seconds)
+        if not fence.fenced:
+            print(f"codex-runner: {fence.detail}", file=sys.stderr)
+            return EXIT_NETWORK_UNFENCED
+    try:
+        env, inner = _prepare(settings, options, codex_bin)
+    except OSError as err:
+        print(f"codex-runner: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    agent = Agent(
+        public_key=public_key,
+        pod_uid=pod_uid,
+        workspace=Path(settings.workspace),
+        start_app_server=lambda: AppServer.start(codex_bin, env=env, cwd=settings.workspace, stderr=None),
+        credential_file=Path(options.credential_file) if options.credential_file else None,
+        sandbox=settings.sandbox,
+        inner_sandbox=inner,
+    )
+    asyncio.run(_serve(agent, options))
+    return 0
+
+
+def _prepare(settings: TurnSettings, options: AgentOptions, codex_bin: str) -> tuple[dict[str, str], bool]:
+    """Codex's home and config, once for every turn the pod will serve."""
+    codex_home = Path(settings.codex_home)
+    workspace = Path(settings.workspace)
+    codex_home.mkdir(parents=True, exist_ok=True)
+    Path(os.environ.get("HOME", "/tmp/home")).mkdir(parents=True, exist_ok=True)
+    if not workspace.is_dir():
+        raise OSError(f"workspace {workspace} does not exist")
+    env = {**os.environ, "CODEX_HOME": str(codex_home)}
+    env.pop(ENV_PUBLIC_KEY, None)
+    inner = probe_inner_sandbox(codex_bin, str(workspace), env)
+    config = build_config(
+        settings,
+        sandbox_mode=codex_sandbox(settings, inner_sandbox=inner),
+        credential_file=options.credential_file,
+    )
+    (codex_home / "config.toml").write_text(config.config_toml)
+    for name, text in config.files.items():
+        (codex_home / name).write_text(text)
+    return env, inner
+
+
+async def _serve(agent: Agent, options: AgentOptions) -> None:
+    runner = web.AppRunner(agent.app(), access_log=None)
+    await runner.setup()
+    # Every address of the pod: the operator calls it by the pod's IP, and the
+    # NetworkPolicy lets only the operator through.
+    await web.TCPSite(runner, host=None, port=options.port).start()
+    _log("agent listening", port=options.port, idle_seconds=options.idle_seconds)
+    try:
+        while agent.idle_for() < options.idle_seconds:
+            await asyncio.sleep(IDLE_CHECK_SECONDS)
+        _log("idle: the pod ends", idle_seconds=options.idle_seconds)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,325 @@
+"""Warm runners on the real node (issue 14): a conversation keeps its runner
+pod, and a reply goes to the live pod's agent instead of a new pod.
+
+Everything is real but the model: the operator with
+`[kubernetes.warm_runners]` on, the project's runner image on the kubelet
+running the agent and Codex's app-server, the model proxy (a host process on
+the pod bridge, keys only there), NetworkPolicy enforcement, Redis."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from codex_api import names
+from codex_api.turn_request import generate_private_key, private_key_pem
+from codex_devenv import fake_model as fm
+from codex_devenv.model_proxy_process import start_model_proxy
+from codex_devenv.operator_process import start_operator
+from codex_devenv.process import wait_for
+from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
+from codex_devenv.testkit import apply_session, phase_is, wait_session
+
+API_KEY = "sk-provider-" + secrets.token_hex(16)
+IDLE_SECONDS = 12
+AGENT_PORT = 8470
+
+
+@pytest.fixture
+def system(
+    node_cluster: Any,
+    node_ns: str,
+    model: fm.FakeModelServer,
+    volumes: Path,
+    operator_kubeconfig: Path,
+    redis_server: Any,
+    tmp_path: Path,
+    kube_client: Any,
+) -> Iterator[dict[str, Any]]:
+    cp, _node, refs = node_cluster
+    model.reset()
+    prepare_sessions_namespace(cp, kube_client, node_ns, None)
+    proxy = start_model_proxy(
+        cp,
+        tmp_path,
+        f'[codex]\nmodel = "fake-model"\n[kubernetes.model_endpoint]\nprovider_id = "fake"\n'
+        f'base_url = "http://{model.host}:{model.port}/v1"\n[redis]\nkey_prefix = "live"\n',
+        provider_keys={"CODEX_MODEL_API_KEY": API_KEY},
+        redis_url=redis_server.url,
+        host=model.host,
+    )
+    kubernetes_extra, extra = operator_config(
+        fake_endpoint(model.host, model.port),
+        refs["runner"],
+        tolerate_test_node=True,
+        auto_approve=True,
+        model_proxy=(proxy.base, f"{model.host}/32"),
+    )
+    # The operator is a host process: it calls the pods' agents from the bridge
+    # address. Its key in a file, as an install has it: a restarted operator
+    # still reaches the pods the last one started.
+    key_file = tmp_path / "agent-signing-key.pem"
+    key_file.write_bytes(private_key_pem(generate_private_key()))
+    extra += (
+        f"\n[kubernetes.warm_runners]\nidle_seconds = {IDLE_SECONDS}\nagent_port = {AGENT_PORT}\n"
+        f'operator_cidrs = ["{model.host}/32"]\nsigning_key_file = "{key_file}"\n'
+    )
+
+    def start() -> Any:
+        return start_operator(
+            cp,
+            operator_kubeconfig,
+            node_ns,
+            tmp_path,
+            limit=4,
+            kubernetes_extra=kubernetes_extra,
+            extra_config=extra,
+            env=proxy.operator_env,
+        )
+
+    ops = [start()]
+    yield {
+        "cp": cp,
+        "ns": node_ns,
+        "model": model,
+        "proxy": proxy,
+        "ops": ops,
+        "start": start,
+        "tmp": tmp_path,
+    }
+    ops[-1].stop()
+    proxy.stop()
+    assert API_KEY not in (tmp_path / "model-proxy.log").read_text()
+    assert model.errors == []
+
+
+def finished(kube_client: Any, ns: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_session(
+        kube_client, ns, name, phase_is("Succeeded", "Failed", "TimedOut", "Cancelled"), timeout=timeout
+    )
+
+
+def pods(kube_client: Any, ns: str) -> dict[str, Any]:
+    return {p.metadata.name: p for p in client.CoreV1Api(kube_client).list_namespaced_pod(ns).items}
+
+
+def test_a_reply_runs_in_the_conversation_s_live_pod(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    model.set_script(
+        fm.apply_patch("*** Begin Patch\n*** Add File: notes.txt\n+remember 42\n*** End Patch\n"),
+        fm.say("Wrote notes.txt"),
+    )
+    apply_session(cp, ns, "live1", sandbox="isolated", workspace={"type": "persistent"}, prompt="write notes")
+    first = finished(kube_client, ns, "live1")
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    pod_name = first["status"]["podName"]
+    assert (
+        volumes / ns / names.workspace_claim("live1") / "workspace" / "notes.txt"
+    ).read_text() == "remember 42\n"
+    # The pod outlives its turn: its agent waits for the next one.
+    assert pods(kube_client, ns)[pod_name].status.phase == "Running"
+    history = model.responses_requests[-1].input
+
+    model.set_script(
+        fm.exec_command("cat notes.txt"), fm.computed(lambda req: f"It says: {req.last_tool_output()}")
+    )
+    started = time.monotonic()
+    apply_session(
+        cp,
+        ns,
+        "live2",
+        sandbox="isolated",
+        workspace={"type": "persistent"},
+        resumeFrom="live1",
+        prompt="what do the notes say?",
+    )
+    second = finished(kube_client, ns, "live2")
+    took = time.monotonic() - started
+    status = second["status"]
+    assert status["phase"] == "Succeeded", status
+    print(f"\n[live] reply on the live pod: {took * 1000:.0f} ms from apply to Succeeded")
+    assert status["podName"] == pod_name  # no new pod
+    assert status["threadId"] == first["status"]["threadId"]
+    assert "remember 42" in status["response"]
+    assert model.responses_requests[-2].input[: len(history)] == history  # the whole conversation
+    # Metered by the proxy under the reply's own credential and counted as the reply's.
+    assert status["usage"]["inputTokens"] > 0
+    assert {c["type"]: c["status"] for c in status["conditions"]}.get("UsageMetered") == "True", status
+    assert {r.authorization for r in model.responses_requests} == {f"Bearer {API_KEY}"}
+
+    # The pod is the reply's now, and only the reply's; its policy outlives both turns.
+    pod = pods(kube_client, ns)[pod_name]
+    assert [(o.name, o.controller) for o in pod.metadata.owner_references] == [("live2", True)]
+    assert pod.metadata.labels[names.LABEL_SESSION] == "live2"
+    assert pod.metadata.labels[names.LABEL_POLICY] == "live1"
+    policy = client.NetworkingV1Api(kube_client).read_namespaced_network_policy(
+        names.network_policy("live1"), ns
+    )
+    assert {o.name for o in policy.metadata.owner_references} == {"live1", "live2"}
+    assert [p for p in pods(kube_client, ns) if p.startswith("live2-runner")] == []
+    spec = json.dumps(pod.to_dict(), default=str)
+    assert API_KEY not in spec and "secretKeyRef" not in spec and "cxs1." not in spec  # no key, no credential
+
+
+def test_an_idle_pod_ends_and_the_next_reply_starts_cold(system: dict[str, Any], kube_client: Any) -> None:
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    model.set_script(fm.say("first"))
+    apply_session(cp, ns, "idle1", sandbox="read-only", workspace={"type": "persistent"}, prompt="one")
+    first = finished(kube_client, ns, "idle1")
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    pod_name = first["status"]["podName"]
+    wait_for(
+        lambda: pods(kube_client, ns)[pod_name].status.phase == "Succeeded",
+        timeout=IDLE_SECONDS + 30,
+        what="the idle pod to end",
+    )
+    model.set_script(fm.say("second"))
+    apply_session(
+        cp,
+        ns,
+        "idle2",
+        sandbox="read-only",
+        workspace={"type": "persistent"},
+        resumeFrom="idle1",
+        prompt="two",
+    )
+    second = finished(kube_client, ns, "idle2")
+    assert second["status"]["phase"] == "Succeeded", second["status"]
+    assert second["status"]["podName"] == names.runner_pod("idle2", 1)  # a new pod
+    assert second["status"]["threadId"] == first["status"]["threadId"]  # resumed from the workspace
+    assert second["status"]["response"] == "second"
+
+
+def test_a_reply_at_another_level_gets_a_pod_of_its_own(system: dict[str, Any], kube_client: Any) -> None:
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    model.set_script(fm.say("read"))
+    apply_session(cp, ns, "lvl1", sandbox="read-only", workspace={"type": "persistent"}, prompt="look")
+    first = finished(kube_client, ns, "lvl1")
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    model.set_script(fm.say("wrote"))
+    apply_session(
+        cp,
+        ns,
+        "lvl2",
+        sandbox="isolated",
+        workspace={"type": "persistent"},
+        resumeFrom="lvl1",
+        prompt="now write",
+    )
+    second = finished(kube_client, ns, "lvl2")
+    assert second["status"]["phase"] == "Succeeded", (
+        second["status"].get("reason"),
+        second["status"].get("message"),
+    )
+    # The read-only pod mounts the workspace read-only: it never serves an isolated
+    # turn. It was ended first: a thread has one writer, a conversation one pod.
+    assert second["status"]["podName"] == names.runner_pod("lvl2", 1)
+    assert first["status"]["podName"] not in pods(kube_client, ns)
+
+
+def _first_turn(system: dict[str, Any], kube_client: Any, name: str) -> dict[str, Any]:
+    system["model"].set_script(fm.say("ready"))
+    apply_session(
+        system["cp"], system["ns"], name, sandbox="isolated", workspace={"type": "persistent"}, prompt="hi"
+    )
+    first = finished(kube_client, system["ns"], name)
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    return first
+
+
+def test_a_live_turn_past_its_timeout_is_interrupted(system: dict[str, Any], kube_client: Any) -> None:
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    first = _first_turn(system, kube_client, "slow1")
+    model.set_script(fm.say("too late", delay=60))
+    started = time.monotonic()
+    apply_session(
+        cp,
+        ns,
+        "slow2",
+        sandbox="isolated",
+        workspace={"type": "persistent"},
+        resumeFrom="slow1",
+        prompt="take your time",
+        timeoutSeconds=10,
+    )
+    s = finished(kube_client, ns, "slow2", timeout=60)
+    took = time.monotonic() - started
+    assert s["status"]["phase"] == "TimedOut", s["status"]
+    assert s["status"]["podName"] == first["status"]["podName"]  # it ran in the live pod ...
+    assert 10 <= took < 25, took  # ... and the agent interrupted it at the timeout
+    # An interrupted thread is not handed on: the pod ends.
+    wait_for(
+        lambda: first["status"]["podName"] not in pods(kube_client, ns), timeout=30, what="the pod to go"
+    )
+
+
+def test_cancelling_a_live_turn_ends_it_and_its_pod(system: dict[str, Any], kube_client: Any) -> None:
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    first = _first_turn(system, kube_client, "cx1")
+    model.set_script(fm.say("never", delay=60))
+    apply_session(
+        cp, ns, "cx2", sandbox="isolated", workspace={"type": "persistent"}, resumeFrom="cx1", prompt="wait"
+    )
+    wait_for(lambda: len(model.responses_requests) == 2, timeout=30, what="the reply to reach the model")
+    cp.kubectl("annotate", "-n", ns, "codexsession", "cx2", f"{names.ANNOTATION_CANCEL}=changed my mind")
+    s = finished(kube_client, ns, "cx2", timeout=30)
+    assert s["status"]["phase"] == "Cancelled", s["status"]
+    wait_for(
+        lambda: first["status"]["podName"] not in pods(kube_client, ns), timeout=30, what="the pod to go"
+    )
+
+
+def test_a_restarted_operator_collects_the_live_turn_once(system: dict[str, Any], kube_client: Any) -> None:
+    """SIGKILL the operator while a reply runs in the live pod: its successor
+    asks the agent for the report, gets it, and the turn ran exactly once."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    first = _first_turn(system, kube_client, "rs1")
+    model.set_script(fm.say("survived", delay=4))
+    apply_session(
+        cp, ns, "rs2", sandbox="isolated", workspace={"type": "persistent"}, resumeFrom="rs1", prompt="go"
+    )
+    wait_for(lambda: len(model.responses_requests) == 2, timeout=30, what="the reply to reach the model")
+    system["ops"][-1].kill()
+    system["ops"].append(system["start"]())
+    s = finished(kube_client, ns, "rs2", timeout=60)
+    assert s["status"]["phase"] == "Succeeded", s["status"]
+    assert s["status"]["response"] == "survived"
+    assert s["status"]["podName"] == first["status"]["podName"]
+    assert len(model.responses_requests) == 2  # once: the successor did not order it again
+    assert [p for p in pods(kube_client, ns) if p.startswith("rs2-")] == []
+
+
+def test_the_model_cannot_hand_its_own_pod_a_turn(system: dict[str, Any], kube_client: Any) -> None:
+    """The agent listens on the pod's addresses; the model's commands run in the
+    pod. Unsigned, it gets 401, and nothing reaches the model."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    attack = (
+        "python3 - <<'EOF'\n"
+        "import json, urllib.request, urllib.error\n"
+        "body = json.dumps({'namespace': 'x', 'session': 'x', 'session_uid': 'forged', 'prompt': 'mine now',"
+        " 'sandbox': 'isolated', 'timeout_seconds': 30}).encode()\n"
+        "for path in ('/v1/turns', '/v1/interrupt'):\n"
+        f"    req = urllib.request.Request('http://127.0.0.1:{AGENT_PORT}' + path, data=body,"
+        " headers={'Content-Type': 'application/json', 'X-Codex-Signature': 'AAAA', 'X-Codex-Time': '1', 'X-Codex-Nonce': 'n'})\n"
+        "    try:\n"
+        "        print(path, urllib.request.urlopen(req, timeout=5).status)\n"
+        "    except urllib.error.HTTPError as err:\n"
+        "        print(path, err.code)\n"
+        "EOF"
+    )
+    model.set_script(fm.exec_command(attack), fm.computed(lambda req: f"attack: {req.last_tool_output()}"))
+    apply_session(cp, ns, "atk", sandbox="isolated", workspace={"type": "persistent"}, prompt="attack")
+    s = finished(kube_client, ns, "atk")
+    assert s["status"]["phase"] == "Succeeded", s["status"]
+    out = model.responses_requests[-1].last_tool_output() or ""
+    assert "/v1/turns 401" in out and "/v1/interrupt 401" in out, out
+    assert len(model.responses_requests) == 2  # the turn's own two requests: no forged turn ran
