@@ -15,7 +15,13 @@ here by the devenv's hostPath provisioner), so the same turn is also
 measured through the API with a persistent workspace: the difference between
 those two rows is the gateway's own cost. The kinds of turn alternate.
 
-Usage: .venv/bin/python bench/turn_bench.py [--turns 10] [--no-through-gateway]
+Warm runners (default; --no-warm to skip): the operator runs with
+`[kubernetes.warm_runners]` on, and a conversation's replies are measured,
+each handed to the conversation's live pod: through the API (create a reply
+CodexSession -> Succeeded) and through the gateway (`codex-reply` ->
+completed). Persistent first turns then start a live pod (cold, as before).
+
+Usage: .venv/bin/python bench/turn_bench.py [--turns 10] [--no-through-gateway] [--no-warm]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from codex_api import names
+from codex_api.turn_request import generate_private_key, private_key_pem
 from codex_devenv import fake_model as fm
 from codex_devenv.assets import REPO_ROOT, ensure_binaries
 from codex_devenv.cluster_network import api_server_address
@@ -160,6 +167,39 @@ def end_to_end(custom: client.CustomObjectsApi, name: str, timeout: float = 120,
     raise TimeoutError(f"{name}: {status}")
 
 
+def warm_replies(custom: client.CustomObjectsApi, turns: int) -> tuple[Turn, list[Turn]]:
+    """A conversation's first turn (it starts the live pod), then `turns` replies,
+    each to the previous one: each is handed to the live pod."""
+    persistent = {"workspace": {"type": "persistent"}}
+    first = end_to_end(custom, "conv-00", **persistent)
+    replies, parent = [], "conv-00"
+    for i in range(1, turns + 1):
+        name = f"conv-{i:02d}"
+        replies.append(end_to_end(custom, name, resumeFrom=parent, **persistent))
+        parent = name
+    return first, replies
+
+
+async def warm_through_gateway(gw: GatewayProcess, turns: int) -> list[Turn]:
+    """One MCP `codex` call, then `turns` `codex-reply` calls on its conversation."""
+    done = []
+    async with gw.client(TOKEN, mode="legacy") as mcp_client:
+        result = await mcp_client.call_tool("codex", {"prompt": "hi"})
+        previous = (result.structured_content or {}).get("session_id")
+        for _ in range(turns):
+            t0 = time.perf_counter()
+            result = await mcp_client.call_tool(
+                "codex-reply", {"prompt": "and then?", "session_id": previous}
+            )
+            t1 = time.perf_counter()
+            out = result.structured_content or {}
+            if result.is_error or out.get("status") != "completed":
+                raise RuntimeError(f"gateway reply did not complete: {result.content}")
+            previous = out["session_id"]
+            done.append(Turn(previous, t0, t1))
+    return done
+
+
 async def through_gateway(gw: GatewayProcess, turns: int) -> list[Turn]:
     """`turns` MCP `codex` calls on one connected client, each timed until the
     completed result is back."""
@@ -177,10 +217,11 @@ async def through_gateway(gw: GatewayProcess, turns: int) -> list[Turn]:
 
 
 def summary(label: str, turns: list[Turn]) -> str:
-    values = [t.seconds for t in turns]
+    values = sorted(t.seconds for t in turns)
+    p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]
     return (
         f"   {label:<48} median {statistics.median(values) * 1000:7.0f} ms  "
-        f"min {min(values) * 1000:6.0f} ms  max {max(values) * 1000:6.0f} ms  (n={len(values)})"
+        f"min {min(values) * 1000:6.0f} ms  p99 {p99 * 1000:6.0f} ms  (n={len(values)})"
     )
 
 
@@ -196,6 +237,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also measure the turn as an MCP codex call through the real gateway (default on)",
+    )
+    parser.add_argument(
+        "--warm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="warm runners on, and measure replies handed to a conversation's live pod (default on)",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="codex-turn-bench-"))
@@ -221,6 +268,14 @@ def main() -> None:
             tolerate_test_node=False,
             auto_approve=False,
         )
+        if args.warm:
+            key_file = work / "agent-signing-key.pem"
+            key_file.write_bytes(private_key_pem(generate_private_key()))
+            extra += (
+                # A 2-core node: idle pods keep their CPU requests.
+                "\n[kubernetes.warm_runners]\nidle_seconds = 600\nmax_idle_pods = 2\n"
+                f'operator_cidrs = ["{model.host}/32"]\nsigning_key_file = "{key_file}"\n'
+            )
         op = start_operator(
             cp, operator_kubeconfig(cp, work), NS, work, kubernetes_extra=kubernetes_extra, extra_config=extra
         )
@@ -255,6 +310,13 @@ def main() -> None:
             if gw is not None:
                 persistent.append(end_to_end(custom, f"pvc-{i:02d}", workspace={"type": "persistent"}))
                 gateway += asyncio.run(through_gateway(gw, 1))
+        warm_first: Turn | None = None
+        warm: list[Turn] = []
+        warm_gw: list[Turn] = []
+        if args.warm:
+            warm_first, warm = warm_replies(custom, args.turns)
+            if gw is not None:
+                warm_gw = asyncio.run(warm_through_gateway(gw, args.turns))
         pods.stop()
 
         home = write_codex_home(work / "bare" / "codex-home", model.url)
@@ -280,6 +342,21 @@ def main() -> None:
             )
             print(summary("MCP codex call -> completed (gateway)", gateway) + f"  {m_gw / m_bare:5.1f}x")
             rows += [("persistent", persistent), ("gateway", gateway)]
+        if warm_first is not None:
+            print(
+                summary("first turn starting a live pod (cold)", [warm_first])
+                + f"  {warm_first.seconds / m_bare:5.1f}x"
+            )
+            print(
+                summary("reply on the live pod: API create -> Succeeded", warm)
+                + f"  {median(warm) / m_bare:5.1f}x"
+            )
+            if warm_gw:
+                print(
+                    summary("reply on the live pod: MCP codex-reply -> done", warm_gw)
+                    + f"  {median(warm_gw) / m_bare:5.1f}x"
+                )
+            print(f"   live pods handed a reply: {op.metric('codex_operator_runner_pods_handed_over_total')}")
         print("   where the time goes (median ms between what a pod watch saw):")
         for label, turns in rows:
             print(f"     {label:<11} {pods.breakdown(turns)}")

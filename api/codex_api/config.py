@@ -793,6 +793,15 @@ class WarmRunnersConfig(_Section):
         le=7 * 86400,
         description="A live pod ends after this long whatever it does (its activeDeadlineSeconds).",
     )
+    max_idle_pods: int = Field(
+        20,
+        ge=1,
+        le=10000,
+        description=(
+            "Most live pods waiting for a reply at once; past it the longest-idle ones end. An idle pod "
+            "keeps its resource requests: the nodes must fit max_concurrent_sessions running pods plus these."
+        ),
+    )
     agent_port: int = Field(8470, ge=1024, le=65535, description="Port of the agent in a live runner pod.")
     signing_key_file: str = Field(
         "",

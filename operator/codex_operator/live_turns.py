@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeAlias
 from pathlib import Path
 
 import aiohttp
@@ -53,7 +54,7 @@ class Undelivered:
     retry: bool
 
 
-Outcome = TurnReport | Undelivered
+Outcome: TypeAlias = TurnReport | Undelivered
 
 
 class LiveTurns:

@@ -640,6 +640,28 @@ async def _hand_over(
     return handed
 
 
+async def _trim_idle_pods(ctx: Context, namespace: str) -> None:
+    """End the longest-idle live pods past `max_idle_pods`: an idle pod holds its
+    resource requests, and the gate counts only running turns."""
+    assert ctx.turns is not None
+    idle: list[tuple[str, str]] = []
+    for pod in ctx.store.pods.values():
+        meta = pod["metadata"]
+        if meta["namespace"] != namespace or not _is_live_pod(pod) or meta.get("deletionTimestamp"):
+            continue
+        if pod_outcome(pod).finished:
+            continue
+        owner = ctx.store.sessions.get((namespace, (meta.get("labels") or {}).get(names.LABEL_SESSION, "")))
+        status = session_status(owner) if owner is not None else None
+        if status is not None and status.phase not in TERMINAL_PHASES:
+            continue  # serving a turn
+        since = status.timings.completed_at if status is not None and status.timings else None
+        idle.append((rfc3339(since) if since else "", meta["name"]))
+    for _since, name in sorted(idle)[: max(len(idle) - ctx.turns.config.max_idle_pods, 0)]:
+        log.info("ending idle live pod %s/%s: more than max_idle_pods wait", namespace, name)
+        await ctx.api.delete_pod(namespace, name, grace_seconds=1)
+
+
 class WaitForLivePod(Exception):
     """The conversation's live pod is ending; the turn starts once it is gone."""
 
@@ -922,6 +944,7 @@ async def _finish(
     ctx.release_slot(meta["namespace"], meta["name"])
     if ctx.turns is not None:
         ctx.turns.forget(meta["uid"])
+        await _trim_idle_pods(ctx, meta["namespace"])
     _count(ctx, phase, duration, CodexSessionStatus.model_validate(extra or {}))
     for reply in ctx.store.replies_to(meta["namespace"], meta["name"]):
         ctx.queue.add(session_key(*reply))

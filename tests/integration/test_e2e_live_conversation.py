@@ -30,6 +30,7 @@ from codex_devenv.testkit import apply_session, phase_is, wait_session
 API_KEY = "sk-provider-" + secrets.token_hex(16)
 IDLE_SECONDS = 12
 AGENT_PORT = 8470
+MAX_IDLE = 2
 
 
 @pytest.fixture
@@ -69,6 +70,7 @@ def system(
     key_file.write_bytes(private_key_pem(generate_private_key()))
     extra += (
         f"\n[kubernetes.warm_runners]\nidle_seconds = {IDLE_SECONDS}\nagent_port = {AGENT_PORT}\n"
+        f"max_idle_pods = {MAX_IDLE}\n"
         f'operator_cidrs = ["{model.host}/32"]\nsigning_key_file = "{key_file}"\n'
     )
 
@@ -323,3 +325,16 @@ def test_the_model_cannot_hand_its_own_pod_a_turn(system: dict[str, Any], kube_c
     out = model.responses_requests[-1].last_tool_output() or ""
     assert "/v1/turns 401" in out and "/v1/interrupt 401" in out, out
     assert len(model.responses_requests) == 2  # the turn's own two requests: no forged turn ran
+
+
+def test_past_max_idle_pods_the_longest_idle_pod_ends(system: dict[str, Any], kube_client: Any) -> None:
+    """An idle pod keeps its resource requests: only max_idle_pods of them wait."""
+    names_ = ["idl-a", "idl-b", "idl-c"]
+    firsts = [_first_turn(system, kube_client, name) for name in names_]
+    oldest = firsts[0]["status"]["podName"]
+    wait_for(
+        lambda: oldest not in pods(kube_client, system["ns"]), timeout=30, what="the oldest idle pod to end"
+    )
+    live = pods(kube_client, system["ns"])
+    assert all(f["status"]["podName"] in live for f in firsts[1:])
+    assert all(live[f["status"]["podName"]].status.phase == "Running" for f in firsts[1:])
