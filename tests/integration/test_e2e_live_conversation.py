@@ -9,8 +9,11 @@ the pod bridge, keys only there), NetworkPolicy enforcement, Redis."""
 from __future__ import annotations
 
 import json
+import random
+import re
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from codex_devenv.model_proxy_process import start_model_proxy
 from codex_devenv.operator_process import start_operator
 from codex_devenv.process import wait_for
 from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
-from codex_devenv.testkit import apply_session, phase_is, wait_session
+from codex_devenv.testkit import apply_session, get_session, phase_is, wait_session
 
 API_KEY = "sk-provider-" + secrets.token_hex(16)
 IDLE_SECONDS = 12
@@ -338,3 +341,62 @@ def test_past_max_idle_pods_the_longest_idle_pod_ends(system: dict[str, Any], ku
     live = pods(kube_client, system["ns"])
     assert all(f["status"]["podName"] in live for f in firsts[1:])
     assert all(live[f["status"]["podName"]].status.phase == "Running" for f in firsts[1:])
+
+
+def test_the_operator_killed_at_random_points_loses_and_duplicates_no_live_turn(
+    system: dict[str, Any], kube_client: Any
+) -> None:
+    """Three conversations of four turns each, every reply waiting for its parent
+    and then handed to the live pod, while the operator is SIGKILLed and
+    restarted at random moments: every turn ends Succeeded, reached the model
+    exactly once, and no pod served two conversations."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    model.set_script(then=fm.say("ok", delay=0.3))
+    rng = random.Random(14)
+    chains = [[f"ch{c}-{i}" for i in range(4)] for c in range(3)]
+    for chain in chains:
+        for i, name in enumerate(chain):
+            extra = {"resumeFrom": chain[i - 1]} if i else {}
+            apply_session(
+                cp,
+                ns,
+                name,
+                sandbox="isolated",
+                workspace={"type": "persistent"},
+                prompt=f"<{name}> go",
+                **extra,
+            )
+    every = [name for chain in chains for name in chain]
+    terminal = {"Succeeded", "Failed", "TimedOut", "Cancelled", "Denied"}
+    kills = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        phases = {n: (get_session(kube_client, ns, n).get("status") or {}).get("phase") for n in every}
+        if all(p in terminal for p in phases.values()):
+            break
+        if kills < 6:
+            time.sleep(rng.uniform(0.2, 1.5))
+            system["ops"][-1].kill()  # SIGKILL: mid-reconcile, mid-hand-over, mid-turn
+            system["ops"].append(system["start"]())
+            kills += 1
+        else:
+            time.sleep(0.5)
+    sessions = {n: get_session(kube_client, ns, n) for n in every}
+    assert {n: s["status"].get("phase") for n, s in sessions.items()} == dict.fromkeys(every, "Succeeded"), {
+        n: (s["status"].get("phase"), s["status"].get("reason"), s["status"].get("message"))
+        for n, s in sessions.items()
+    }
+    # Each turn reached the model once: a request's newest prompt marker says whose turn it was.
+    ran: Counter[str] = Counter()
+    for request in model.responses_requests:
+        marks = [m for text in request.user_texts() for m in re.findall(r"<(ch\d-\d)>", text)]
+        if marks:
+            ran[max(marks)] += 1
+    assert ran == Counter(dict.fromkeys(every, 1)), ran
+    # No pod served two conversations, and replies did run in live pods.
+    conversation_of: dict[str, set[str]] = {}
+    for s in sessions.values():
+        conversation_of.setdefault(s["status"]["podName"], set()).add(s["status"]["conversationId"])
+    assert all(len(c) == 1 for c in conversation_of.values()), conversation_of
+    assert len(conversation_of) < len(every), "no reply ran in its conversation's live pod"
+    print(f"\n[live] {kills} operator kills; {len(every)} turns in {len(conversation_of)} pods")
