@@ -215,6 +215,19 @@ class InClusterInstall:
         self.timings["ready"] = time.monotonic() - t0
         return self
 
+    def upgrade(self, extra: dict[str, Any] | None = None) -> None:
+        """`helm upgrade` the release with its values plus `extra` (None: back to the
+        install's own values), then wait for the operator to roll out."""
+        args = ["upgrade", self.release, str(helm.CHART_DIR), "--namespace", HELM_NAMESPACE, "--skip-crds"]
+        for path in self.values_files():
+            args += ["-f", str(path)]
+        if extra:
+            file = self.work / "in-cluster-extra-values.yaml"
+            file.write_text(yaml.safe_dump(extra))
+            args += ["-f", str(file)]
+        helm.run(*args, kubeconfig=self.control_plane.kubeconfig("admin"))
+        self.rollout("codex-operator")
+
     def uninstall(self) -> None:
         """Delete the sessions first (the operator removes their finalizers),
         then what the install created, then helm's release record."""

@@ -459,3 +459,59 @@ async def test_restarting_redis_under_load_keeps_calls_working_and_limits_resume
         stop.set()
         await worker
     assert calls > 20 and not errors, (calls, errors)
+
+
+async def test_warm_runners_from_the_chart_hand_a_reply_to_the_live_pod(install: InClusterInstall) -> None:
+    """The chart with config.kubernetes.warm_runners on: the operator, in its pod,
+    reaches the live runner pod's agent across the pod network through both
+    NetworkPolicies the chart and the operator make (its own egress, the
+    pod's ingress by namespace and pod labels), and a `codex-reply` runs in
+    the conversation's pod. Last in this module: it upgrades the release, and
+    puts the install's own values back at the end."""
+    import asyncio
+
+    install.upgrade({"config": {"kubernetes": {"warm_runners": {"idle_seconds": 120}}}})
+    try:
+        async with install.client("alice") as alice:
+            first = _structured(await alice.call_tool("codex", {"prompt": "warm one"}))["session_id"]
+
+            def succeeded(name: str) -> bool:
+                return (_sessions(install).get(name, {}).get("status") or {}).get("phase") == "Succeeded"
+
+            await asyncio.to_thread(_wait, lambda: succeeded(first), 120, "the first turn", install)
+            reply = _structured(
+                await alice.call_tool("codex-reply", {"prompt": "warm two", "session_id": first})
+            )
+            second = reply["session_id"]
+            await asyncio.to_thread(_wait, lambda: succeeded(second), 120, "the reply", install)
+        sessions = _sessions(install)
+        pod = sessions[first]["status"]["podName"]
+        assert sessions[second]["status"]["podName"] == pod, (
+            sessions[first]["status"],
+            sessions[second]["status"],
+        )
+        owner = json.loads(
+            install.control_plane.kubectl("-n", SESSIONS, "get", "pod", pod, "-o", "json").stdout
+        )
+        assert [o["name"] for o in owner["metadata"]["ownerReferences"]] == [second]
+        policy = json.loads(
+            install.control_plane.kubectl(
+                "-n", SESSIONS, "get", "networkpolicy", names.network_policy(first), "-o", "json"
+            ).stdout
+        )
+        (rule,) = policy["spec"]["ingress"]
+        assert rule["from"] == [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": SYSTEM}},
+                "podSelector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/component": "operator",
+                        "app.kubernetes.io/part-of": "codex-k8s-operator",
+                    }
+                },
+            }
+        ]
+        leader = install.operator_leader()
+        assert leader and install.metric(leader, "codex_operator_runner_pods_handed_over_total") >= 1
+    finally:
+        install.upgrade()

@@ -7,6 +7,7 @@ install, is tests/integration/test_chart.py."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -1230,3 +1231,66 @@ def test_the_chart_sets_where_the_model_proxy_is() -> None:
     )
     assert "codex-model-proxy-signing-key" not in names(objects, "Secret")
     assert secret_ref(container_env(objects, "codex-operator")["CODEX_PROXY_SIGNING_KEY"]) == ("mine", "k")
+
+
+# -- warm runners ------------------------------------------------------------------------
+
+WARM = {"config": {"kubernetes": {"warm_runners": {"idle_seconds": 300}}}}
+
+
+def test_warm_runners_are_off_by_default_and_leave_no_trace(defaults: Objects) -> None:
+    assert "codex-agent-signing-key" not in names(defaults, "Secret")
+    assert rendered_config(defaults).kubernetes.warm_runners.enabled is False
+    assert "agent" not in json.dumps(find(defaults, "Deployment", "codex-operator"))
+
+
+def test_warm_runners_get_the_operator_as_their_only_peer_and_a_key_only_it_mounts(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    objects = helm.template(WARM)
+    warm = rendered_config(objects).kubernetes.warm_runners
+    assert warm.enabled and warm.idle_seconds == 300
+    assert warm.operator_namespace_labels == {"kubernetes.io/metadata.name": "codex-system"}
+    operator = find(objects, "Deployment", "codex-operator")
+    assert warm.operator_pod_labels.items() <= operator["spec"]["template"]["metadata"]["labels"].items()
+    assert warm.signing_key_file == "/etc/codex-agent-key/private.pem"
+    assert validate_config(config_toml(objects), tmp_path).returncode == 0
+    secret = find(objects, "Secret", "codex-agent-signing-key")
+    key = serialization.load_pem_private_key(base64.b64decode(secret["data"]["private.pem"]), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    spec = operator["spec"]["template"]["spec"]
+    assert {"name": "agent-signing-key", "mountPath": "/etc/codex-agent-key", "readOnly": True} in spec[
+        "containers"
+    ][0]["volumeMounts"]
+    mounted = [
+        name
+        for name, pod in pod_specs(objects)
+        if any(
+            (v.get("secret") or {}).get("secretName") == "codex-agent-signing-key"
+            for v in pod.get("volumes", [])
+        )
+    ]
+    assert mounted == ["codex-operator"]
+    egress = find(objects, "NetworkPolicy", "codex-operator")["spec"]["egress"]
+    agent = [rule for rule in egress if rule.get("ports") == [{"protocol": "TCP", "port": 8470}]]
+    assert agent and agent[0]["to"][0]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "codex-sessions"}
+    }
+
+
+def test_warm_runners_with_an_own_key_secret_and_a_conflicting_peer() -> None:
+    values = {
+        **WARM,
+        "warmRunners": {"signingKey": {"existingSecret": "my-key", "existingSecretKey": "k.pem"}},
+    }
+    objects = helm.template(values)
+    assert "codex-agent-signing-key" not in names(objects, "Secret")
+    assert rendered_config(objects).kubernetes.warm_runners.signing_key_file == "/etc/codex-agent-key/k.pem"
+    conflicting = {"config": {"kubernetes": {"warm_runners": {"idle_seconds": 60, "operator_cidrs": []}}}}
+    helm.template(conflicting)  # a key the chart does not set is the user's
+    wrong = {
+        "config": {"kubernetes": {"warm_runners": {"idle_seconds": 60, "operator_pod_labels": {"app": "x"}}}}
+    }
+    with pytest.raises(helm.HelmError, match="operator_pod_labels is set by the chart"):
+        helm.template(wrong)

@@ -92,6 +92,20 @@ else is an error, not silently overridden.
 {{- $_ := set $endpoint $key $value }}
 {{- end }}
 {{- $_ := set $kube "model_endpoint" $endpoint -}}
+{{- if include "codex.warmRunners" . }}
+{{- $warm := get $kube "warm_runners" | default dict -}}
+{{- $derivedWarm := dict
+      "operator_namespace_labels" (dict "kubernetes.io/metadata.name" .Values.namespaces.system)
+      "operator_pod_labels" (include "codex.selectorLabels" (dict "component" "operator") | fromYaml)
+      "signing_key_file" (include "codex.agentKeyFile" .) -}}
+{{- range $key, $value := $derivedWarm }}
+{{- if and (hasKey $warm $key) (ne (toJson (get $warm $key)) (toJson $value)) }}
+{{- fail (printf "config.kubernetes.warm_runners.%s is set by the chart (%s); remove it from config" $key (toJson $value)) }}
+{{- end }}
+{{- $_ := set $warm $key $value }}
+{{- end }}
+{{- $_ := set $kube "warm_runners" $warm -}}
+{{- end }}
 {{- $_ := set $config "kubernetes" $kube -}}
 {{- if .Values.modelProxy.enabled }}
 {{- $proxy := get $config "model_proxy" | default dict -}}
@@ -374,6 +388,24 @@ spec:
 {{- end -}}
 
 {{/* The model proxy's signing key: generated (model-proxy.yaml) or modelProxy.signingKey.existingSecret. */}}
+{{/* "true" when warm runners are on (config.kubernetes.warm_runners.idle_seconds > 0). */}}
+{{- define "codex.warmRunners" -}}
+{{- $warm := get (get (.Values.config | default dict) "kubernetes" | default dict) "warm_runners" | default dict -}}
+{{- if gt (int (get $warm "idle_seconds" | default 0)) 0 -}}true{{- end -}}
+{{- end -}}
+
+{{- define "codex.agentKeySecret" -}}
+{{- .Values.warmRunners.signingKey.existingSecret | default "codex-agent-signing-key" -}}
+{{- end -}}
+
+{{- define "codex.agentKeyKey" -}}
+{{- if .Values.warmRunners.signingKey.existingSecret -}}{{ .Values.warmRunners.signingKey.existingSecretKey }}{{- else -}}private.pem{{- end -}}
+{{- end -}}
+
+{{- define "codex.agentKeyFile" -}}
+/etc/codex-agent-key/{{ include "codex.agentKeyKey" . }}
+{{- end -}}
+
 {{- define "codex.signingKeySecret" -}}
 {{- .Values.modelProxy.signingKey.existingSecret | default "codex-model-proxy-signing-key" -}}
 {{- end -}}
