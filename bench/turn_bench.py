@@ -170,7 +170,7 @@ def end_to_end(custom: client.CustomObjectsApi, name: str, timeout: float = 120,
 def warm_replies(custom: client.CustomObjectsApi, turns: int) -> tuple[Turn, list[Turn]]:
     """A conversation's first turn (it starts the live pod), then `turns` replies,
     each to the previous one: each is handed to the live pod."""
-    persistent = {"workspace": {"type": "persistent"}}
+    persistent: dict[str, Any] = {"workspace": {"type": "persistent"}}
     first = end_to_end(custom, "conv-00", **persistent)
     replies, parent = [], "conv-00"
     for i in range(1, turns + 1):
@@ -178,6 +178,32 @@ def warm_replies(custom: client.CustomObjectsApi, turns: int) -> tuple[Turn, lis
         replies.append(end_to_end(custom, name, resumeFrom=parent, **persistent))
         parent = name
     return first, replies
+
+
+def live_pod_memory(cp: ControlPlane, api: Any) -> list[float]:
+    """MiB in use by each running live pod (the agent, the app-server, Codex's
+    state), as its cgroup counts it: what an idle conversation costs a node."""
+    found = []
+    pods: Any = client.CoreV1Api(api).list_namespaced_pod(NS)
+    for pod in pods.items:
+        annotations = pod.metadata.annotations or {}
+        if names.ANNOTATION_AGENT_KEY not in annotations or pod.status.phase != "Running":
+            continue
+        out = cp.kubectl(
+            "exec",
+            "-n",
+            NS,
+            pod.metadata.name,
+            "-c",
+            "runner",
+            "--",
+            "cat",
+            "/sys/fs/cgroup/memory.current",
+            check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip().isdigit():
+            found.append(int(out.stdout.strip()) / 2**20)
+    return found
 
 
 async def warm_through_gateway(gw: GatewayProcess, turns: int) -> list[Turn]:
@@ -313,8 +339,10 @@ def main() -> None:
         warm_first: Turn | None = None
         warm: list[Turn] = []
         warm_gw: list[Turn] = []
+        idle_memory: list[float] = []
         if args.warm:
             warm_first, warm = warm_replies(custom, args.turns)
+            idle_memory = live_pod_memory(cp, api)
             if gw is not None:
                 warm_gw = asyncio.run(warm_through_gateway(gw, args.turns))
         pods.stop()
@@ -357,6 +385,11 @@ def main() -> None:
                     + f"  {median(warm_gw) / m_bare:5.1f}x"
                 )
             print(f"   live pods handed a reply: {op.metric('codex_operator_runner_pods_handed_over_total')}")
+            if idle_memory:
+                print(
+                    f"   memory of an idle live pod (its cgroup's memory.current): "
+                    f"{', '.join(f'{m:.0f}' for m in idle_memory)} MiB"
+                )
         print("   where the time goes (median ms between what a pod watch saw):")
         for label, turns in rows:
             print(f"     {label:<11} {pods.breakdown(turns)}")

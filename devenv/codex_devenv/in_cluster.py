@@ -111,17 +111,22 @@ class InClusterInstall:
             raise LookupError(f"no running {component} pod")
         return pods[0]
 
-    def metric(self, pod: str, name: str) -> float:
-        """A series of a pod's own /metrics (port 9090), read inside the pod; 0 when absent."""
+    def metric(self, pod: str, name: str, having: str = "") -> float:
+        """The sum of a pod's own /metrics series `name` (port 9090, read inside the
+        pod) whose labels contain `having` (e.g. 'outcome="metered"'); 0 when none."""
         script = (
             "import urllib.request;"
             "print(urllib.request.urlopen('http://127.0.0.1:9090/metrics', timeout=5).read().decode())"
         )
         out = self.control_plane.kubectl("-n", SYSTEM, "exec", pod, "--", "python3", "-c", script)
+        total = 0.0
         for line in out.stdout.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+            series, _, value = line.rpartition(" ")
+            if series == name or (series.startswith(name + "{") and having in series):
+                if series == name and having:
+                    continue
+                total += float(value)
+        return total
 
     def endpoints(self, service: str) -> set[str]:
         """The ready addresses behind a Service (its EndpointSlices)."""
@@ -227,6 +232,19 @@ class InClusterInstall:
             args += ["-f", str(file)]
         helm.run(*args, kubeconfig=self.control_plane.kubeconfig("admin"))
         self.rollout("codex-operator")
+
+        # `rollout status` returns while the old replicas still terminate, and the
+        # old leader reconciles with the old configuration until it lets go.
+        def new_leader() -> bool:
+            current = {p["metadata"]["name"] for p in self.pods_of("operator")}
+            everyone = {
+                p["metadata"]["name"]
+                for p in self.pods()
+                if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"
+            }
+            return everyone == current and self.operator_leader() in current
+
+        wait_for(new_leader, timeout=90, what="a new operator replica to lead, the old ones gone")
 
     def uninstall(self) -> None:
         """Delete the sessions first (the operator removes their finalizers),

@@ -612,16 +612,35 @@ async def _hand_over(
     annotations = pod_meta.get("annotations") or {}
     labels = pod_meta.get("labels") or {}
     wanted = manifest["metadata"]
-    if (
-        binding.controller_uid(pod) != parent["metadata"]["uid"]
-        or pod_meta.get("deletionTimestamp")
-        or pod_outcome(pod).state != "running"
-        or not (pod.get("status") or {}).get("podIP")
-        or annotations.get(names.ANNOTATION_POD_SHAPE) != wanted["annotations"][names.ANNOTATION_POD_SHAPE]
-        or annotations.get(names.ANNOTATION_AGENT_KEY) != ctx.turns.fingerprint
-        or labels.get(names.LABEL_CONVERSATION) != wanted["labels"][names.LABEL_CONVERSATION]
-        or not labels.get(names.LABEL_POLICY)
-    ):
+    why = next(
+        (
+            reason
+            for reason, applies in (
+                ("it serves another turn", binding.controller_uid(pod) != parent["metadata"]["uid"]),
+                ("it is being deleted", bool(pod_meta.get("deletionTimestamp"))),
+                ("it does not run", pod_outcome(pod).state != "running"),
+                ("it has no address yet", not (pod.get("status") or {}).get("podIP")),
+                (
+                    "the reply needs another pod (level, model, image, workspace)",
+                    annotations.get(names.ANNOTATION_POD_SHAPE)
+                    != wanted["annotations"][names.ANNOTATION_POD_SHAPE],
+                ),
+                (
+                    "another operator key started it",
+                    annotations.get(names.ANNOTATION_AGENT_KEY) != ctx.turns.fingerprint,
+                ),
+                (
+                    "it holds another conversation",
+                    labels.get(names.LABEL_CONVERSATION) != wanted["labels"][names.LABEL_CONVERSATION],
+                ),
+                ("it has no policy label", not labels.get(names.LABEL_POLICY)),
+            )
+            if applies
+        ),
+        None,
+    )
+    if why is not None:
+        log.info("live pod %s not handed to %s/%s: %s", pod_meta["name"], namespace, meta["name"], why)
         return None
     policy = await ctx.api.read_network_policy(namespace, names.network_policy(labels[names.LABEL_POLICY]))
     if policy is None:
@@ -631,7 +650,8 @@ async def _hand_over(
         # The policy first: it must outlive every turn the pod serves.
         await ctx.api.add_policy_owner(namespace, policy, {**owner, "controller": False})
         handed = await ctx.api.hand_over_pod(namespace, pod, session=meta["name"], owner=owner)
-    except Conflict:
+    except Conflict as err:
+        log.info("live pod %s not handed to %s/%s: %s", pod_meta["name"], namespace, meta["name"], err)
         return None
     _require(check_child(handed, uid, _is_live(ctx)))
     ctx.store.upsert(ctx.store.pods, handed)

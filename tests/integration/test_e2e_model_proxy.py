@@ -49,7 +49,6 @@ def system(
     cp, _node, refs = node_cluster
     model.reset()
     prepare_sessions_namespace(cp, kube_client, node_ns, API_KEY)
-    signing_key = secrets.token_urlsafe(48).encode()
     proxy_config = f"""
 [codex]
 model = "fake-model"
@@ -71,7 +70,6 @@ output_usd_per_mtok = 8.0
         proxy_config,
         provider_keys={"CODEX_MODEL_API_KEY": API_KEY},
         redis_url=redis_server.url,
-        signing_key=signing_key,
         host=model.host,
     )
     kubernetes_extra, extra = operator_config(
