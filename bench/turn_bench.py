@@ -180,9 +180,23 @@ def warm_replies(custom: client.CustomObjectsApi, turns: int) -> tuple[Turn, lis
     return first, replies
 
 
+RSS_SUM = (
+    "import glob, re\n"
+    "total = 0\n"
+    "for path in glob.glob('/proc/[0-9]*/status'):\n"
+    "    try:\n"
+    "        found = re.search(r'VmRSS:\\s+(\\d+)', open(path).read())\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    total += int(found.group(1)) if found else 0\n"
+    "print(total)\n"
+)
+
+
 def live_pod_memory(cp: ControlPlane, api: Any) -> list[float]:
-    """MiB in use by each running live pod (the agent, the app-server, Codex's
-    state), as its cgroup counts it: what an idle conversation costs a node."""
+    """MiB resident in each running live pod (the agent, the app-server and what
+    they started; the sum of its processes' RSS, shared pages counted in each):
+    what an idle conversation costs a node."""
     found = []
     pods: Any = client.CoreV1Api(api).list_namespaced_pod(NS)
     for pod in pods.items:
@@ -190,19 +204,12 @@ def live_pod_memory(cp: ControlPlane, api: Any) -> list[float]:
         if names.ANNOTATION_AGENT_KEY not in annotations or pod.status.phase != "Running":
             continue
         out = cp.kubectl(
-            "exec",
-            "-n",
-            NS,
-            pod.metadata.name,
-            "-c",
-            "runner",
-            "--",
-            "cat",
-            "/sys/fs/cgroup/memory.current",
-            check=False,
+            "exec", "-n", NS, pod.metadata.name, "-c", "runner", "--", "python3", "-c", RSS_SUM, check=False
         )
         if out.returncode == 0 and out.stdout.strip().isdigit():
-            found.append(int(out.stdout.strip()) / 2**20)
+            found.append(int(out.stdout.strip()) / 1024)
+        else:
+            print(f"   (memory of {pod.metadata.name} not read: {out.stderr.strip()[:200]})")
     return found
 
 
@@ -387,7 +394,7 @@ def main() -> None:
             print(f"   live pods handed a reply: {op.metric('codex_operator_runner_pods_handed_over_total')}")
             if idle_memory:
                 print(
-                    f"   memory of an idle live pod (its cgroup's memory.current): "
+                    f"   memory of an idle live pod (RSS of its processes): "
                     f"{', '.join(f'{m:.0f}' for m in idle_memory)} MiB"
                 )
         print("   where the time goes (median ms between what a pod watch saw):")

@@ -181,3 +181,20 @@ class TurnReport(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     commands: int = 0
     file_changes: int = 0
+    # The final message was cut to fit (a report kept in a termination message).
+    truncated: bool = False
+
+    def bounded(self, limit: int) -> str:
+        """This report as JSON of at most `limit` bytes: the final message (then the
+        error) is cut to fit. A live pod leaves its last report so in its
+        termination message, for an operator that was away when it was sent."""
+        text = self.model_dump_json()
+        size = len(text.encode())
+        if size <= limit:
+            return text
+        cut = self.model_copy(update={"error": (self.error or "")[:300] or None, "truncated": True})
+        message = (self.final_message or "").encode()
+        room = max(len(message) - (len(cut.model_dump_json().encode()) - limit) - 16, 0)
+        return cut.model_copy(
+            update={"final_message": message[:room].decode(errors="ignore")}
+        ).model_dump_json()

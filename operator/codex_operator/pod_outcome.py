@@ -136,6 +136,16 @@ def turn_result(
     return _from_result(result, model, prices, estimate, provider_models or {})
 
 
+def kept_report(outcome: PodOutcome, session_uid: str) -> TurnReport | None:
+    """The report a live pod's agent left in its termination message, when it is
+    this session's (the agent's last turn)."""
+    try:
+        report = TurnReport.model_validate_json(outcome.message)
+    except ValueError:
+        return None
+    return report if report.session_uid == session_uid else None
+
+
 def report_result(
     report: TurnReport, model: str, prices: CostConfig, estimate: Cost | None
 ) -> tuple[str, TurnResult]:
@@ -158,6 +168,7 @@ def report_result(
         file_changes=report.file_changes,
         errors=errors,
         exit_code=code,
+        truncated=report.truncated,
     )
     turn = _from_result(result, model, prices, estimate, {})
     if report.status == "interrupted":

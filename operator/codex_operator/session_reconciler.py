@@ -42,7 +42,7 @@ from .model_access import model_access
 from .netpol_builder import agent_ingress_rule, build_network_policy
 from .ownership import STALE_WAIT_SECONDS, Foreign, check_approval, check_child, check_claim
 from .pod_builder import LivePod, build_runner_pod, build_workspace_claim, workspace_size
-from .pod_outcome import RUNNER_CONTAINER, pod_outcome, report_result, turn_result
+from .pod_outcome import RUNNER_CONTAINER, kept_report, pod_outcome, report_result, turn_result
 from .risk import assess_risk
 from .wall_bounce import WallBounceRefused, plan_wall_bounce
 
@@ -749,21 +749,32 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
         return await _finish(
             ctx, body, result.phase, result.reason, result.message, extra=fields, conditions=conditions
         )
-    started = (status.timings.started_at if status.timings else None) or now()
-    remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
+    remaining = _remaining(body, timeout)
     if remaining <= 0:
-        await ctx.api.delete_pod(meta["namespace"], pod["metadata"]["name"])
-        fields, conditions = await _metered(ctx, body, {})
-        return await _finish(
-            ctx,
-            body,
-            "TimedOut",
-            "Timeout",
-            f"the turn exceeded timeoutSeconds={timeout}",
-            extra=fields,
-            conditions=conditions,
-        )
+        return await _timed_out(ctx, body, pod["metadata"]["name"], timeout)
     return min(remaining + 0.05, SAFETY_REQUEUE * 10)
+
+
+def _remaining(body: dict[str, Any], timeout: int) -> float:
+    """Seconds left of the turn's timeout, counted from when it started running."""
+    timings = session_status(body).timings
+    started = (timings.started_at if timings else None) or now()
+    return (started + timedelta(seconds=timeout) - now()).total_seconds()
+
+
+async def _timed_out(ctx: Context, body: dict[str, Any], pod_name: str, timeout: int) -> float | None:
+    """End a turn past its timeout: its pod goes, what it spent until then is charged."""
+    await ctx.api.delete_pod(body["metadata"]["namespace"], pod_name)
+    fields, conditions = await _metered(ctx, body, {})
+    return await _finish(
+        ctx,
+        body,
+        "TimedOut",
+        "Timeout",
+        f"the turn exceeded timeoutSeconds={timeout}",
+        extra=fields,
+        conditions=conditions,
+    )
 
 
 async def _running_live(
@@ -774,18 +785,12 @@ async def _running_live(
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     pod_name = pod["metadata"]["name"]
     turns = ctx.turns
-    if (
-        turns is None
-        or (pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_AGENT_KEY) != turns.fingerprint
-    ):
-        await ctx.api.delete_pod(namespace, pod_name)
-        return await _lost(
-            ctx, body, spec, "AgentKeyChanged", "the live pod takes turns signed with another operator key"
-        )
-    status = session_status(body)
-    found = turns.outcome(uid)
+    found = turns.outcome(uid) if turns is not None else None
+    outcome = pod_outcome(pod)
+    if found is None and outcome.finished:
+        found = kept_report(outcome, uid)  # it answered while this operator was away
     if isinstance(found, TurnReport):
-        turns.forget(uid)
+        status = session_status(body)
         model = status.model or ctx.config.codex.model
         phase, result = report_result(found, model, ctx.config.cost, status.cost)
         fields, conditions = await _metered(ctx, body, result.status)
@@ -794,13 +799,20 @@ async def _running_live(
         return await _finish(
             ctx, body, phase, result.reason, result.message, extra=fields, conditions=conditions
         )
+    if (
+        turns is None
+        or (pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_AGENT_KEY) != turns.fingerprint
+    ):
+        await ctx.api.delete_pod(namespace, pod_name)
+        return await _lost(
+            ctx, body, spec, "AgentKeyChanged", "the live pod takes turns signed with another operator key"
+        )
     if isinstance(found, Undelivered):
         turns.forget(uid)
         if not found.retry:
             return await _finish(ctx, body, "Failed", found.reason, found.message)
         await ctx.api.delete_pod(namespace, pod_name)
         return await _lost(ctx, body, spec, found.reason, found.message)
-    outcome = pod_outcome(pod)
     if outcome.lost or outcome.finished:
         turns.forget(uid)
         return await _lost(
@@ -808,24 +820,13 @@ async def _running_live(
             body,
             spec,
             f"Pod{outcome.reason or 'Ended'}",
-            outcome.message or "the live runner pod ended before its agent reported the turn",
+            "the live runner pod ended before its agent reported the turn",
         )
     timeout = _timeout(ctx, spec)
-    started = (status.timings.started_at if status.timings else None) or now()
-    remaining = (started + timedelta(seconds=timeout) - now()).total_seconds()
+    remaining = _remaining(body, timeout)
     if remaining <= -REPORT_GRACE_SECONDS:  # the agent should have interrupted it and reported
         turns.forget(uid)
-        await ctx.api.delete_pod(namespace, pod_name)
-        fields, conditions = await _metered(ctx, body, {})
-        return await _finish(
-            ctx,
-            body,
-            "TimedOut",
-            "Timeout",
-            f"the turn exceeded timeoutSeconds={timeout}",
-            extra=fields,
-            conditions=conditions,
-        )
+        return await _timed_out(ctx, body, pod_name, timeout)
     ip = (pod.get("status") or {}).get("podIP")
     if not ip:
         return SAFETY_REQUEUE  # the pod's next status (its address) wakes us

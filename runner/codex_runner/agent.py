@@ -161,6 +161,9 @@ class Agent:
             pass
         return self._reports.get(uid)
 
+    def last_report(self) -> TurnReport | None:
+        return next(reversed(self._reports.values()), None)
+
     def idle_for(self) -> float:
         """Seconds since the last turn ended (0 while one runs)."""
         return 0.0 if self._busy.locked() else self._clock() - self.last_activity

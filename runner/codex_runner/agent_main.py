@@ -22,7 +22,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from codex_api.result import EXIT_CODEX_MISSING, EXIT_CONFIG_ERROR, EXIT_NETWORK_UNFENCED
+from codex_api.result import (
+    EXIT_CODEX_MISSING,
+    EXIT_CONFIG_ERROR,
+    EXIT_NETWORK_UNFENCED,
+    TERMINATION_MESSAGE_LIMIT,
+    TERMINATION_MESSAGE_PATH,
+)
 from codex_api.turn_request import load_public_key
 
 from .agent import Agent
@@ -121,3 +127,13 @@ async def _serve(agent: Agent, options: AgentOptions) -> None:
         _log("idle: the pod ends", idle_seconds=options.idle_seconds)
     finally:
         await runner.cleanup()
+        # The last turn's report outlives the process: an operator that was down
+        # when the agent answered reads it from the pod's status, and does not
+        # run the turn again.
+        last = agent.last_report()
+        if last is not None:
+            path = os.environ.get("CODEX_TERMINATION_LOG", TERMINATION_MESSAGE_PATH)
+            try:
+                Path(path).write_text(last.bounded(TERMINATION_MESSAGE_LIMIT))
+            except OSError as err:
+                _log("could not keep the last report", error=str(err))

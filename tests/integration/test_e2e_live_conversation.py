@@ -400,3 +400,31 @@ def test_the_operator_killed_at_random_points_loses_and_duplicates_no_live_turn(
     assert all(len(c) == 1 for c in conversation_of.values()), conversation_of
     assert len(conversation_of) < len(every), "no reply ran in its conversation's live pod"
     print(f"\n[live] {kills} operator kills; {len(every)} turns in {len(conversation_of)} pods")
+
+
+def test_a_report_outlives_its_pod_for_an_operator_that_was_away(
+    system: dict[str, Any], kube_client: Any
+) -> None:
+    """The operator is down when the agent answers, and stays down until the pod has
+    ended idle: the report the agent left in its termination message ends the
+    turn; it is not run again."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    first = _first_turn(system, kube_client, "away1")
+    pod_name = first["status"]["podName"]
+    model.set_script(fm.say("answered while you were away", delay=3))
+    apply_session(
+        cp, ns, "away2", sandbox="isolated", workspace={"type": "persistent"}, resumeFrom="away1", prompt="go"
+    )
+    wait_for(lambda: len(model.responses_requests) == 2, timeout=30, what="the reply to reach the model")
+    system["ops"][-1].kill()
+    wait_for(
+        lambda: pods(kube_client, ns)[pod_name].status.phase == "Succeeded",
+        timeout=IDLE_SECONDS + 30,
+        what="the live pod to end idle",
+    )
+    system["ops"].append(system["start"]())
+    s = finished(kube_client, ns, "away2", timeout=60)
+    assert s["status"]["phase"] == "Succeeded", s["status"]
+    assert s["status"]["response"] == "answered while you were away"
+    assert s["status"]["podName"] == pod_name and s["status"].get("attempts") == 1
+    assert len(model.responses_requests) == 2  # not run again

@@ -317,10 +317,21 @@ async def _start_turns(
 
     before = set(_sessions(install))
     tasks = [asyncio.create_task(client.call_tool("codex", {"prompt": f"{tag} {i}"})) for i in range(count)]
-    await asyncio.to_thread(
-        _wait, lambda: len(set(_sessions(install)) - before) == count, 60, f"{count} new sessions"
-    )
-    return tasks, set(_sessions(install)) - before
+    deadline = time.monotonic() + 60
+    while True:
+        new = await asyncio.to_thread(lambda: set(_sessions(install)) - before)
+        if len(new) == count:
+            return tasks, new
+        # A call that failed will never make its session: say how, at once.
+        failed = [
+            repr(t.exception()) if t.exception() else str(t.result().content)[:500]
+            for t in tasks
+            if t.done() and (t.exception() is not None or t.result().is_error)
+        ]
+        if failed or time.monotonic() > deadline:
+            diagnosis = await asyncio.to_thread(install.diagnose)
+            raise AssertionError(f"{len(new)} of {count} sessions; failed calls: {failed}\n{diagnosis}")
+        await asyncio.sleep(0.2)
 
 
 async def test_deleting_the_operator_pod_mid_turn_finishes_every_turn_once(

@@ -88,6 +88,13 @@ async def send(
             return resp.status, text
 
 
+async def _until_running(served: Agent) -> None:
+    for _ in range(100):
+        if served._running is not None:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_signed_orders_run_turns_on_one_warm_thread(
     agent: tuple[str, Agent], model: fm.FakeModelServer
 ) -> None:
@@ -156,10 +163,7 @@ async def test_one_turn_at_a_time_and_the_operator_can_interrupt_it(
     url, served = agent
     model.set_script(fm.say("too slow", delay=20))
     running = asyncio.create_task(send(url, "/v1/turns", order("take your time")))
-    for _ in range(100):
-        if served._running is not None:
-            break
-        await asyncio.sleep(0.05)
+    await _until_running(served)
     status, _ = await send(url, "/v1/turns", order("me too", session_uid="uid-2"))
     assert status == 409
     assert (await send(url, "/v1/interrupt", headers={}))[0] == 401  # not by anyone else
@@ -177,10 +181,7 @@ async def test_a_turn_is_never_run_twice_whoever_asks_again(
     url, served = agent
     model.set_script(fm.say("slowly done", delay=1.5))
     running = asyncio.create_task(send(url, "/v1/turns", order("once")))
-    for _ in range(100):
-        if served._running is not None:
-            break
-        await asyncio.sleep(0.05)
+    await _until_running(served)
     waiting = asyncio.create_task(send(url, "/v1/turns/uid-1?wait=20", method="GET"))
     again = await send(url, "/v1/turns", order("once"))  # the same session, while it runs
     first = await running

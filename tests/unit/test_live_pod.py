@@ -262,3 +262,23 @@ def test_a_budget_refusal_is_budget_exceeded() -> None:
     assert phase == "Failed" and result.reason == "BudgetExceeded"
     phase, result = report_result(_report(status="failed", error="boom"), "gpt-5", CostConfig(), None)
     assert phase == "Failed" and result.reason == "TurnFailed" and result.message == "boom"
+
+
+def test_a_report_kept_in_a_termination_message_fits_and_reads_back() -> None:
+    from codex_api.result import TERMINATION_MESSAGE_LIMIT
+    from codex_operator.pod_outcome import PodOutcome, kept_report
+
+    long = _report(final_message="é" * 10_000, error="x" * 2_000)
+    text = long.bounded(TERMINATION_MESSAGE_LIMIT)
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    back = kept_report(PodOutcome("succeeded", 0, message=text), UID)
+    assert back is not None and back.truncated and back.final_message and back.final_message.startswith("é")
+    assert back.usage == long.usage and back.thread_id == "th"
+    short = _report(final_message="done")
+    assert short.bounded(TERMINATION_MESSAGE_LIMIT) == short.model_dump_json()
+    # Another session's report, or none at all, is not this session's result.
+    assert kept_report(PodOutcome("succeeded", 0, message=text), "another-uid") is None
+    for message in ("", "not json", '{"session_uid": 1}', "[]"):
+        assert kept_report(PodOutcome("succeeded", 0, message=message), UID) is None
+    _phase, result = report_result(back, "gpt-5", CostConfig(), None)
+    assert result.status["responseTruncated"] is True
