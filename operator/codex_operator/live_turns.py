@@ -107,19 +107,6 @@ class LiveTurns:
             self._deliver(key, order, pod_ip, pod_uid), name=f"turn {order.namespace}/{order.session}"
         )
 
-    async def interrupt(self, pod_ip: str, pod_uid: str) -> bool:
-        """Ask the pod's agent to interrupt its running turn; False if it could not."""
-        try:
-            async with self._session().post(
-                self._url(pod_ip, "/v1/interrupt"),
-                data=b"",
-                headers=self._signed("POST", "/v1/interrupt", pod_uid, b""),
-                timeout=aiohttp.ClientTimeout(total=5),
-            ) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-
     async def close(self) -> None:
         for task in self._tasks.values():
             task.cancel()

@@ -660,16 +660,23 @@ async def _hand_over(
     return handed
 
 
+def _running_live_pods(ctx: Context, namespace: str) -> list[dict[str, Any]]:
+    """The live pods of a namespace that have not ended (some may be ending)."""
+    return [
+        pod
+        for pod in ctx.store.pods.values()
+        if pod["metadata"]["namespace"] == namespace and _is_live_pod(pod) and not pod_outcome(pod).finished
+    ]
+
+
 async def _trim_idle_pods(ctx: Context, namespace: str) -> None:
     """End the longest-idle live pods past `max_idle_pods`: an idle pod holds its
     resource requests, and the gate counts only running turns."""
     assert ctx.turns is not None
     idle: list[tuple[str, str]] = []
-    for pod in ctx.store.pods.values():
+    for pod in _running_live_pods(ctx, namespace):
         meta = pod["metadata"]
-        if meta["namespace"] != namespace or not _is_live_pod(pod) or meta.get("deletionTimestamp"):
-            continue
-        if pod_outcome(pod).finished:
+        if meta.get("deletionTimestamp"):
             continue
         owner = ctx.store.sessions.get((namespace, (meta.get("labels") or {}).get(names.LABEL_SESSION, "")))
         status = session_status(owner) if owner is not None else None
@@ -691,14 +698,9 @@ async def _end_live_pods(ctx: Context, namespace: str, conversation: str) -> Non
     WaitForLivePod until they are gone: Codex lets one process at a time write a
     thread ("already has an active writer"), and a conversation is one pod."""
     waiting = False
-    for pod in list(ctx.store.pods.values()):
+    for pod in _running_live_pods(ctx, namespace):
         meta = pod["metadata"]
-        if (
-            meta["namespace"] != namespace
-            or (meta.get("labels") or {}).get(names.LABEL_CONVERSATION) != conversation
-            or not _is_live_pod(pod)
-            or pod_outcome(pod).finished
-        ):
+        if (meta.get("labels") or {}).get(names.LABEL_CONVERSATION) != conversation:
             continue
         waiting = True
         if not meta.get("deletionTimestamp"):

@@ -14,7 +14,6 @@ request must name.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -43,13 +42,9 @@ from .contract import (
 )
 from .invocation import build_config, codex_sandbox
 from .network_fence import wait_until_fenced
-from .runner import codex_binary, probe_inner_sandbox
+from .runner import codex_binary, log_event, prepare_home, write_codex_config
 
 IDLE_CHECK_SECONDS = 1.0
-
-
-def _log(message: str, **fields: object) -> None:
-    print(json.dumps({"type": "codex-runner", "message": message, **fields}), flush=True)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -70,7 +65,13 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_CODEX_MISSING
     if settings.network_fence_seconds is not None:
         fence = wait_until_fenced(settings.network_fence_seconds)
-        _log("network fence", fenced=fence.fenced, target=fence.target, waited_seconds=fence.waited_seconds)
+        log_event(
+            sys.stdout,
+            "network fence",
+            fenced=fence.fenced,
+            target=fence.target,
+            waited_seconds=fence.waited_seconds,
+        )
         if not fence.fenced:
             print(f"codex-runner: {fence.detail}", file=sys.stderr)
             return EXIT_NETWORK_UNFENCED
@@ -94,23 +95,14 @@ def main(argv: Sequence[str]) -> int:
 
 def _prepare(settings: TurnSettings, options: AgentOptions, codex_bin: str) -> tuple[dict[str, str], bool]:
     """Codex's home and config, once for every turn the pod will serve."""
-    codex_home = Path(settings.codex_home)
-    workspace = Path(settings.workspace)
-    codex_home.mkdir(parents=True, exist_ok=True)
-    Path(os.environ.get("HOME", "/tmp/home")).mkdir(parents=True, exist_ok=True)
-    if not workspace.is_dir():
-        raise OSError(f"workspace {workspace} does not exist")
-    env = {**os.environ, "CODEX_HOME": str(codex_home)}
+    env, inner = prepare_home(settings, codex_bin)
     env.pop(ENV_PUBLIC_KEY, None)
-    inner = probe_inner_sandbox(codex_bin, str(workspace), env)
     config = build_config(
         settings,
         sandbox_mode=codex_sandbox(settings, inner_sandbox=inner),
         credential_file=options.credential_file,
     )
-    (codex_home / "config.toml").write_text(config.config_toml)
-    for name, text in config.files.items():
-        (codex_home / name).write_text(text)
+    write_codex_config(Path(settings.codex_home), config)
     return env, inner
 
 
@@ -120,11 +112,11 @@ async def _serve(agent: Agent, options: AgentOptions) -> None:
     # Every address of the pod: the operator calls it by the pod's IP, and the
     # NetworkPolicy lets only the operator through.
     await web.TCPSite(runner, host=None, port=options.port).start()
-    _log("agent listening", port=options.port, idle_seconds=options.idle_seconds)
+    log_event(sys.stdout, "agent listening", port=options.port, idle_seconds=options.idle_seconds)
     try:
         while agent.idle_for() < options.idle_seconds:
             await asyncio.sleep(IDLE_CHECK_SECONDS)
-        _log("idle: the pod ends", idle_seconds=options.idle_seconds)
+        log_event(sys.stdout, "idle: the pod ends", idle_seconds=options.idle_seconds)
     finally:
         await runner.cleanup()
         # The last turn's report outlives the process: an operator that was down
@@ -136,4 +128,4 @@ async def _serve(agent: Agent, options: AgentOptions) -> None:
             try:
                 Path(path).write_text(last.bounded(TERMINATION_MESSAGE_LIMIT))
             except OSError as err:
-                _log("could not keep the last report", error=str(err))
+                log_event(sys.stdout, "could not keep the last report", error=str(err))

@@ -41,7 +41,7 @@ from codex_api.session import Usage
 from .consensus import wall_bounce_result
 from .contract import TurnSettings, WallBounceProvider, WallBounceSettings
 from .events import TurnAccumulator, subtract
-from .invocation import build_invocation
+from .invocation import Invocation, build_invocation
 from .network_fence import wait_until_fenced
 
 STATE_DIR = "codex-runner"  # inside CODEX_HOME, on the conversation's volume
@@ -70,6 +70,26 @@ def probe_inner_sandbox(codex_bin: str, workspace: str, env: dict[str, str]) -> 
     return out.returncode == 0
 
 
+def prepare_home(settings: TurnSettings, codex_bin: str) -> tuple[dict[str, str], bool]:
+    """Codex's home and HOME made, the workspace checked (OSError if missing); the
+    environment Codex runs with, and whether its inner sandbox works here."""
+    codex_home = Path(settings.codex_home)
+    workspace = Path(settings.workspace)
+    codex_home.mkdir(parents=True, exist_ok=True)
+    Path(os.environ.get("HOME", "/tmp/home")).mkdir(parents=True, exist_ok=True)
+    if not workspace.is_dir():
+        raise OSError(f"workspace {workspace} does not exist")
+    env = {**os.environ, "CODEX_HOME": str(codex_home)}
+    return env, probe_inner_sandbox(codex_bin, str(workspace), env)
+
+
+def write_codex_config(codex_home: Path, invocation: Invocation) -> None:
+    """Codex's config.toml and the files it names, into its home."""
+    (codex_home / "config.toml").write_text(invocation.config_toml)
+    for name, text in invocation.files.items():
+        (codex_home / name).write_text(text)
+
+
 def _previous_usage(codex_home: Path, thread_id: str | None) -> Usage | None:
     if not thread_id:
         return None
@@ -95,7 +115,7 @@ def _emit(result: RunnerResult, out: IO[str], termination_path: str) -> None:
         Path(termination_path).write_text(result.bounded_frame())
 
 
-def _log(out: IO[str], message: str, **fields: Any) -> None:
+def log_event(out: IO[str], message: str, **fields: Any) -> None:
     out.write(json.dumps({"type": "codex-runner", "message": message, **fields}) + "\n")
     out.flush()
 
@@ -132,7 +152,7 @@ def run_turn(
 
     if settings.network_fence_seconds is not None:
         fence = wait_until_fenced(settings.network_fence_seconds)
-        _log(
+        log_event(
             out,
             "network fence",
             fenced=fence.fenced,
@@ -148,15 +168,8 @@ def run_turn(
             _emit(result, out, termination_path)
             return EXIT_NETWORK_UNFENCED
 
-    codex_home = Path(settings.codex_home)
-    workspace = Path(settings.workspace)
     try:
-        codex_home.mkdir(parents=True, exist_ok=True)
-        Path(os.environ.get("HOME", "/tmp/home")).mkdir(parents=True, exist_ok=True)
-        if not workspace.is_dir():
-            raise OSError(f"workspace {workspace} does not exist")
-        env = {**os.environ, "CODEX_HOME": str(codex_home)}
-        inner = probe_inner_sandbox(codex_bin, str(workspace), env)
+        env, inner = prepare_home(settings, codex_bin)
     except OSError as err:
         result = RunnerResult(outcome="config_error", exit_code=EXIT_CONFIG_ERROR, errors=[str(err)])
         _emit(result, out, termination_path)
@@ -244,10 +257,8 @@ def _run_codex(
     """One `codex exec`: write its config, run it, stream its events to ``out``; the result, not emitted."""
     codex_home = Path(settings.codex_home)
     invocation = build_invocation(settings, codex_bin=codex_bin, inner_sandbox=inner)
-    (codex_home / "config.toml").write_text(invocation.config_toml)
-    for name, text in invocation.files.items():
-        (codex_home / name).write_text(text)
-    _log(
+    write_codex_config(codex_home, invocation)
+    log_event(
         out,
         "starting codex",
         sandbox=settings.sandbox,
