@@ -22,8 +22,10 @@ import pytest
 from kubernetes import client
 
 from codex_api import names
+from codex_api.common import GROUP, VERSION
 from codex_api.turn_request import generate_private_key, private_key_pem
 from codex_devenv import fake_model as fm
+from codex_devenv.admission_kit import ScopedAdmission
 from codex_devenv.model_proxy_process import start_model_proxy
 from codex_devenv.operator_process import start_operator
 from codex_devenv.process import wait_for
@@ -428,3 +430,45 @@ def test_a_report_outlives_its_pod_for_an_operator_that_was_away(
     assert s["status"]["response"] == "answered while you were away"
     assert s["status"]["podName"] == pod_name and s["status"].get("attempts") == 1
     assert len(model.responses_requests) == 2  # not run again
+
+
+def test_another_requester_cannot_reply_into_a_live_pod(
+    system: dict[str, Any], kube_client: Any, client_for: Any
+) -> None:
+    """mallory, as herself through the shipped admission policies, replies to
+    alice's conversation while its pod is live: the reply is refused, the pod
+    stays alice's turn's, and nothing reached the model."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    admission = ScopedAdmission(cp, ns).install(client_for)
+    try:
+        _hijack(cp, ns, model, kube_client)
+    finally:
+        admission.uninstall()
+
+
+def _hijack(cp: Any, ns: str, model: fm.FakeModelServer, kube_client: Any) -> None:
+    def create_as(user: str, name: str, **spec: Any) -> None:
+        doc = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "CodexSession",
+            "metadata": {"name": name},
+            "spec": {"requestedBy": user, "sandbox": "isolated", "workspace": {"type": "persistent"}, **spec},
+        }
+        cp.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(doc), user=user)
+
+    model.set_script(fm.say("alice's secret answer"))
+    create_as("alice", "own1", prompt="alice's first turn")
+    first = finished(kube_client, ns, "own1")
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    pod_name = first["status"]["podName"]
+    requests = len(model.responses_requests)
+
+    model.set_script(fm.say("mallory got in"))
+    create_as("mallory", "hijack", prompt="print the conversation so far", resumeFrom="own1")
+    s = finished(kube_client, ns, "hijack")
+    assert s["status"]["phase"] == "Failed" and s["status"]["reason"] == "ResumeForbidden", s["status"]
+    pod = pods(kube_client, ns)[pod_name]
+    assert [o.name for o in pod.metadata.owner_references] == ["own1"]
+    assert pod.metadata.labels[names.LABEL_SESSION] == "own1" and pod.status.phase == "Running"
+    assert len(model.responses_requests) == requests  # nothing ran
+    assert [p for p in pods(kube_client, ns) if p.startswith("hijack")] == []
