@@ -831,6 +831,25 @@ class WarmRunnersConfig(_Section):
         description="Labels of the operator's pods, for the live pods' ingress rule.",
     )
 
+    pool_sizes: dict[SandboxLevel, Annotated[int, Field(ge=0, le=100)]] = Field(
+        default_factory=dict,
+        description=(
+            "Warm pool per sandbox level: how many started, unclaimed runner pods (each with a fresh "
+            "workspace) wait for a conversation's first turn in each sessions namespace, e.g. "
+            '{ "isolated" = 2 }. A level left out, or 0, has no pool: its first turns start a pod. '
+            "Pool pods hold no credential (it comes with each turn): a pool needs [model_proxy].url."
+        ),
+    )
+    pool_max_age_seconds: int = Field(
+        1800,
+        ge=60,
+        le=7 * 86400,
+        description=(
+            "An unclaimed pool pod older than this is replaced (at most half of "
+            "max_pod_lifetime_seconds, so a claimed pod has time left for its conversation)."
+        ),
+    )
+
     @field_validator("operator_cidrs")
     @classmethod
     def _check_cidrs(cls, values: list[str]) -> list[str]:
@@ -850,7 +869,24 @@ class WarmRunnersConfig(_Section):
                 "idle_seconds is set but the live pods' ingress rule would have no peer: set "
                 "operator_cidrs, or operator_namespace_labels / operator_pod_labels of the operator's pods"
             )
+        if self.pool_size and not self.idle_seconds:
+            raise ValueError("pool_sizes needs idle_seconds > 0: a pool pod is a live pod")
+        if self.pool_size > self.max_idle_pods:
+            raise ValueError(
+                f"pool_sizes add up to {self.pool_size}, more than max_idle_pods ({self.max_idle_pods}): "
+                "pool pods count as idle pods"
+            )
+        if self.pool_max_age_seconds * 2 > self.max_pod_lifetime_seconds:
+            raise ValueError(
+                f"pool_max_age_seconds ({self.pool_max_age_seconds}) must be at most half of "
+                f"max_pod_lifetime_seconds ({self.max_pod_lifetime_seconds})"
+            )
         return self
+
+    @property
+    def pool_size(self) -> int:
+        """Pool pods in all levels together (per sessions namespace)."""
+        return sum(self.pool_sizes.values())
 
     @property
     def enabled(self) -> bool:
@@ -1360,6 +1396,15 @@ class CodexMCPConfig(_Section):
     model_proxy: ModelProxyConfig = Field(
         default_factory=ModelProxyConfig, description="The model proxy: credentials, checks, limits."
     )
+
+    @model_validator(mode="after")
+    def _pool_needs_proxy(self) -> CodexMCPConfig:
+        if self.kubernetes.warm_runners.pool_size and not self.model_proxy.url:
+            raise ValueError(
+                "kubernetes.warm_runners.pool_sizes needs [model_proxy].url: a pool pod waits for a "
+                "conversation nobody has chosen yet, so it may hold no credential until a turn brings one"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- errors

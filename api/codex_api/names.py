@@ -17,6 +17,9 @@ LABEL_REQUESTER = f"{GROUP}/requester"
 # serves (warm runners). Moving a pod between policies would leave it, for
 # as long as the policy engine takes to notice, under neither.
 LABEL_POLICY = f"{GROUP}/network-policy"
+# On an unclaimed warm pool pod (and its claim and policy): the sandbox
+# level it waits for. Claiming removes it from the pod.
+LABEL_POOL = f"{GROUP}/pool"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"

@@ -366,6 +366,14 @@ class CodexSessionStatus(KubeModel):
         max_length=253,
         description="Id shared by every turn of the conversation (the name of its first session).",
     )
+    workspace_claim: str | None = Field(
+        default=None,
+        max_length=253,
+        description=(
+            "The conversation's workspace PersistentVolumeClaim (a conversation that began in a warm pool "
+            "pod keeps the claim that pod was made with)."
+        ),
+    )
     thread_id: str | None = Field(default=None, max_length=128, description="The Codex thread id.")
     response: str | None = Field(
         default=None, max_length=MAX_RESPONSE, description="Codex's final message (truncated if longer)."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from codex_api.config import CodexMCPConfig
 
@@ -30,6 +30,12 @@ def approval_key(namespace: str, name: str) -> Hashable:
     return (APPROVAL, namespace, name)
 
 
+class Pool(Protocol):
+    """The warm pool, as the reconcilers see it (codex_operator.warm_pool)."""
+
+    def wake(self) -> None: ...
+
+
 @dataclass
 class Context:
     api: KubeApi
@@ -43,6 +49,8 @@ class Context:
     credential_key: bytes | None = None
     # Hands turns to live runner pods; None when warm runners are off.
     turns: LiveTurns | None = None
+    # Keeps started runner pods for first turns; None without a pool.
+    pool: Pool | None = None
 
     def release_slot(self, namespace: str, name: str) -> None:
         """Free a session's slot and wake whoever may take it."""

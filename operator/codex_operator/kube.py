@@ -263,23 +263,71 @@ class KubeApi:
         )
 
     async def hand_over_pod(
-        self, namespace: str, pod: dict[str, Any], *, session: str, owner: dict[str, Any]
+        self,
+        namespace: str,
+        pod: dict[str, Any],
+        *,
+        owner: dict[str, Any],
+        labels: dict[str, str | None],
     ) -> dict[str, Any]:
-        """Make a live pod the runner of another turn: its controller and session label,
-        in one write guarded by the resourceVersion the caller checked (Conflict:
-        the pod changed since, and nobody got it by this call)."""
+        """Make a live pod the runner of another turn: its controller and labels (the
+        session's; None removes one), in one write guarded by the resourceVersion
+        the caller checked (Conflict: the pod changed since, and nobody got it by
+        this call)."""
         patch = {
             "metadata": {
                 "resourceVersion": pod["metadata"]["resourceVersion"],
                 "ownerReferences": [owner],
-                "labels": {names.LABEL_SESSION: session},
+                "labels": labels,
             }
         }
+        return await self._guarded_patch(self.core.patch_namespaced_pod, "pods", namespace, pod, patch)
+
+    async def bind_pool_claim(
+        self,
+        namespace: str,
+        claim: dict[str, Any],
+        *,
+        requester: str,
+        conversation: str,
+        owner: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Record a warm pool pod's claim as a conversation's (the requester and
+        conversation a later turn is checked against, and the turn as an owner),
+        in one write guarded by the resourceVersion of the unbound claim the
+        caller read."""
+        patch = {
+            "metadata": {
+                "resourceVersion": claim["metadata"]["resourceVersion"],
+                "annotations": {
+                    names.ANNOTATION_REQUESTER: requester,
+                    names.ANNOTATION_CONVERSATION: conversation,
+                },
+                "labels": {names.LABEL_POOL: None, names.LABEL_CONVERSATION: conversation},
+                "ownerReferences": [*(claim["metadata"].get("ownerReferences") or []), owner],
+            }
+        }
+        return await self._guarded_patch(
+            self.core.patch_namespaced_persistent_volume_claim,
+            "persistentvolumeclaims",
+            namespace,
+            claim,
+            patch,
+        )
+
+    async def _guarded_patch(
+        self,
+        patch_fn: Callable[..., Awaitable[Any]],
+        kind: str,
+        namespace: str,
+        obj: dict[str, Any],
+        patch: dict[str, Any],
+    ) -> dict[str, Any]:
         try:
             return await _json(
                 await _call(
-                    self.core.patch_namespaced_pod,
-                    pod["metadata"]["name"],
+                    patch_fn,
+                    obj["metadata"]["name"],
                     namespace,
                     patch,
                     _content_type=MERGE_PATCH,
@@ -288,7 +336,7 @@ class KubeApi:
             )
         except ApiException as err:
             if err.status in (404, 409):
-                raise Conflict(f"pods/{pod['metadata']['name']}: {err.reason}") from err
+                raise Conflict(f"{kind}/{obj['metadata']['name']}: {err.reason}") from err
             raise
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> None:

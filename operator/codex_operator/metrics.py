@@ -44,6 +44,24 @@ class OperatorMetrics:
             "Replies handed to their conversation's live runner pod instead of a new one.",
             registry=r,
         )
+        self.pool_pods = Gauge(
+            "codex_operator_warm_pool_pods",
+            "Unclaimed warm pool pods by sandbox level and state (starting, ready).",
+            ["sandbox", "state"],
+            registry=r,
+        )
+        self.pool_claims = Counter(
+            "codex_operator_warm_pool_claims_total",
+            "First turns that got a warm pool pod instead of a new one, by sandbox level.",
+            ["sandbox"],
+            registry=r,
+        )
+        self.pool_pods_created = Counter(
+            "codex_operator_warm_pool_pods_created_total",
+            "Warm pool pods created, by sandbox level.",
+            ["sandbox"],
+            registry=r,
+        )
         self.ready = Gauge("codex_operator_ready", "1 once the operator has synced and serves.", registry=r)
         # The seed's metric names.
         self.active_sessions = Gauge(

@@ -46,6 +46,12 @@ def _through_proxy(endpoint: E, config: CodexMCPConfig) -> E:
     )
 
 
+def runner_endpoint(config: CodexMCPConfig) -> ModelEndpointConfig:
+    """The model endpoint as a runner sees it (the proxy's path for it, when there is a proxy)."""
+    endpoint = config.kubernetes.model_endpoint
+    return _through_proxy(endpoint, config) if config.model_proxy.url else endpoint
+
+
 def model_access(
     config: CodexMCPConfig, wall_bounce: WallBouncePlan | None, session: SessionRef, signing_key: bytes | None
 ) -> ModelAccess:
@@ -59,4 +65,4 @@ def model_access(
     if wall_bounce is not None:
         providers = tuple(_through_proxy(p, config) for p in wall_bounce.providers)
         wall_bounce = dataclasses.replace(wall_bounce, providers=providers)
-    return ModelAccess(_through_proxy(endpoint, config), wall_bounce, mint(signing_key, session))
+    return ModelAccess(runner_endpoint(config), wall_bounce, mint(signing_key, session))

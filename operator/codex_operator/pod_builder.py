@@ -136,7 +136,7 @@ def _is_persistent(spec: CodexSessionSpec) -> bool:
 
 
 def _volumes_and_mounts(
-    spec: CodexSessionSpec, settings: TurnSettings, conversation: str, config: CodexMCPConfig
+    spec: CodexSessionSpec, settings: TurnSettings, claim: str, config: CodexMCPConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     # The pod, not Codex, enforces read-only: Codex's inner sandbox may not
     # work here, so a read-only session gets a workspace it cannot write at all.
@@ -150,7 +150,7 @@ def _volumes_and_mounts(
         volumes.append(
             {
                 "name": VOLUME_WORKSPACE,
-                "persistentVolumeClaim": {"claimName": names.workspace_claim(conversation)},
+                "persistentVolumeClaim": {"claimName": claim},
             }
         )
         mounts += [
@@ -189,9 +189,12 @@ def build_runner_pod(
     config: CodexMCPConfig,
     credential: str | None = None,
     live: LivePod | None = None,
+    workspace_claim: str | None = None,
 ) -> dict[str, Any]:
     """The Pod manifest of one attempt at running one turn; `credential`: the
-    session's model-proxy credential, given instead of the provider keys.
+    session's model-proxy credential, given instead of the provider keys;
+    `workspace_claim`: the conversation's claim when it is not the one named
+    after it (a conversation that began in a warm pool pod).
 
     `live`: the pod's agent serves this turn and the conversation's next
     ones. Its command line then carries no prompt (each turn's order does),
@@ -200,7 +203,9 @@ def build_runner_pod(
     kube = config.kubernetes
     endpoint = kube.model_endpoint
     res = kube.runner_resources
-    volumes, mounts = _volumes_and_mounts(spec, settings, conversation, config)
+    volumes, mounts = _volumes_and_mounts(
+        spec, settings, workspace_claim or names.workspace_claim(conversation), config
+    )
     labels = {
         **names.common_labels(session_name, conversation),
         names.LABEL_COMPONENT: names.COMPONENT_RUNNER,
@@ -334,8 +339,10 @@ def build_workspace_claim(
     size: str,
     storage_class: str | None,
     requester: str,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """The PersistentVolumeClaim shared by every turn of a conversation.
+    """The PersistentVolumeClaim shared by every turn of a conversation
+    (`name`: when it is not the one named after the conversation).
 
     It outlives single turns, so it records whose conversation it holds: a
     later turn mounts it only for the same requester and conversation.
@@ -354,7 +361,7 @@ def build_workspace_claim(
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
-            "name": names.workspace_claim(conversation),
+            "name": name or names.workspace_claim(conversation),
             "namespace": namespace,
             "labels": {
                 names.LABEL_CONVERSATION: conversation,

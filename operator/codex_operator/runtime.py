@@ -23,6 +23,7 @@ from .live_turns import LiveTurns
 from .metrics import OperatorMetrics
 from .pod_outcome import pod_outcome
 from .store import Store, key_of
+from .warm_pool import WarmPool
 from .workqueue import WorkQueue
 
 log = logging.getLogger("codex_operator.runtime")
@@ -50,6 +51,7 @@ class Runtime:
         self.metrics = OperatorMetrics()
         self.store = Store()
         self.ctx: Context | None = None
+        self.pool: WarmPool | None = None
         self.running = False  # set once the first sync is done and reconciles flow
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -67,6 +69,8 @@ class Runtime:
         warm = self.config.kubernetes.warm_runners
         if warm.enabled:
             ctx.turns = LiveTurns.from_config(warm, queue.add)
+            if warm.pool_size:
+                self.pool = ctx.pool = WarmPool(ctx, self.namespaces)
         await self._sync()
         queue.start()
         for key in list(self.store.sessions):
@@ -77,6 +81,8 @@ class Runtime:
             asyncio.create_task(self._sweep(), name="sweep"),
             asyncio.create_task(self._gauges(), name="gauges"),
         ]
+        if self.pool is not None:
+            self._tasks.append(asyncio.create_task(self.pool.run(), name="warm-pool"))
         self.metrics.ready.set(1)
         self.running = True
         log.info("operator ready", extra={"namespaces": self.namespaces, "gate": ctx.gate.snapshot()})
@@ -123,9 +129,14 @@ class Runtime:
             self.ctx.queue.add(approval_key(*key_of(obj)))
 
     def pod_event(self, event_type: str | None, obj: dict[str, Any]) -> None:
-        session = (obj["metadata"].get("labels") or {}).get(names.LABEL_SESSION)
-        if self._apply(self.store.pods, event_type, obj) and self.ctx and session:
+        labels = obj["metadata"].get("labels") or {}
+        session = labels.get(names.LABEL_SESSION)
+        if not self._apply(self.store.pods, event_type, obj) or not self.ctx:
+            return
+        if session:
             self.ctx.queue.add(session_key(obj["metadata"]["namespace"], session))
+        if labels.get(names.LABEL_POOL) and self.ctx.pool is not None:
+            self.ctx.pool.wake()
 
     def _apply(self, table: dict[Any, dict[str, Any]], event_type: str | None, obj: dict[str, Any]) -> bool:
         """Update the store; False when the event only echoes what we already hold

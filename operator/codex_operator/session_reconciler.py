@@ -45,6 +45,7 @@ from .pod_builder import LivePod, build_runner_pod, build_workspace_claim, works
 from .pod_outcome import RUNNER_CONTAINER, kept_report, pod_outcome, report_result, turn_result
 from .risk import assess_risk
 from .wall_bounce import WallBounceRefused, plan_wall_bounce
+from .warm_pool import claim_slot, claimed_slot, is_pool_born, is_unclaimed, slot_claim
 
 log = logging.getLogger("codex_operator.session")
 
@@ -61,6 +62,7 @@ class Refusal:
 class Parent:
     conversation: str
     thread_id: str
+    workspace_claim: str
 
 
 WAIT_FOR_PARENT = object()
@@ -197,7 +199,12 @@ def _parent(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> Paren
         )
     if not pstatus.thread_id:
         return Refusal("ResumeParentHasNoThread", f"resumeFrom: {spec.resume_from!r} has no Codex thread id")
-    return Parent(conversation=pstatus.conversation_id or spec.resume_from, thread_id=pstatus.thread_id)
+    conversation = pstatus.conversation_id or spec.resume_from
+    return Parent(
+        conversation=conversation,
+        thread_id=pstatus.thread_id,
+        workspace_claim=pstatus.workspace_claim or names.workspace_claim(conversation),
+    )
 
 
 async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> float | None:
@@ -421,6 +428,7 @@ async def _start_or_queue(
         reason="PodCreated",
         message=f"runner pod {pod['metadata']['name']} created",
         podName=pod["metadata"]["name"],
+        **({"workspaceClaim": claim} if (claim := _claim_name(ctx, body, spec, pod)) else {}),
         attempts=1,
         timings=_timings(body, startedAt=rfc3339(started)),
         conditions=_conditions(
@@ -513,38 +521,33 @@ async def _ensure_children(
         wall_bounce=wall_bounce.settings() if wall_bounce is not None else None,
         network_fence_seconds=k8s_cfg.network_fence_seconds,
     )
-    if spec.workspace and spec.workspace.type == "persistent":
-        requester = spec.requested_by or "unknown"
-        owner = names.owner_reference("CodexSession", name, uid, controller=False)
-        claim = await ctx.api.ensure_claim(
-            namespace,
-            build_workspace_claim(
-                conversation=conversation,
-                namespace=namespace,
-                owner_refs=[owner],
-                size=workspace_size(spec, ctx.config),
-                storage_class=spec.workspace.storage_class_name
-                or k8s_cfg.runner_resources.storage_class_name
-                or None,
-                requester=requester,
-            ),
-        )
-        _require(check_claim(claim, requester, conversation))
-        await ctx.api.add_claim_owner(namespace, claim, owner)
     live = _live_pod(ctx, spec)
-    manifest = build_runner_pod(
-        session_name=name,
-        session_uid=uid,
-        namespace=namespace,
-        spec=spec,
-        settings=settings,
-        conversation=conversation,
-        attempt=attempt,
-        timeout_seconds=_timeout(ctx, spec),
-        config=ctx.config,
-        credential=access.credential,
-        live=live,
-    )
+    claim_name = _claim_name(ctx, body, spec, None) or ""
+
+    def manifest_for(claim: str) -> dict[str, Any]:
+        return build_runner_pod(
+            session_name=name,
+            session_uid=uid,
+            namespace=namespace,
+            spec=spec,
+            settings=settings,
+            conversation=conversation,
+            attempt=attempt,
+            timeout_seconds=_timeout(ctx, spec),
+            config=ctx.config,
+            credential=access.credential,
+            live=live,
+            workspace_claim=claim,
+        )
+
+    if live is not None and parent is None and attempt == 1 and ctx.pool is not None:
+        pooled = claimed_slot(ctx, namespace, uid) or await claim_slot(ctx, body, spec, manifest_for)
+        if pooled is not None:
+            await _mount_workspace(ctx, body, spec, conversation, slot_claim(pooled), bind=True)
+            return pooled
+    if spec.workspace and spec.workspace.type == "persistent":
+        await _mount_workspace(ctx, body, spec, conversation, claim_name, bind=False)
+    manifest = manifest_for(claim_name)
     if live is not None and isinstance(parent, Parent) and attempt == 1:
         handed = await _hand_over(ctx, body, spec.resume_from or "", manifest)
         if handed is not None:
@@ -568,6 +571,63 @@ async def _ensure_children(
     ctx.store.upsert(ctx.store.pods, pod)
     ctx.metrics.pods_started.inc()
     return pod
+
+
+def _claim_name(
+    ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, pod: dict[str, Any] | None
+) -> str | None:
+    """The conversation's workspace claim (None: a scratch workspace): the one its
+    first turn's pool pod was made with, else the one named after it. From the
+    checked parent chain and the turn's own pod, never from the spec."""
+    if spec.workspace is None or spec.workspace.type != "persistent":
+        return None
+    if pod is not None and is_pool_born(pod):
+        return slot_claim(pod)
+    parent = _parent(ctx, body, spec)
+    if isinstance(parent, Parent):
+        return parent.workspace_claim
+    return session_status(body).workspace_claim or names.workspace_claim(body["metadata"]["name"])
+
+
+async def _mount_workspace(
+    ctx: Context,
+    body: dict[str, Any],
+    spec: CodexSessionSpec,
+    conversation: str,
+    claim_name: str,
+    *,
+    bind: bool,
+) -> None:
+    """The conversation's workspace claim, made or checked to be this requester's
+    and conversation's, with this turn as one more owner. `bind`: the claim of
+    the pool pod this turn has claimed, recorded as the conversation's while
+    it is still no one's (a guarded write; any other claim must already be)."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    requester = spec.requested_by or "unknown"
+    owner = names.owner_reference("CodexSession", name, uid, controller=False)
+    workspace = spec.workspace
+    assert workspace is not None
+    claim = await ctx.api.ensure_claim(
+        namespace,
+        build_workspace_claim(
+            conversation=conversation,
+            namespace=namespace,
+            owner_refs=[owner],
+            size=workspace_size(spec, ctx.config),
+            storage_class=workspace.storage_class_name
+            or ctx.config.kubernetes.runner_resources.storage_class_name
+            or None,
+            requester=requester,
+            name=claim_name,
+        ),
+    )
+    if bind and binding.claim_owner(claim) == ("", ""):
+        claim = await ctx.api.bind_pool_claim(
+            namespace, claim, requester=requester, conversation=conversation, owner=owner
+        )
+    _require(check_claim(claim, requester, conversation))
+    await ctx.api.add_claim_owner(namespace, claim, owner)
 
 
 def _live_pod(ctx: Context, spec: CodexSessionSpec) -> LivePod | None:
@@ -649,7 +709,9 @@ async def _hand_over(
     try:
         # The policy first: it must outlive every turn the pod serves.
         await ctx.api.add_policy_owner(namespace, policy, {**owner, "controller": False})
-        handed = await ctx.api.hand_over_pod(namespace, pod, session=meta["name"], owner=owner)
+        handed = await ctx.api.hand_over_pod(
+            namespace, pod, owner=owner, labels={names.LABEL_SESSION: meta["name"]}
+        )
     except Conflict as err:
         log.info("live pod %s not handed to %s/%s: %s", pod_meta["name"], namespace, meta["name"], err)
         return None
@@ -674,9 +736,13 @@ async def _trim_idle_pods(ctx: Context, namespace: str) -> None:
     resource requests, and the gate counts only running turns."""
     assert ctx.turns is not None
     idle: list[tuple[str, str]] = []
+    waiting = 0  # unclaimed pool pods count as idle pods; the pool keeps them
     for pod in _running_live_pods(ctx, namespace):
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
+            continue
+        if is_unclaimed(pod):
+            waiting += 1
             continue
         owner = ctx.store.sessions.get((namespace, (meta.get("labels") or {}).get(names.LABEL_SESSION, "")))
         status = session_status(owner) if owner is not None else None
@@ -684,7 +750,7 @@ async def _trim_idle_pods(ctx: Context, namespace: str) -> None:
             continue  # serving a turn
         since = status.timings.completed_at if status is not None and status.timings else None
         idle.append((rfc3339(since) if since else "", meta["name"]))
-    for _since, name in sorted(idle)[: max(len(idle) - ctx.turns.config.max_idle_pods, 0)]:
+    for _since, name in sorted(idle)[: max(len(idle) + waiting - ctx.turns.config.max_idle_pods, 0)]:
         log.info("ending idle live pod %s/%s: more than max_idle_pods wait", namespace, name)
         await ctx.api.delete_pod(namespace, name, grace_seconds=1)
 

@@ -84,6 +84,10 @@ class Agent:
         self._current: str | None = None  # the session uid whose turn runs
         self._changed = asyncio.Condition()  # a turn started or ended
         self.last_activity = clock()
+        # The idle clock starts with the first order: a warm pool pod waits
+        # for its conversation as long as the pool keeps it.
+        self._ordered = False
+        self._starting = asyncio.Lock()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_ORDER_BYTES)
@@ -129,6 +133,7 @@ class Agent:
             raise web.HTTPConflict(text="a turn is running in this pod")
         async with self._busy:
             await self._set_current(order.session_uid)
+            self._ordered = True
             self.last_activity = self._clock()
             try:
                 report = await self._run(order)
@@ -166,7 +171,9 @@ class Agent:
 
     def idle_for(self) -> float:
         """Seconds since the last turn ended (0 while one runs)."""
-        return 0.0 if self._busy.locked() else self._clock() - self.last_activity
+        if not self._ordered or self._busy.locked():
+            return 0.0
+        return self._clock() - self.last_activity
 
     async def _run(self, order: TurnOrder) -> TurnReport:
         if order.credential is not None and self._credential_file is not None:
@@ -209,10 +216,21 @@ class Agent:
         staged.replace(self._credential_file)  # whole, never half-written
 
     async def _app_server(self) -> AppServer:
-        if self._server is None:
-            self._server = await self._start_app_server()
-            self._loaded.clear()
-        return self._server
+        async with self._starting:  # a turn and warm_up() must not start two
+            if self._server is None:
+                self._server = await self._start_app_server()
+                self._loaded.clear()
+            return self._server
+
+    async def warm_up(self) -> None:
+        """Start Codex's app-server before the first order, so the first turn
+        does not wait for it. A failure here is only logged: the first turn
+        starts it again and reports what goes wrong."""
+        try:
+            await self._app_server()
+        except (AppServerError, OSError) as err:
+            log.warning("app-server did not start ahead of the first turn: %s", err)
+            await self._drop_app_server()
 
     async def _drop_app_server(self) -> None:
         server, self._server = self._server, None

@@ -113,11 +113,13 @@ async def _serve(agent: Agent, options: AgentOptions) -> None:
     # NetworkPolicy lets only the operator through.
     await web.TCPSite(runner, host=None, port=options.port).start()
     log_event(sys.stdout, "agent listening", port=options.port, idle_seconds=options.idle_seconds)
+    warming = asyncio.create_task(agent.warm_up())
     try:
         while agent.idle_for() < options.idle_seconds:
             await asyncio.sleep(IDLE_CHECK_SECONDS)
         log_event(sys.stdout, "idle: the pod ends", idle_seconds=options.idle_seconds)
     finally:
+        warming.cancel()
         await runner.cleanup()
         # The last turn's report outlives the process: an operator that was down
         # when the agent answered reads it from the pod's status, and does not

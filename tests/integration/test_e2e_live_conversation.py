@@ -9,9 +9,6 @@ the pod bridge, keys only there), NetworkPolicy enforcement, Redis."""
 from __future__ import annotations
 
 import json
-import random
-import re
-import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,18 +20,13 @@ from kubernetes import client
 
 from codex_api import names
 from codex_api.common import GROUP, VERSION
-from codex_api.turn_request import generate_private_key, private_key_pem
 from codex_devenv import fake_model as fm
 from codex_devenv.admission_kit import ScopedAdmission
-from codex_devenv.model_proxy_process import start_model_proxy
-from codex_devenv.operator_process import start_operator
+from codex_devenv.live_system import AGENT_PORT, finished, kill_until_done, live_system, pods, turns_seen
 from codex_devenv.process import wait_for
-from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions_namespace
-from codex_devenv.testkit import apply_session, get_session, phase_is, wait_session
+from codex_devenv.testkit import apply_session
 
-API_KEY = "sk-provider-" + secrets.token_hex(16)
 IDLE_SECONDS = 12
-AGENT_PORT = 8470
 MAX_IDLE = 2
 
 
@@ -50,71 +42,19 @@ def system(
     kube_client: Any,
 ) -> Iterator[dict[str, Any]]:
     cp, _node, refs = node_cluster
-    model.reset()
-    prepare_sessions_namespace(cp, kube_client, node_ns, None)
-    proxy = start_model_proxy(
+    warm = {"idle_seconds": str(IDLE_SECONDS), "max_idle_pods": str(MAX_IDLE)}
+    with live_system(
         cp,
-        tmp_path,
-        f'[codex]\nmodel = "fake-model"\n[kubernetes.model_endpoint]\nprovider_id = "fake"\n'
-        f'base_url = "http://{model.host}:{model.port}/v1"\n[redis]\nkey_prefix = "live"\n',
-        provider_keys={"CODEX_MODEL_API_KEY": API_KEY},
-        redis_url=redis_server.url,
-        host=model.host,
-    )
-    kubernetes_extra, extra = operator_config(
-        fake_endpoint(model.host, model.port),
         refs["runner"],
-        tolerate_test_node=True,
-        auto_approve=True,
-        model_proxy=(proxy.base, f"{model.host}/32"),
-    )
-    # The operator is a host process: it calls the pods' agents from the bridge
-    # address. Its key in a file, as an install has it: a restarted operator
-    # still reaches the pods the last one started.
-    key_file = tmp_path / "agent-signing-key.pem"
-    key_file.write_bytes(private_key_pem(generate_private_key()))
-    extra += (
-        f"\n[kubernetes.warm_runners]\nidle_seconds = {IDLE_SECONDS}\nagent_port = {AGENT_PORT}\n"
-        f"max_idle_pods = {MAX_IDLE}\n"
-        f'operator_cidrs = ["{model.host}/32"]\nsigning_key_file = "{key_file}"\n'
-    )
-
-    def start() -> Any:
-        return start_operator(
-            cp,
-            operator_kubeconfig,
-            node_ns,
-            tmp_path,
-            limit=4,
-            kubernetes_extra=kubernetes_extra,
-            extra_config=extra,
-            env=proxy.operator_env,
-        )
-
-    ops = [start()]
-    yield {
-        "cp": cp,
-        "ns": node_ns,
-        "model": model,
-        "proxy": proxy,
-        "ops": ops,
-        "start": start,
-        "tmp": tmp_path,
-    }
-    ops[-1].stop()
-    proxy.stop()
-    assert API_KEY not in (tmp_path / "model-proxy.log").read_text()
-    assert model.errors == []
-
-
-def finished(kube_client: Any, ns: str, name: str, timeout: float = 120) -> dict[str, Any]:
-    return wait_session(
-        kube_client, ns, name, phase_is("Succeeded", "Failed", "TimedOut", "Cancelled"), timeout=timeout
-    )
-
-
-def pods(kube_client: Any, ns: str) -> dict[str, Any]:
-    return {p.metadata.name: p for p in client.CoreV1Api(kube_client).list_namespaced_pod(ns).items}
+        node_ns,
+        model,
+        operator_kubeconfig,
+        redis_server.url,
+        tmp_path,
+        kube_client,
+        warm=warm,
+    ) as parts:
+        yield parts
 
 
 def test_a_reply_runs_in_the_conversation_s_live_pod(
@@ -161,7 +101,7 @@ def test_a_reply_runs_in_the_conversation_s_live_pod(
     # Metered by the proxy under the reply's own credential and counted as the reply's.
     assert status["usage"]["inputTokens"] > 0
     assert {c["type"]: c["status"] for c in status["conditions"]}.get("UsageMetered") == "True", status
-    assert {r.authorization for r in model.responses_requests} == {f"Bearer {API_KEY}"}
+    assert {r.authorization for r in model.responses_requests} == {"Bearer " + system["api_key"]}
 
     # The pod is the reply's now, and only the reply's; its policy outlives both turns.
     pod = pods(kube_client, ns)[pod_name]
@@ -174,7 +114,9 @@ def test_a_reply_runs_in_the_conversation_s_live_pod(
     assert {o.name for o in policy.metadata.owner_references} == {"live1", "live2"}
     assert [p for p in pods(kube_client, ns) if p.startswith("live2-runner")] == []
     spec = json.dumps(pod.to_dict(), default=str)
-    assert API_KEY not in spec and "secretKeyRef" not in spec and "cxs1." not in spec  # no key, no credential
+    assert (
+        system["api_key"] not in spec and "secretKeyRef" not in spec and "cxs1." not in spec
+    )  # no key, no credential
 
 
 def test_an_idle_pod_ends_and_the_next_reply_starts_cold(system: dict[str, Any], kube_client: Any) -> None:
@@ -354,7 +296,6 @@ def test_the_operator_killed_at_random_points_loses_and_duplicates_no_live_turn(
     exactly once, and no pod served two conversations."""
     cp, ns, model = system["cp"], system["ns"], system["model"]
     model.set_script(then=fm.say("ok", delay=0.3))
-    rng = random.Random(14)
     chains = [[f"ch{c}-{i}" for i in range(4)] for c in range(3)]
     for chain in chains:
         for i, name in enumerate(chain):
@@ -369,31 +310,9 @@ def test_the_operator_killed_at_random_points_loses_and_duplicates_no_live_turn(
                 **extra,
             )
     every = [name for chain in chains for name in chain]
-    terminal = {"Succeeded", "Failed", "TimedOut", "Cancelled", "Denied"}
-    kills = 0
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        phases = {n: (get_session(kube_client, ns, n).get("status") or {}).get("phase") for n in every}
-        if all(p in terminal for p in phases.values()):
-            break
-        if kills < 6:
-            time.sleep(rng.uniform(0.2, 1.5))
-            system["ops"][-1].kill()  # SIGKILL: mid-reconcile, mid-hand-over, mid-turn
-            system["ops"].append(system["start"]())
-            kills += 1
-        else:
-            time.sleep(0.5)
-    sessions = {n: get_session(kube_client, ns, n) for n in every}
-    assert {n: s["status"].get("phase") for n, s in sessions.items()} == dict.fromkeys(every, "Succeeded"), {
-        n: (s["status"].get("phase"), s["status"].get("reason"), s["status"].get("message"))
-        for n, s in sessions.items()
-    }
+    sessions, kills = kill_until_done(system, kube_client, every, kills=6, seed=14)
     # Each turn reached the model once: a request's newest prompt marker says whose turn it was.
-    ran: Counter[str] = Counter()
-    for request in model.responses_requests:
-        marks = [m for text in request.user_texts() for m in re.findall(r"<(ch\d-\d)>", text)]
-        if marks:
-            ran[max(marks)] += 1
+    ran = turns_seen(model, r"ch\d-\d")
     assert ran == Counter(dict.fromkeys(every, 1)), ran
     # No pod served two conversations, and replies did run in live pods.
     conversation_of: dict[str, set[str]] = {}

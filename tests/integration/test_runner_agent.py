@@ -285,3 +285,22 @@ async def test_each_orders_credential_reaches_the_model_from_the_same_warm_proce
         "Bearer cxs1.session-two",
     ]
     assert oct(credential_file.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_the_app_server_starts_ahead_and_the_idle_clock_starts_with_the_first_order(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    """A warm pool pod waits for its conversation: it is never idle before its first
+    order, and its app-server is already up when the order comes."""
+    url, served = agent
+    served.last_activity -= 3600  # as if it had waited an hour
+    assert served.idle_for() == 0.0
+    await served.warm_up()
+    assert served._server is not None
+    warm = served._server
+    model.set_script(fm.say("done"))
+    status, report = await send(url, "/v1/turns", order())
+    assert status == 200 and report["final_message"] == "done", report
+    assert served._server is warm  # the turn used the server started ahead
+    await asyncio.sleep(0.2)
+    assert 0.1 < served.idle_for() < 60

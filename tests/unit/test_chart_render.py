@@ -1294,3 +1294,14 @@ def test_warm_runners_with_an_own_key_secret_and_a_conflicting_peer() -> None:
     }
     with pytest.raises(helm.HelmError, match="operator_pod_labels is set by the chart"):
         helm.template(wrong)
+
+
+def test_a_warm_pool_passes_through_the_chart_with_its_model_proxy(tmp_path: Path) -> None:
+    values = {
+        "config": {"kubernetes": {"warm_runners": {"idle_seconds": 300, "pool_sizes": {"read-only": 2}}}}
+    }
+    objects = helm.template(values)
+    config = rendered_config(objects)
+    assert config.kubernetes.warm_runners.pool_sizes == {"read-only": 2}
+    assert config.model_proxy.url  # the chart's default proxy: what a pool needs
+    assert validate_config(config_toml(objects), tmp_path).returncode == 0
