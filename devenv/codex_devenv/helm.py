@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from codex_api.turn_request import generate_private_key, private_key_pem
 
 from .assets import REPO_ROOT, ensure_binaries
 
@@ -26,6 +31,7 @@ __all__ = [
     "KIND_VALUES",
     "RELEASE",
     "HelmError",
+    "for_host_operator",
     "helm_binary",
     "kustomize",
     "lint",
@@ -118,6 +124,46 @@ def config_toml(values: Mapping[str, Any] | None = None) -> str:
         if doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "codex-config":
             return str(doc["data"]["codex-mcp.toml"])
     raise HelmError("the chart rendered no codex-config ConfigMap")
+
+
+# What the chart derives for an operator that runs as its own pod.
+_IN_CLUSTER_WARM_KEYS = ("signing_key_file",)
+_IN_CLUSTER_WARM_TABLES = (
+    "kubernetes.warm_runners.operator_namespace_labels",
+    "kubernetes.warm_runners.operator_pod_labels",
+)
+
+
+def for_host_operator(text: str, work: Path, operator_cidr: str) -> str:
+    """The rendered configuration `text` for an operator run as a host process
+    instead of the chart's pod. With warm runners on, the chart points the
+    operator at its mounted key (/etc/codex-agent-key) and lets the operator's
+    pods reach the agents by pod labels; a host process has neither. Here the
+    key is a fresh file in `work` and the agents admit `operator_cidr` (the
+    bridge address the host reaches the pods from). Everything else is as
+    rendered; with warm runners off, `text` is returned unchanged."""
+    warm = tomllib.loads(text).get("kubernetes", {}).get("warm_runners", {})
+    if not warm.get("idle_seconds"):
+        return text
+    key_file = work / "agent-signing-key.pem"
+    key_file.write_bytes(private_key_pem(generate_private_key()))
+    out: list[str] = []
+    section = ""
+    for line in text.splitlines():
+        header = re.match(r"^\[([^\]]+)\]\s*$", line)
+        if header:
+            section = header.group(1)
+        if section in _IN_CLUSTER_WARM_TABLES or (
+            section == "kubernetes.warm_runners" and line.split("=")[0].strip() in _IN_CLUSTER_WARM_KEYS
+        ):
+            continue
+        out.append(line)
+        if header and section == "kubernetes.warm_runners":
+            out += [
+                f"signing_key_file = {json.dumps(str(key_file))}",
+                f"operator_cidrs = [{json.dumps(operator_cidr)}]",
+            ]
+    return "\n".join(out) + "\n"
 
 
 def notes(values: Mapping[str, Any] | None = None, *, values_files: Sequence[Path] = ()) -> str:

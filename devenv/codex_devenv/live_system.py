@@ -40,9 +40,10 @@ def live_system(
     kube_client: Any,
     *,
     warm: dict[str, str],
+    tables: str = "",
 ) -> Iterator[dict[str, Any]]:
     """`warm`: keys of `[kubernetes.warm_runners]` as TOML values (the operator's
-    address, port and key are added). Yields the parts a test drives, with
+    address, port and key are added); `tables`: more TOML tables. Yields the parts a test drives, with
     `start()` to start one more operator (after killing the last)."""
     api_key = "sk-provider-" + secrets.token_hex(16)
     model.reset()
@@ -74,7 +75,7 @@ def live_system(
         "signing_key_file": f'"{key_file}"',
         **warm,
     }
-    extra += "\n[kubernetes.warm_runners]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+    extra += "\n[kubernetes.warm_runners]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()) + tables
 
     def start() -> Any:
         return start_operator(

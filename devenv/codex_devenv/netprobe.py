@@ -43,14 +43,32 @@ def pod_ip(cp: Any, ns: str, name: str, timeout: float = 90) -> str:
     raise AssertionError(f"pod {ns}/{name} not ready")
 
 
-def sh(cp: Any, ns: str, pod: str, script: str) -> str:
-    return str(cp.kubectl("exec", "-n", ns, pod, "--", "sh", "-c", script, check=False).stdout)
+def sh(cp: Any, ns: str, pod: str, script: str, attempts: int = 3) -> str:
+    """`script`'s output in `pod`. Raises if `kubectl exec` itself keeps failing
+    (the API server or kubelet busy): a probe that never ran must not read as
+    "unreachable", or a negative check would pass on a broken exec."""
+    for attempt in range(attempts):
+        done = cp.kubectl("exec", "-n", ns, pod, "--", "sh", "-c", script, check=False)
+        if done.returncode == 0:
+            return str(done.stdout)
+        time.sleep(1 + attempt)
+    raise AssertionError(
+        f"kubectl exec into {ns}/{pod} failed {attempts} times: {done.stderr.strip()[-500:]}"
+    )
 
 
 def connects(cp: Any, ns: str, pod: str, ip: str, port: int) -> bool:
     """Whether a TCP connection from `pod` to ip:port opens within 2 s."""
     out = sh(cp, ns, pod, f"nc -w 2 {ip} {port} </dev/null >/dev/null 2>&1 && echo OPEN || echo CLOSED")
+    if "OPEN" not in out and "CLOSED" not in out:
+        raise AssertionError(f"probe in {ns}/{pod} printed neither OPEN nor CLOSED: {out[-300:]!r}")
     return "OPEN" in out
+
+
+def reaches(cp: Any, ns: str, pod: str, ip: str, port: int, timeout: float = 30) -> bool:
+    """A positive control: ip:port opens from `pod` within `timeout` (one 2 s
+    attempt can miss on a loaded node; reachability is what is checked)."""
+    return eventually(lambda: connects(cp, ns, pod, ip, port), True, timeout=timeout)
 
 
 def resolves(

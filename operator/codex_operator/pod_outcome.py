@@ -85,6 +85,14 @@ def pod_outcome(pod: dict[str, Any]) -> PodOutcome:
     return PodOutcome("running" if phase == "Running" else "pending")
 
 
+def unschedulable(pod: dict[str, Any]) -> bool:
+    """The scheduler found no node with room for the pod (yet)."""
+    return any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
 def _current_termination(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The runner container's current terminated state, when it cannot change any more."""
     if (pod.get("spec") or {}).get("restartPolicy") != "Never":

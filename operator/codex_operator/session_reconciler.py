@@ -42,7 +42,14 @@ from .model_access import model_access
 from .netpol_builder import agent_ingress_rule, build_network_policy
 from .ownership import STALE_WAIT_SECONDS, Foreign, check_approval, check_child, check_claim
 from .pod_builder import LivePod, build_runner_pod, build_workspace_claim, workspace_size
-from .pod_outcome import RUNNER_CONTAINER, kept_report, pod_outcome, report_result, turn_result
+from .pod_outcome import (
+    RUNNER_CONTAINER,
+    kept_report,
+    pod_outcome,
+    report_result,
+    turn_result,
+    unschedulable,
+)
 from .risk import assess_risk
 from .wall_bounce import WallBounceRefused, plan_wall_bounce
 from .warm_pool import claim_slot, claimed_slot, is_pool_born, is_unclaimed, slot_claim
@@ -731,18 +738,20 @@ def _running_live_pods(ctx: Context, namespace: str) -> list[dict[str, Any]]:
     ]
 
 
-async def _trim_idle_pods(ctx: Context, namespace: str) -> None:
+async def _trim_idle_pods(ctx: Context, namespace: str, *, room: int = 0) -> None:
     """End the longest-idle live pods past `max_idle_pods`: an idle pod holds its
-    resource requests, and the gate counts only running turns."""
+    resource requests, and the gate counts only running turns. `room`: end at
+    least that many idle pods anyway (a new runner pod finds no node with room):
+    the longest-idle conversation pods first, then the oldest pool pods."""
     assert ctx.turns is not None
     idle: list[tuple[str, str]] = []
-    waiting = 0  # unclaimed pool pods count as idle pods; the pool keeps them
+    pool: list[tuple[str, str]] = []  # unclaimed pool pods count as idle pods; the pool keeps them
     for pod in _running_live_pods(ctx, namespace):
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
             continue
         if is_unclaimed(pod):
-            waiting += 1
+            pool.append((str(meta.get("creationTimestamp", "")), meta["name"]))
             continue
         owner = ctx.store.sessions.get((namespace, (meta.get("labels") or {}).get(names.LABEL_SESSION, "")))
         status = session_status(owner) if owner is not None else None
@@ -750,9 +759,23 @@ async def _trim_idle_pods(ctx: Context, namespace: str) -> None:
             continue  # serving a turn
         since = status.timings.completed_at if status is not None and status.timings else None
         idle.append((rfc3339(since) if since else "", meta["name"]))
-    for _since, name in sorted(idle)[: max(len(idle) + waiting - ctx.turns.config.max_idle_pods, 0)]:
-        log.info("ending idle live pod %s/%s: more than max_idle_pods wait", namespace, name)
+    over = max(len(idle) + len(pool) - ctx.turns.config.max_idle_pods, 0)
+    ending = sorted(idle)[: max(over, room)]
+    ending += sorted(pool)[: max(room - len(ending), 0)]
+    why = "a runner pod waits for room on the nodes" if room else "more than max_idle_pods wait"
+    for _since, name in ending:
+        log.info("ending idle live pod %s/%s: %s", namespace, name, why)
         await ctx.api.delete_pod(namespace, name, grace_seconds=1)
+
+
+async def _make_room(ctx: Context, namespace: str) -> None:
+    """A runner pod waits for a node with room: end an idle live pod, one at a
+    time (idle pods keep their requests while new turns wait)."""
+    if ctx.turns is None:
+        return
+    if any(pod["metadata"].get("deletionTimestamp") for pod in _running_live_pods(ctx, namespace)):
+        return  # one is ending already; the scheduler tries again when it is gone
+    await _trim_idle_pods(ctx, namespace, room=1)
 
 
 class WaitForLivePod(Exception):
@@ -820,6 +843,8 @@ async def _running(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -
     remaining = _remaining(body, timeout)
     if remaining <= 0:
         return await _timed_out(ctx, body, pod["metadata"]["name"], timeout)
+    if outcome.state == "pending" and unschedulable(pod):
+        await _make_room(ctx, meta["namespace"])
     return min(remaining + 0.05, SAFETY_REQUEUE * 10)
 
 
@@ -897,6 +922,8 @@ async def _running_live(
         return await _timed_out(ctx, body, pod_name, timeout)
     ip = (pod.get("status") or {}).get("podIP")
     if not ip:
+        if unschedulable(pod):
+            await _make_room(ctx, namespace)
         return SAFETY_REQUEUE  # the pod's next status (its address) wakes us
     parent = _parent(ctx, body, spec)
     access = model_access(

@@ -46,7 +46,7 @@ from .model_access import runner_endpoint
 from .netpol_builder import agent_ingress_rule, build_network_policy
 from .ownership import check_child
 from .pod_builder import LivePod, build_runner_pod, build_workspace_claim, pod_shape
-from .pod_outcome import pod_outcome
+from .pod_outcome import pod_outcome, unschedulable
 
 log = logging.getLogger("codex_operator.warm_pool")
 
@@ -287,6 +287,12 @@ class WarmPool:
         return None
 
     async def _fill_level(self, namespace: str, level: SandboxLevel, size: int) -> None:
+        # A turn's pod waits for room on the nodes: the pool neither takes room
+        # nor keeps a pod that waits for it too.
+        starved = any(
+            pod["metadata"]["namespace"] == namespace and unschedulable(pod) and not is_unclaimed(pod)
+            for pod in self.ctx.store.pods.values()
+        )
         waiting: list[dict[str, Any]] = []
         for pod in list(self.ctx.store.pods.values()):
             meta = pod["metadata"]
@@ -295,6 +301,8 @@ class WarmPool:
             if meta["labels"].get(names.LABEL_POOL) != level or meta.get("deletionTimestamp"):
                 continue
             why = self._stale(pod, level) if size else "the pool of its level is off"
+            if why is None and starved and unschedulable(pod):
+                why = "a turn's pod waits for room on the nodes"
             if why is None and len(waiting) < size:
                 waiting.append(pod)
                 if not (pod.get("status") or {}).get("podIP"):
@@ -305,6 +313,8 @@ class WarmPool:
         ready = sum(_ready(pod) for pod in waiting)
         self.ctx.metrics.pool_pods.labels(level, "ready").set(ready)
         self.ctx.metrics.pool_pods.labels(level, "starting").set(len(waiting) - ready)
+        if starved:
+            return
         for _ in range(size - len(waiting)):
             await self._create(namespace, level)
 

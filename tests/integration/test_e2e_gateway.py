@@ -81,7 +81,8 @@ def system(
     )
     values["config"]["model_proxy"] = {"url": proxy.base, "egress_cidrs": [f"{model.host}/32"]}
     config_file = tmp_path / "codex-mcp.toml"
-    config_file.write_text(helm.config_toml(values))
+    # The operator is a host process here, not the chart's pod: its agent key and address.
+    config_file.write_text(helm.for_host_operator(helm.config_toml(values), tmp_path, f"{model.host}/32"))
     policies = ScopedAdmission(cp, node_ns).install(client_for, trusted=[GATEWAY_USER])
     op = start_operator(
         cp,

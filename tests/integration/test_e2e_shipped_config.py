@@ -103,7 +103,10 @@ def shipped(
         provider_keys={"CODEX_MODEL_API_KEY": API_KEY},
         host=bridge_address(),
     )
-    text = helm.config_toml(_overrides(node_ns, model, proxy.base))
+    # The operator as a host process: its agent key in a file, its address for the agents.
+    text = helm.for_host_operator(
+        helm.config_toml(_overrides(node_ns, model, proxy.base)), tmp_path, f"{bridge_address()}/32"
+    )
     rendered, default = tomllib.loads(text), tomllib.loads(helm.config_toml())
     # Nothing but the overrides differs from a default install's configuration.
     overridden = (
@@ -114,8 +117,13 @@ def shipped(
         "model_proxy.egress_cidrs",
         "model_proxy.namespace_labels",
         "model_proxy.pod_labels",
+        "kubernetes.warm_runners.signing_key_file",
+        "kubernetes.warm_runners.operator_cidrs",
+        "kubernetes.warm_runners.operator_namespace_labels",
+        "kubernetes.warm_runners.operator_pod_labels",
     )
     assert default["model_proxy"]["url"], "the chart turns the model proxy on by default"
+    assert default["kubernetes"]["warm_runners"]["idle_seconds"] > 0, "and warm runners"
     assert _without(rendered, *overridden) == _without(default, *overridden)
     endpoint = rendered["kubernetes"]["model_endpoint"]
     assert endpoint["base_url"] == model.url and rendered["kubernetes"]["sessions_namespace"] == node_ns

@@ -20,6 +20,7 @@ from kubernetes import client
 
 from codex_api import names
 from codex_api.common import GROUP, VERSION
+from codex_api.config import parse_quantity
 from codex_devenv import fake_model as fm
 from codex_devenv.admission_kit import ScopedAdmission
 from codex_devenv.live_system import AGENT_PORT, finished, kill_until_done, live_system, pods, turns_seen
@@ -273,3 +274,70 @@ def test_the_operator_killed_at_random_points_gives_no_pool_pod_to_two_conversat
     print(
         f"\n[pool] {kills} operator kills; {len(pooled)} of {len(chains)} conversations began in a pool pod"
     )
+
+
+@pytest.fixture
+def crowded(
+    node_cluster: Any,
+    node_ns: str,
+    model: fm.FakeModelServer,
+    volumes: Path,
+    operator_kubeconfig: Path,
+    redis_server: Any,
+    tmp_path: Path,
+    kube_client: Any,
+) -> Iterator[dict[str, Any]]:
+    """Warm runners, no pool, on a node with room for one runner pod: each asks
+    for 60% of the CPU the node has left."""
+    cp, node, refs = node_cluster
+    core = client.CoreV1Api(kube_client)
+    allocatable = parse_quantity(core.read_node(node.name).status.allocatable["cpu"])
+    on_node = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node.name}").items
+    used = sum(
+        parse_quantity((c.resources.requests or {}).get("cpu", "0"))
+        for p in on_node
+        if p.status.phase not in ("Succeeded", "Failed")
+        for c in p.spec.containers
+        if c.resources
+    )
+    request = int((allocatable - used) * 600)  # millicores
+    tables = (
+        f'\n[kubernetes.runner_resources]\ncpu_request = "{request}m"\ncpu_limit = "{max(request, 2000)}m"\n'
+    )
+    warm = {"idle_seconds": "300", "max_idle_pods": "4"}
+    with live_system(
+        cp,
+        refs["runner"],
+        node_ns,
+        model,
+        operator_kubeconfig,
+        redis_server.url,
+        tmp_path,
+        kube_client,
+        warm=warm,
+        tables=tables,
+    ) as parts:
+        yield parts
+
+
+def test_an_idle_pod_makes_room_for_a_turn_that_finds_none(crowded: dict[str, Any], kube_client: Any) -> None:
+    """An idle live pod keeps its CPU request. When a new turn's pod finds no node
+    with room, the operator ends the longest-idle live pod instead of letting
+    the turn wait out the idle timeout (300 s here)."""
+    cp, ns, model = crowded["cp"], crowded["ns"], crowded["model"]
+    model.set_script(then=fm.say("ok"))
+    apply_session(cp, ns, "room1", sandbox=LEVEL, workspace={"type": "persistent"}, prompt="one")
+    first = finished(kube_client, ns, "room1")
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    idle_pod = first["status"]["podName"]
+    assert pods(kube_client, ns)[idle_pod].status.phase == "Running"  # idle, holding its request
+    apply_session(cp, ns, "room2", sandbox=LEVEL, workspace={"type": "persistent"}, prompt="two")
+    second = finished(kube_client, ns, "room2", timeout=90)
+    assert second["status"]["phase"] == "Succeeded", second["status"]
+    assert second["status"]["podName"] != idle_pod
+    wait_for(lambda: idle_pod not in pods(kube_client, ns), timeout=30, what="the idle pod to go")
+    events = client.CoreV1Api(kube_client).list_namespaced_event(ns).items
+    assert any(
+        e.involved_object.name == second["status"]["podName"] and e.reason == "FailedScheduling"
+        for e in events
+    ), "the second pod never waited for room: the test did not crowd the node"

@@ -22,7 +22,7 @@ from codex_api import names
 from codex_api.config import CodexMCPConfig
 from codex_api.model_credential import SessionRef
 from codex_devenv.in_cluster import SESSIONS, SYSTEM, InClusterInstall, smoke
-from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, resolves, serve
+from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, reaches, resolves, serve
 from codex_devenv.process import wait_for
 from codex_devenv.stand_in_internet import PORTS as INTERNET_PORTS
 from codex_devenv.stand_in_internet import SERVER_IP
@@ -231,7 +231,7 @@ def test_no_runner_reaches_the_gateway_redis_or_the_operator(
             "webhook": (operator, 9443),
         }
         for what, (ip, port) in targets.items():
-            assert connects(cp, free_ns, free, ip, port), f"positive control: {what}"
+            assert reaches(cp, free_ns, free, ip, port), f"positive control: {what}"
         gateway_pod = next(
             p
             for p in install.pods()
@@ -249,7 +249,7 @@ def test_no_runner_reaches_the_gateway_redis_or_the_operator(
         service = json.loads(cp.kubectl("-n", SYSTEM, "get", "service", "codex-gateway", "-o", "json").stdout)
         targets["redis"] = (redis, 6379)
         targets["gateway Service"] = (service["spec"]["clusterIP"], 8080)
-        assert connects(cp, free_ns, free, *targets["gateway Service"]), (
+        assert reaches(cp, free_ns, free, *targets["gateway Service"]), (
             "positive control: the gateway's Service"
         )
         for what, (ip, port) in targets.items():
@@ -257,7 +257,7 @@ def test_no_runner_reaches_the_gateway_redis_or_the_operator(
         # The stand-in internet (443 included, where a hosted model would be): only
         # full-access's public rule reaches it; the others have the proxy and DNS only.
         for port in INTERNET_PORTS:
-            assert connects(cp, free_ns, free, SERVER_IP, port), f"positive control: the internet :{port}"
+            assert reaches(cp, free_ns, free, SERVER_IP, port), f"positive control: the internet :{port}"
             reached = connects(cp, SESSIONS, runner, SERVER_IP, port)
             assert reached == (level == "full-access"), f"{level}: the internet on {port}: {reached}"
     finally:
@@ -465,16 +465,28 @@ async def test_restarting_redis_under_load_keeps_calls_working_and_limits_resume
 
 
 async def test_warm_runners_from_the_chart_hand_a_reply_to_the_live_pod(install: InClusterInstall) -> None:
-    """The chart with config.kubernetes.warm_runners on: the operator, in its pod,
-    reaches the live runner pod's agent across the pod network through both
+    """The shipped chart has warm runners on. With a warm pool for the gateway's
+    default level added (an upgrade): a `codex` call's first turn takes the
+    pool pod; the operator, in its pod, reaches that pod's agent across both
     NetworkPolicies the chart and the operator make (its own egress, the
-    pod's ingress by namespace and pod labels), and a `codex-reply` runs in
+    pod's ingress by namespace and pod labels); and a `codex-reply` runs in
     the conversation's pod. Last in this module: it upgrades the release, and
     puts the install's own values back at the end."""
     import asyncio
 
-    install.upgrade({"config": {"kubernetes": {"warm_runners": {"idle_seconds": 120}}}})
+    level = "read-only"  # the chart's config.codex.sandbox: what a bare `codex` call gets
+    install.upgrade({"config": {"kubernetes": {"warm_runners": {"pool_sizes": {level: 1}}}}})
     try:
+
+        def pool_ready() -> bool:
+            found = json.loads(
+                install.control_plane.kubectl(
+                    "-n", SESSIONS, "get", "pods", "-l", f"{names.LABEL_POOL}={level}", "-o", "json"
+                ).stdout
+            )["items"]
+            return any(p["status"].get("phase") == "Running" and p["status"].get("podIP") for p in found)
+
+        await asyncio.to_thread(_wait, pool_ready, 180, "a ready warm pool pod", install)
         async with install.client("alice") as alice:
             first = _structured(await alice.call_tool("codex", {"prompt": "warm one"}))["session_id"]
 
@@ -489,17 +501,25 @@ async def test_warm_runners_from_the_chart_hand_a_reply_to_the_live_pod(install:
             await asyncio.to_thread(_wait, lambda: succeeded(second), 120, "the reply", install)
         sessions = _sessions(install)
         pod = sessions[first]["status"]["podName"]
+        assert pod.startswith("pool-"), sessions[first]["status"]  # the first turn took the pool pod
         assert sessions[second]["status"]["podName"] == pod, (
             sessions[first]["status"],
             sessions[second]["status"],
         )
+        assert sessions[second]["status"]["workspaceClaim"] == sessions[first]["status"]["workspaceClaim"]
         owner = json.loads(
             install.control_plane.kubectl("-n", SESSIONS, "get", "pod", pod, "-o", "json").stdout
         )
         assert [o["name"] for o in owner["metadata"]["ownerReferences"]] == [second]
         policy = json.loads(
             install.control_plane.kubectl(
-                "-n", SESSIONS, "get", "networkpolicy", names.network_policy(first), "-o", "json"
+                "-n",
+                SESSIONS,
+                "get",
+                "networkpolicy",
+                names.network_policy(owner["metadata"]["labels"][names.LABEL_POLICY]),
+                "-o",
+                "json",
             ).stdout
         )
         (rule,) = policy["spec"]["ingress"]
@@ -516,5 +536,6 @@ async def test_warm_runners_from_the_chart_hand_a_reply_to_the_live_pod(install:
         ]
         leader = install.operator_leader()
         assert leader and install.metric(leader, "codex_operator_runner_pods_handed_over_total") >= 1
+        assert install.metric(leader, "codex_operator_warm_pool_claims_total", f'sandbox="{level}"') >= 1
     finally:
         install.upgrade()

@@ -24,7 +24,7 @@ import pytest
 
 from codex_api import names
 from codex_api.config import ModelEndpointConfig
-from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, resolves, serve
+from codex_devenv.netprobe import connects, eventually, pod_ip, probe_pod, reaches, resolves, serve
 from codex_devenv.stand_in_internet import PORTS as INTERNET_PORTS
 from codex_devenv.stand_in_internet import SERVER_IP, StandInInternet
 from codex_operator.netpol_builder import build_network_policy
@@ -97,16 +97,16 @@ def test_a_runner_reaches_dns_and_the_model_and_no_other_pod(world: Any, level: 
     runner, runner_ip = _runner(world, level, f"s-{level}")
 
     # Positive controls: every target is up, and reachable from a pod no policy selects.
-    assert connects(cp, ns, "free", ips["bystander"], OTHER_PORT)
-    assert connects(cp, ns, runner, "127.0.0.1", OTHER_PORT), "the runner's own listener is up"
+    assert reaches(cp, ns, "free", ips["bystander"], OTHER_PORT)
+    assert reaches(cp, ns, runner, "127.0.0.1", OTHER_PORT), "the runner's own listener is up"
 
     # Allowed for every level: cluster DNS and the model endpoint.
     assert eventually(lambda: resolves(cp, ns, runner), True), "DNS through kube-dns"
     assert eventually(lambda: connects(cp, ns, runner, ips["model"], MODEL_PORT), True), "the model"
     if level == "wall-bounce":
-        assert connects(cp, ns, runner, ips["model2"], MODEL_PORT), "the second provider"
+        assert reaches(cp, ns, runner, ips["model2"], MODEL_PORT), "the second provider"
     else:
-        assert connects(cp, ns, "free", ips["model2"], MODEL_PORT), "positive control: a model not its own"
+        assert reaches(cp, ns, "free", ips["model2"], MODEL_PORT), "positive control: a model not its own"
         assert eventually(lambda: connects(cp, ns, runner, ips["model2"], MODEL_PORT), False), (
             "another provider than its own"
         )
@@ -123,8 +123,8 @@ def test_a_runner_cannot_reach_the_api_server(world: Any, level: str) -> None:
     where a policy engine might let pod-to-node traffic through; it must not."""
     cp, ns, _ = world
     runner, _ = _runner(world, level, f"api-{level}")
-    assert connects(cp, ns, "free", "10.96.0.1", 443), "positive control: the kubernetes Service"
-    assert connects(cp, ns, "free", cp.address, cp.api_port), "positive control: the node address"
+    assert reaches(cp, ns, "free", "10.96.0.1", 443), "positive control: the kubernetes Service"
+    assert reaches(cp, ns, "free", cp.address, cp.api_port), "positive control: the node address"
     # The engine programs a new pod's firewall on its next sync: blocked from then on.
     assert eventually(lambda: connects(cp, ns, runner, "10.96.0.1", 443), False), (
         "the API server (Service IP)"
@@ -137,7 +137,7 @@ def test_only_full_access_reaches_the_internet(world: Any, level: str) -> None:
     cp, ns, _ = world
     runner, _ = _runner(world, level, f"net-{level}")
     for port in INTERNET_PORTS:
-        assert connects(cp, ns, "free", SERVER_IP, port), f"positive control: the stand-in internet :{port}"
+        assert reaches(cp, ns, "free", SERVER_IP, port), f"positive control: the stand-in internet :{port}"
     eventually(lambda: resolves(cp, ns, runner), True)  # the runner's policy is in force by now
     for port in INTERNET_PORTS:
         reached = eventually(lambda p=port: connects(cp, ns, runner, SERVER_IP, p), level == "full-access")
@@ -151,7 +151,7 @@ def test_no_runner_reaches_the_kubelet(world: Any, level: str, node_cluster: Any
     cp, ns, _ = world
     node = node_cluster[1]
     runner, _ = _runner(world, level, f"kubelet-{level}")
-    assert connects(cp, ns, "free", node.node_ip, node.kubelet_port), "positive control: the kubelet's port"
+    assert reaches(cp, ns, "free", node.node_ip, node.kubelet_port), "positive control: the kubelet's port"
     assert eventually(lambda: connects(cp, ns, runner, node.node_ip, node.kubelet_port), False), "the kubelet"
 
 

@@ -176,6 +176,7 @@ def test_default_install_objects(defaults: Objects) -> None:
         "codex-operator-webhook-tls",
         "codex-redis-auth",
         "codex-model-proxy-signing-key",
+        "codex-agent-signing-key",
     }
     assert names(defaults, "MutatingWebhookConfiguration") == {"codex-identity.codex.techsapo.io"}
     assert not names(defaults, "ServiceMonitor")
@@ -807,7 +808,11 @@ def test_webhook_existing_secret() -> None:
     objects = helm.template(
         {"webhook": {"certificate": {"existingSecret": "my-webhook-tls", "caBundle": "Q0EK"}}}
     )
-    assert names(objects, "Secret") == {"codex-redis-auth", "codex-model-proxy-signing-key"}
+    assert names(objects, "Secret") == {
+        "codex-redis-auth",
+        "codex-model-proxy-signing-key",
+        "codex-agent-signing-key",
+    }
     pod = find(objects, "Deployment", "codex-operator")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
     assert volume["secret"] == {"secretName": "my-webhook-tls"}
@@ -818,7 +823,11 @@ def test_webhook_existing_secret() -> None:
 def test_webhook_disabled() -> None:
     objects = helm.template({"webhook": {"enabled": False}})
     assert not names(objects, "MutatingWebhookConfiguration")
-    assert names(objects, "Secret") == {"codex-redis-auth", "codex-model-proxy-signing-key"}
+    assert names(objects, "Secret") == {
+        "codex-redis-auth",
+        "codex-model-proxy-signing-key",
+        "codex-agent-signing-key",
+    }
     assert "codex-operator-webhook" not in names(objects, "Service")
     args = args_of(objects, "codex-operator")
     assert not [a for a in args if a.startswith("--webhook")]
@@ -1238,10 +1247,14 @@ def test_the_chart_sets_where_the_model_proxy_is() -> None:
 WARM = {"config": {"kubernetes": {"warm_runners": {"idle_seconds": 300}}}}
 
 
-def test_warm_runners_are_off_by_default_and_leave_no_trace(defaults: Objects) -> None:
-    assert "codex-agent-signing-key" not in names(defaults, "Secret")
-    assert rendered_config(defaults).kubernetes.warm_runners.enabled is False
-    assert "agent" not in json.dumps(find(defaults, "Deployment", "codex-operator"))
+def test_warm_runners_are_on_by_default_and_off_at_zero(defaults: Objects) -> None:
+    warm = rendered_config(defaults).kubernetes.warm_runners
+    assert warm.enabled and warm.idle_seconds == 300 and warm.pool_size == 0
+    assert "codex-agent-signing-key" in names(defaults, "Secret")
+    off = helm.template({"config": {"kubernetes": {"warm_runners": {"idle_seconds": 0}}}})
+    assert "codex-agent-signing-key" not in names(off, "Secret")
+    assert rendered_config(off).kubernetes.warm_runners.enabled is False
+    assert "agent" not in json.dumps(find(off, "Deployment", "codex-operator"))
 
 
 def test_warm_runners_get_the_operator_as_their_only_peer_and_a_key_only_it_mounts(tmp_path: Path) -> None:
