@@ -110,10 +110,11 @@ kind-load: ## build the images (runner, operator, gateway, redis; fake-model for
 	  echo "kind load $$name <- $$archive"; $(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER); \
 	done
 
-kind-certs: ## the webhook certificate, Redis password and model proxy signing key of the kustomize kind overlay (manifests/overlays/kind/{webhook-tls,redis-auth,model-proxy}, not committed)
+kind-certs: ## the webhook certificate, Redis password, model proxy and warm runners' signing keys of the kustomize kind overlay (manifests/overlays/kind/{webhook-tls,redis-auth,model-proxy,agent-key}, not committed)
 	@bash hack/webhook-cert.sh
 	@bash hack/redis-password.sh
 	@bash hack/redis-password.sh manifests/overlays/kind/model-proxy/signing-key
+	@bash hack/agent-key.sh
 
 deploy: helm ## install on kind with helm (values-kind.yaml), plus the model key (env CODEX_MODEL_API_KEY) and a gateway token
 	$(KUBECTL_KIND) apply --server-side --force-conflicts -f $(CHART)/crds/

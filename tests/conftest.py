@@ -4,9 +4,10 @@ test session, and a fresh namespace per test. Unit tests never touch them
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,3 +243,32 @@ def volumes(node_cluster: Any, tmp_path_factory: pytest.TempPathFactory, kube_cl
     yield root
     provisioner.stop()
     provisioner.cleanup()
+
+
+@pytest.fixture
+def live(
+    node_cluster: Any,
+    node_ns: str,
+    model: Any,
+    volumes: Path,
+    operator_kubeconfig: Path,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    kube_client: Any,
+) -> Callable[..., Any]:
+    """codex_devenv.live_system on the test node, in this test's namespace, with
+    the module's fake model: call it with `warm=` (and `tables=`)."""
+    from codex_devenv.live_system import live_system
+
+    cp, _node, refs = node_cluster
+    return functools.partial(
+        live_system,
+        cp,
+        refs["runner"],
+        node_ns,
+        model,
+        operator_kubeconfig,
+        redis_server.url,
+        tmp_path,
+        kube_client,
+    )

@@ -214,6 +214,7 @@ KIND_GENERATED = (
     ("webhook-cert.sh", "webhook-tls"),
     ("redis-password.sh", "redis-auth/password"),
     ("redis-password.sh", "model-proxy/signing-key"),
+    ("agent-key.sh", "agent-key/private.pem"),
 )
 
 
@@ -222,7 +223,7 @@ def manifests_without_generated_files(dest: Path) -> Path:
     shutil.copytree(
         REPO_ROOT / "manifests",
         dest,
-        ignore=shutil.ignore_patterns("*.crt", "*.key", "password", "signing-key"),
+        ignore=shutil.ignore_patterns("*.crt", "*.key", "*.pem", "password", "signing-key"),
     )
     return dest
 

@@ -175,6 +175,16 @@ def test_kind_overlay_signing_key_is_the_generated_file(kind_overlay: Objects, m
     assert len(key) >= 32
 
 
+def test_kind_overlay_agent_key_is_the_generated_file(kind_overlay: Objects, manifests_copy: Path) -> None:
+    """The operator signs live pods' turns with it: an Ed25519 private key the operator can load."""
+    from codex_api.turn_request import load_private_key
+
+    secret = by_key(kind_overlay)["Secret", SYSTEM, "codex-agent-signing-key"]
+    key = (manifests_copy / "overlays" / "kind" / "agent-key" / "private.pem").read_bytes()
+    assert base64.b64decode(secret["data"]["private.pem"]) == key
+    load_private_key(key)
+
+
 def test_kind_overlay_gateway_on_node_port_30080(kind_overlay: Objects) -> None:
     objs = by_key(kind_overlay)
     service = objs["Service", SYSTEM, "codex-gateway"]

@@ -22,7 +22,7 @@ from codex_api import names
 from codex_api.common import GROUP, VERSION
 from codex_devenv import fake_model as fm
 from codex_devenv.admission_kit import ScopedAdmission
-from codex_devenv.live_system import AGENT_PORT, finished, kill_until_done, live_system, pods, turns_seen
+from codex_devenv.live_system import AGENT_PORT, finished, kill_until_done, pods, turns_seen
 from codex_devenv.process import wait_for
 from codex_devenv.testkit import apply_session
 
@@ -31,29 +31,9 @@ MAX_IDLE = 2
 
 
 @pytest.fixture
-def system(
-    node_cluster: Any,
-    node_ns: str,
-    model: fm.FakeModelServer,
-    volumes: Path,
-    operator_kubeconfig: Path,
-    redis_server: Any,
-    tmp_path: Path,
-    kube_client: Any,
-) -> Iterator[dict[str, Any]]:
-    cp, _node, refs = node_cluster
+def system(live: Any) -> Iterator[dict[str, Any]]:
     warm = {"idle_seconds": str(IDLE_SECONDS), "max_idle_pods": str(MAX_IDLE)}
-    with live_system(
-        cp,
-        refs["runner"],
-        node_ns,
-        model,
-        operator_kubeconfig,
-        redis_server.url,
-        tmp_path,
-        kube_client,
-        warm=warm,
-    ) as parts:
+    with live(warm=warm) as parts:
         yield parts
 
 

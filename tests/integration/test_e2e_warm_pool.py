@@ -23,7 +23,7 @@ from codex_api.common import GROUP, VERSION
 from codex_api.config import parse_quantity
 from codex_devenv import fake_model as fm
 from codex_devenv.admission_kit import ScopedAdmission
-from codex_devenv.live_system import AGENT_PORT, finished, kill_until_done, live_system, pods, turns_seen
+from codex_devenv.live_system import AGENT_PORT, finished, kill_until_done, pods, turns_seen
 from codex_devenv.process import wait_for
 from codex_devenv.testkit import apply_session
 
@@ -31,17 +31,7 @@ LEVEL = "isolated"
 
 
 @pytest.fixture
-def system(
-    node_cluster: Any,
-    node_ns: str,
-    model: fm.FakeModelServer,
-    volumes: Path,
-    operator_kubeconfig: Path,
-    redis_server: Any,
-    tmp_path: Path,
-    kube_client: Any,
-) -> Iterator[dict[str, Any]]:
-    cp, _node, refs = node_cluster
+def system(live: Any) -> Iterator[dict[str, Any]]:
     warm = {
         "idle_seconds": "60",
         "max_idle_pods": "6",
@@ -49,17 +39,7 @@ def system(
         "pool_max_age_seconds": "300",
         "pool_sizes": f'{{ "{LEVEL}" = 1 }}',
     }
-    with live_system(
-        cp,
-        refs["runner"],
-        node_ns,
-        model,
-        operator_kubeconfig,
-        redis_server.url,
-        tmp_path,
-        kube_client,
-        warm=warm,
-    ) as parts:
+    with live(warm=warm) as parts:
         yield parts
 
 
@@ -277,19 +257,10 @@ def test_the_operator_killed_at_random_points_gives_no_pool_pod_to_two_conversat
 
 
 @pytest.fixture
-def crowded(
-    node_cluster: Any,
-    node_ns: str,
-    model: fm.FakeModelServer,
-    volumes: Path,
-    operator_kubeconfig: Path,
-    redis_server: Any,
-    tmp_path: Path,
-    kube_client: Any,
-) -> Iterator[dict[str, Any]]:
+def crowded(live: Any, node_cluster: Any, kube_client: Any) -> Iterator[dict[str, Any]]:
     """Warm runners, no pool, on a node with room for one runner pod: each asks
     for 60% of the CPU the node has left."""
-    cp, node, refs = node_cluster
+    node = node_cluster[1]
     core = client.CoreV1Api(kube_client)
     allocatable = parse_quantity(core.read_node(node.name).status.allocatable["cpu"])
     on_node = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node.name}").items
@@ -305,18 +276,7 @@ def crowded(
         f'\n[kubernetes.runner_resources]\ncpu_request = "{request}m"\ncpu_limit = "{max(request, 2000)}m"\n'
     )
     warm = {"idle_seconds": "300", "max_idle_pods": "4"}
-    with live_system(
-        cp,
-        refs["runner"],
-        node_ns,
-        model,
-        operator_kubeconfig,
-        redis_server.url,
-        tmp_path,
-        kube_client,
-        warm=warm,
-        tables=tables,
-    ) as parts:
+    with live(warm=warm, tables=tables) as parts:
         yield parts
 
 
