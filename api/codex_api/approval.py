@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from .actions import (
+    MAX_COMMAND,
+    MAX_DIFF_TOTAL,
+    MAX_FILES,
+    MAX_ID,
+    MAX_PATH,
+    MAX_PATHS,
+    MAX_REASON,
+    Action,
+    ActionKind,
+    Answer,
+)
 from .binding import DIGEST_PATTERN
 from .common import (
     CONDITIONS_FIELD_EXTRA,
@@ -36,7 +48,7 @@ _IMMUTABLE_REQUIRED = (
     "requestedBy",
     "expiresAt",
 )
-_IMMUTABLE_OPTIONAL = ("arguments", "businessJustification")
+_IMMUTABLE_OPTIONAL = ("arguments", "businessJustification", "action")
 
 
 def _immutability_rules() -> list[dict[str, Any]]:
@@ -52,6 +64,70 @@ def _immutability_rules() -> list[dict[str, Any]]:
         for f in _IMMUTABLE_OPTIONAL
     ]
     return rules
+
+
+class ActionFileChange(KubeModel):
+    """One file of a patch Codex asks to apply, with its diff."""
+
+    path: str = Field(max_length=MAX_PATH, description="Absolute path of the file.")
+    change: Literal["add", "delete", "update"] = Field(description="add, delete or update.")
+    move_to: str | None = Field(
+        default=None, max_length=MAX_PATH, description="New path when the file moves."
+    )
+    diff: str = Field(max_length=MAX_DIFF_TOTAL, description="The diff (the content of an added file).")
+
+
+class ActionPermissions(KubeModel):
+    """Sandbox permissions Codex asks for."""
+
+    network: bool = Field(default=False, description="Network access.")
+    read: list[Annotated[str, Field(max_length=MAX_PATH)]] = Field(
+        default_factory=list, max_length=MAX_PATHS, description="Paths to read."
+    )
+    write: list[Annotated[str, Field(max_length=MAX_PATH)]] = Field(
+        default_factory=list, max_length=MAX_PATHS, description="Paths to write."
+    )
+
+
+class ApprovalAction(KubeModel):
+    """One action a running turn's Codex asks to take, exactly as it will run
+    (codex_api.actions.Action): set when the request is per action, not per turn."""
+
+    kind: ActionKind = Field(description="command, file_change or permissions.")
+    turn_id: str = Field(max_length=MAX_ID, description="Codex's turn that asks.")
+    item_id: str = Field(max_length=MAX_ID, description="Codex's item the action is.")
+    approval_id: str | None = Field(
+        default=None, max_length=MAX_ID, description="Codex's callback id, if any."
+    )
+    command: str | None = Field(
+        default=None, max_length=MAX_COMMAND, description="The command as Codex runs it (command)."
+    )
+    cwd: str | None = Field(default=None, max_length=MAX_PATH, description="Its working directory.")
+    network_host: str | None = Field(
+        default=None, max_length=MAX_PATH, description="The host a network approval is for."
+    )
+    changes: list[ActionFileChange] = Field(
+        default_factory=list, max_length=MAX_FILES, description="Every file of the patch (file_change)."
+    )
+    permissions: ActionPermissions | None = Field(default=None, description="What is asked (permissions).")
+    reason: str | None = Field(default=None, max_length=MAX_REASON, description="Why, in Codex's words.")
+    offered: list[Answer] = Field(
+        min_length=1,
+        max_length=4,
+        description="Answers Codex offers: accept, acceptForSession, decline, cancel.",
+    )
+    hidden_characters: bool = Field(
+        default=False,
+        description=(
+            "The action holds characters a terminal hides or acts on (escapes, carriage returns, "
+            "bidi overrides): read it with `kubectl codex describe`, not in a terminal as is."
+        ),
+    )
+
+    @classmethod
+    def of(cls, action: Action) -> ApprovalAction:
+        """The request's record of `action` (Codex's thread is the session's, not recorded twice)."""
+        return cls.model_validate(action.model_dump(exclude={"thread_id"}))
 
 
 class ApprovalRequestSpec(KubeModel):
@@ -89,6 +165,24 @@ class ApprovalRequestSpec(KubeModel):
                     "!has(self.decision) || self.decision != 'Denied' || (has(self.reason) && size(self.reason) > 0)",
                     "a Denied decision needs a reason",
                     field_path=".reason",
+                ),
+                # "Accept for this session": only with an approval, only where Codex offers it.
+                cel(
+                    "!has(self.scope) || (has(self.decision) && self.decision == 'Approved')",
+                    "scope goes only with an Approved decision",
+                    field_path=".scope",
+                ),
+                cel(
+                    "!has(self.scope) || self.scope == 'turn'"
+                    " || (has(self.action) && self.action.offered.exists(a, a == 'acceptForSession'))",
+                    "scope session only where Codex offers acceptForSession",
+                    field_path=".scope",
+                ),
+                cel(
+                    "!has(oldSelf.decision) || (has(self.scope) == has(oldSelf.scope)"
+                    " && (!has(self.scope) || self.scope == oldSelf.scope))",
+                    "scope cannot change after the decision was made",
+                    field_path=".scope",
                 ),
             ]
         }
@@ -138,6 +232,17 @@ class ApprovalRequestSpec(KubeModel):
         default=None, description="The approver's decision, set once with kubectl patch: Approved or Denied."
     )
     reason: str | None = Field(default=None, max_length=1024, description="Why; required when Denied.")
+    action: ApprovalAction | None = Field(
+        default=None,
+        description="The one action of a running turn this request is about (per-action approvals).",
+    )
+    scope: Literal["turn", "session"] | None = Field(
+        default=None,
+        description=(
+            "With Approved on an action: turn (this action) or session (Codex may repeat it in this "
+            "conversation without asking: acceptForSession, where Codex offers it)."
+        ),
+    )
     decided_by: str | None = Field(
         default=None,
         max_length=256,

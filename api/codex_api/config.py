@@ -39,12 +39,15 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from .actions import ActionKind
 from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, RiskLevel, SandboxLevel
 from .sandbox import MAX_WALL_BOUNCE_PROVIDERS, PROFILES
 
 __all__ = [
     "DEFAULT_PROVIDER_ID",
     "RESERVED_CODEX_PROVIDER_IDS",
+    "ActionApprovalsConfig",
+    "ActionRule",
     "ApprovalPolicy",
     "ApprovalWorkflowsConfig",
     "CacheConfig",
@@ -401,6 +404,149 @@ class ApprovalWorkflowsConfig(_Section):
     )
 
 
+ActionDecision = Literal["accept", "ask", "decline"]
+ACTION_KINDS: tuple[ActionKind, ...] = ("command", "file_change", "permissions")
+MAX_RULES = 64
+ACTION_WORKSPACE = "/workspace"
+
+
+AbsolutePath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/")]
+
+
+class ActionRule(_Section):
+    """One ``[[security.action_approvals.rules]]`` entry. Every condition given
+    must hold for the rule to match; a rule with none matches every action of
+    its kinds."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="The rule's name, unique; recorded with each action it matched.",
+    )
+    kinds: list[ActionKind] = Field(
+        default_factory=lambda: list(ACTION_KINDS),
+        min_length=1,
+        description="Kinds of action the rule applies to: command, file_change, permissions.",
+    )
+    command: str | None = Field(
+        default=None,
+        max_length=1024,
+        description=(
+            "Python regular expression searched in the command's script (Codex's "
+            "`/bin/bash -lc` wrapper removed); anchor it with ^ and $ to match the whole script."
+        ),
+    )
+    outside: list[AbsolutePath] | None = Field(
+        default=None,
+        max_length=32,
+        description="Matches when any path the action touches or asks for lies outside all these directories.",
+    )
+    inside: list[AbsolutePath] | None = Field(
+        default=None,
+        max_length=32,
+        description="Matches when every path the action touches or asks for lies inside one of these directories.",
+    )
+    network: bool | None = Field(
+        default=None,
+        description="true: matches actions that ask for network access (or name a host); false: those that do not.",
+    )
+    risk: RiskLevel | None = Field(default=None, description="Risk level of a matching action (at least).")
+    decide: ActionDecision | None = Field(
+        default=None,
+        description="accept or decline without a human, or ask one; unset leaves the decision to other rules.",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _does_something(self) -> ActionRule:
+        if self.risk is None and self.decide is None:
+            raise ValueError("a rule needs a risk, a decision or both")
+        if self.command is not None and self.kinds != ["command"]:
+            raise ValueError("a command pattern applies to kinds = ['command'] only")
+        return self
+
+
+def _default_rules() -> list[ActionRule]:
+    return [
+        ActionRule(
+            name="outside-the-workspace",
+            outside=[ACTION_WORKSPACE],
+            risk="high",
+        ),
+        ActionRule(name="network", network=True, risk="high"),
+        ActionRule(
+            name="privilege-or-destruction",
+            kinds=["command"],
+            command=r"(^|[;&|(\s])(sudo|su|doas|dd|mkfs\S*|chmod|chown|rm\s+-\S*[rf])(\s|$)",
+            risk="high",
+        ),
+        ActionRule(
+            name="pipe-to-shell",
+            kinds=["command"],
+            command=r"(curl|wget)\b[^|\n]{0,1024}\|\s*(sudo\s+)?(ba|z|da)?sh\b",
+            risk="critical",
+        ),
+    ]
+
+
+class ActionApprovalsConfig(_Section):
+    """``[security.action_approvals]``: how risky each action Codex asks to take
+    is (a command, a patch, wider permissions), and which are decided without
+    a human. Every matching rule counts: the risk is the highest of the kind's
+    base risk and the rules' risks; the decision the most careful one named
+    (decline over ask over accept). An accept holds only up to
+    `auto_accept_up_to`: above it a human decides, so a rule that raises the
+    risk (a path outside the workspace) is never overridden by a broader
+    accept."""
+
+    command_risk: RiskLevel = Field("medium", description="Base risk of a command Codex asks to run.")
+    file_change_risk: RiskLevel = Field("medium", description="Base risk of a patch Codex asks to apply.")
+    permissions_risk: RiskLevel = Field(
+        "high", description="Base risk of widening the sandbox (paths, network) for the turn or session."
+    )
+    auto_accept_up_to: RiskLevel = Field(
+        "medium",
+        description="Highest risk a rule may accept without a human; riskier actions wait for one.",
+    )
+    rules: list[ActionRule] = Field(
+        default_factory=_default_rules,
+        max_length=MAX_RULES,
+        description=(
+            "Rules raising the risk of, or deciding, matching actions. The defaults: paths outside "
+            f"{ACTION_WORKSPACE} and network access are high; sudo, rm -r/-f, chmod and the like are high; "
+            "curl|sh is critical. Nothing is accepted without a human by default."
+        ),
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[ActionRule]) -> list[ActionRule]:
+        names = [rule.name for rule in rules]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"rule names must be unique: {sorted(n for n in set(names) if names.count(n) > 1)}"
+            )
+        return rules
+
+    def base_risk(self, kind: ActionKind) -> RiskLevel:
+        risks: dict[ActionKind, RiskLevel] = {
+            "command": self.command_risk,
+            "file_change": self.file_change_risk,
+            "permissions": self.permissions_risk,
+        }
+        return risks[kind]
+
+
 class SecurityConfig(_Section):
     """``[security]``: risk assessment, auditing and approval policy."""
 
@@ -425,6 +571,10 @@ class SecurityConfig(_Section):
     approval_workflows: ApprovalWorkflowsConfig = Field(
         default_factory=ApprovalWorkflowsConfig,
         description="Which sessions are approved automatically and which wait for a human decision.",
+    )
+    action_approvals: ActionApprovalsConfig = Field(
+        default_factory=ActionApprovalsConfig,
+        description="Risk and decision for each action Codex asks to take (command, patch, permissions).",
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import typing
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +19,7 @@ from codex_api import names
 from codex_api.binding import spec_digest
 from codex_api.session import CodexSessionSpec, Cost, Usage
 from codex_api.status import approval_status, session_status
+from codex_api.visible import hidden_count, visible
 
 from . import verify
 
@@ -371,31 +371,6 @@ UNSET = {
     "workspace.storageClassName": "the operator's default, else the cluster's default StorageClass",
     "wallBounce.providers": "all configured providers",
 }
-# Control and invisible characters (terminal escapes, carriage returns, bidi
-# overrides, zero-width characters, line separators) could make a prompt look
-# different from what runs; they are shown as escapes. Newline and tab stay.
-_HIDING = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_KEPT = frozenset("\n\t")
-
-
-def _hiding(ch: str) -> bool:
-    return ch not in _KEPT and unicodedata.category(ch) in _HIDING
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def visible(text: str) -> str:
-    """`text` with every character that could hide or disguise text on a terminal as an escape."""
-    return "".join(_escape(ch) if _hiding(ch) else ch for ch in text)
-
-
-def hidden_count(text: str) -> int:
-    return sum(1 for ch in text if _hiding(ch))
 
 
 def text_block(label: str, text: str, indent: int = 2) -> list[str]:

@@ -40,6 +40,7 @@ from .contract import (
     TurnSettings,
     parse_agent_args,
 )
+from .hardening import dumpable, make_non_dumpable, starts_non_dumpable
 from .invocation import build_config, codex_sandbox
 from .network_fence import wait_until_fenced
 from .runner import codex_binary, log_event, prepare_home, write_codex_config
@@ -63,6 +64,13 @@ def main(argv: Sequence[str]) -> int:
     if codex_bin is None or not os.access(codex_bin, os.X_OK):
         print(f"codex-runner: codex binary not found ({codex_bin or 'not on PATH'})", file=sys.stderr)
         return EXIT_CODEX_MISSING
+    make_non_dumpable()
+    guarded = starts_non_dumpable(codex_bin)
+    log_event(sys.stdout, "process hardening", agent_dumpable=dumpable(), app_server_non_dumpable=guarded)
+    if not guarded:
+        # A custom image with a readable codex: the model's commands can write into
+        # the app-server's stdin. Served anyway (the pod still bounds them), said loudly.
+        log_event(sys.stdout, "codex binary is readable: its commands can reach the app-server's pipe")
     if settings.network_fence_seconds is not None:
         fence = wait_until_fenced(settings.network_fence_seconds)
         log_event(

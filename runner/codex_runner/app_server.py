@@ -27,9 +27,9 @@ One turn at a time per client: Codex runs the turns of a thread in order,
 and a runner serves one conversation.
 
 Stdio is not private inside a container: a process of the same uid can
-write to `/proc/<pid>/fd/0`. A runner must therefore not run the model's
-commands as the uid that owns this pipe (see docs/architecture.md "Warm
-runners").
+write to `/proc/<pid>/fd/0` of a dumpable process. In a runner pod both ends
+of this pipe are non-dumpable (codex_runner.hardening), so the model's
+commands cannot write into it.
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ class _Turn:
     usage: Usage = field(default_factory=Usage)
     commands: int = 0
     file_changes: int = 0
+    # File change items as announced (item/started): their approval request
+    # names only the item, the diff is here.
+    announced: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# Announced items kept per turn (a turn with more file changes is still served;
+# the oldest are dropped and their late approvals are refused as unreviewable).
+MAX_ANNOUNCED = 256
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -131,6 +139,11 @@ class AppServer:
             await server.close()
             raise
         return server
+
+    @property
+    def announced_items(self) -> Mapping[str, dict[str, Any]]:
+        """The running turn's file change items by id, as `item/started` announced them."""
+        return dict(self._turn.announced) if self._turn is not None else {}
 
     @property
     def pid(self) -> int:
@@ -278,7 +291,13 @@ class AppServer:
         turn = self._turn
         if turn is None or turn.done.done():
             return
-        if method == "item/completed":
+        if method == "item/started":
+            item = _dict(params.get("item"))
+            if item.get("type") == "fileChange" and isinstance(item.get("id"), str):
+                if len(turn.announced) >= MAX_ANNOUNCED:
+                    turn.announced.pop(next(iter(turn.announced)))
+                turn.announced[item["id"]] = item
+        elif method == "item/completed":
             item = _dict(params.get("item"))
             kind = item.get("type")
             if kind == "agentMessage" and isinstance(item.get("text"), str):

@@ -49,6 +49,24 @@ def approval(**spec: Any) -> dict[str, Any]:
     }
 
 
+# A per-action request (codex_api.actions -> ApprovalRequest.spec.action).
+COMMAND_ACTION: dict[str, Any] = {
+    "kind": "command",
+    "turnId": "u-1",
+    "itemId": "call_1",
+    "command": "/bin/bash -lc 'make test'",
+    "cwd": "/workspace",
+    "offered": ["accept", "decline", "cancel"],
+}
+PATCH_ACTION: dict[str, Any] = {
+    "kind": "file_change",
+    "turnId": "u-1",
+    "itemId": "call_2",
+    "changes": [{"path": "/workspace/a.py", "change": "update", "diff": "-a\n+b\n"}],
+    "offered": ["accept", "acceptForSession", "decline", "cancel"],
+}
+
+
 def with_(body: dict[str, Any], mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     body = copy.deepcopy(body)
     mutate(body)
@@ -247,6 +265,60 @@ BAD_CREATES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.decidedBy", "decidedBy can be set only together with the decision"],
     ),
     ("approval-unknown-field", APPROVALS, approval(approvedBy="alice"), ['unknown field "spec.approvedBy"']),
+    (
+        "action-scope-without-decision",
+        APPROVALS,
+        approval(action=PATCH_ACTION, scope="session"),
+        ["spec.scope", "scope goes only with an Approved decision"],
+    ),
+    (
+        "action-session-scope-not-offered",
+        APPROVALS,
+        approval(action=COMMAND_ACTION, decision="Approved", scope="session"),
+        ["spec.scope", "only where Codex offers acceptForSession"],
+    ),
+    (
+        "action-session-scope-without-action",
+        APPROVALS,
+        approval(decision="Approved", scope="session"),
+        ["spec.scope", "only where Codex offers acceptForSession"],
+    ),
+    (
+        "action-scope-with-denial",
+        APPROVALS,
+        approval(action=PATCH_ACTION, decision="Denied", reason="no", scope="turn"),
+        ["spec.scope", "scope goes only with an Approved decision"],
+    ),
+    (
+        "action-bad-kind",
+        APPROVALS,
+        approval(action={**COMMAND_ACTION, "kind": "shell"}),
+        ['spec.action.kind: Unsupported value: "shell"'],
+    ),
+    (
+        "action-bad-offer",
+        APPROVALS,
+        approval(action={**COMMAND_ACTION, "offered": ["acceptWithExecpolicyAmendment"]}),
+        ["spec.action.offered[0]: Unsupported value"],
+    ),
+    (
+        "action-nothing-offered",
+        APPROVALS,
+        approval(action={**COMMAND_ACTION, "offered": []}),
+        ["spec.action.offered"],
+    ),
+    (
+        "action-command-too-long",
+        APPROVALS,
+        approval(action={**COMMAND_ACTION, "command": "x" * (16 * 1024 + 1)}),
+        ["spec.action.command: Too long"],
+    ),
+    (
+        "action-unknown-field",
+        APPROVALS,
+        approval(action={**COMMAND_ACTION, "autoApprove": True}),
+        ['unknown field "spec.action.autoApprove"'],
+    ),
 ]
 
 
@@ -290,6 +362,34 @@ BAD_UPDATES: list[tuple[str, str, dict[str, Any], list[dict[str, Any]], list[str
         session(),
         [{"spec": {"resumeFrom": "other"}}],
         ["spec is immutable after creation"],
+    ),
+    (
+        "action-rewritten",
+        APPROVALS,
+        approval(action=COMMAND_ACTION),
+        [{"spec": {"action": {**COMMAND_ACTION, "command": "/bin/bash -lc 'curl x | sh'"}}}],
+        ["spec.action", "action is immutable"],
+    ),
+    (
+        "action-added-later",
+        APPROVALS,
+        approval(),
+        [{"spec": {"action": COMMAND_ACTION}}],
+        ["spec.action", "action is immutable"],
+    ),
+    (
+        "action-scope-widened-after-decision",
+        APPROVALS,
+        approval(action=PATCH_ACTION),
+        [{"spec": {"decision": "Approved", "scope": "turn"}}, {"spec": {"scope": "session"}}],
+        ["spec.scope", "scope cannot change after the decision was made"],
+    ),
+    (
+        "action-scope-added-after-decision",
+        APPROVALS,
+        approval(action=PATCH_ACTION),
+        [{"spec": {"decision": "Approved"}}, {"spec": {"scope": "session"}}],
+        ["spec.scope", "scope cannot change after the decision was made"],
     ),
     (
         "approval-decision-flip",
@@ -434,6 +534,27 @@ def test_valid_objects_are_accepted_with_defaults(kube_client: Any, namespace: s
         GROUP, VERSION, namespace, APPROVALS, "a1", {"spec": {"decision": "Approved", "reason": "ok"}}
     )
     assert decided["spec"]["decision"] == "Approved"
+
+
+def test_an_action_is_stored_as_asked_and_approved_for_the_session(kube_client: Any, namespace: str) -> None:
+    """The largest action the gateway of Codex's requests lets through fits, and
+    "accept for this session" is taken where Codex offers it."""
+    api = _api(kube_client)
+    big = {
+        **PATCH_ACTION,
+        "changes": [
+            {"path": f"/workspace/f{i}.txt", "change": "add", "diff": "x" * 1300} for i in range(100)
+        ],
+        "reason": "r" * 2048,
+    }
+    created = api.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, APPROVALS, approval(action=big), field_validation="Strict"
+    )
+    assert created["spec"]["action"] == {**big, "hiddenCharacters": False}
+    decided = api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, APPROVALS, "a1", {"spec": {"decision": "Approved", "scope": "session"}}
+    )
+    assert (decided["spec"]["decision"], decided["spec"]["scope"]) == ("Approved", "session")
 
 
 def test_wall_bounce_with_an_empty_provider_list_means_all_configured(

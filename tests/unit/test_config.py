@@ -260,7 +260,9 @@ def _all_models(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[
 
 def test_every_model_forbids_extra_keys_and_documents_every_field() -> None:
     models = _all_models(CodexMCPConfig, set())
-    assert len(models) == 20  # with RunnerToleration, WallBounceProviderConfig and ModelProxyConfig
+    assert (
+        len(models) == 22
+    )  # with RunnerToleration, WallBounceProviderConfig, ModelProxyConfig and ActionRule
     for model in models:
         assert model.model_config.get("extra") == "forbid", model.__name__
         for name, info in model.model_fields.items():

@@ -68,6 +68,8 @@ def _default(info: Any) -> str:
         value = info.default
     if isinstance(value, BaseModel):
         return "(table)"
+    if isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+        return f"{len(value)} tables (see the meaning)"
     text = json.dumps(value, default=str)
     if len(text) > 60:
         text = text[:57] + "..."
