@@ -163,7 +163,7 @@ def answer_payload(action: Action, answer: Answer) -> dict[str, Any]:
     if action.kind != "permissions":
         return {"decision": answer}
     if answer in ("decline", "cancel") or action.permissions is None:
-        return {"permissions": {}, "scope": "turn"}
+        return refusal_payload(PERMISSIONS_METHOD)
     asked = action.permissions
     granted: dict[str, Any] = {}
     if asked.network:
@@ -171,6 +171,13 @@ def answer_payload(action: Action, answer: Answer) -> dict[str, Any]:
     if asked.read or asked.write:
         granted["fileSystem"] = {"read": list(asked.read) or None, "write": list(asked.write) or None}
     return {"permissions": granted, "scope": "session" if answer == "acceptForSession" else "turn"}
+
+
+def refusal_payload(method: str) -> dict[str, Any]:
+    """The answer that refuses request `method` when it could not be read as an Action."""
+    if method == PERMISSIONS_METHOD:
+        return {"permissions": {}, "scope": "turn"}
+    return {"decision": "decline"}
 
 
 def _text(params: Mapping[str, Any], key: str, limit: int, *, required: bool = False) -> str | None:

@@ -165,6 +165,10 @@ class TurnOrder(BaseModel):
     timeout_seconds: float = Field(gt=0, le=TIMEOUT_MAX)
     # The session's model credential (codex_api.model_credential), never a provider key.
     credential: str | None = Field(default=None, max_length=4096)
+    # per-action: Codex asks before each command, patch or wider permission
+    # (approval policy "untrusted"); each ask waits, pending at GET /v1/actions,
+    # for the operator's answer. never: Codex asks nothing (the turn was approved whole).
+    approvals: Literal["never", "per-action"] = "never"
 
 
 class TurnReport(BaseModel):

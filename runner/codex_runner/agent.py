@@ -16,6 +16,13 @@ turn, replay one, or aim one at another pod.
 - `POST /v1/interrupt` (signed, empty body): interrupts the running turn.
 - `GET /v1/turns/<session uid>[?wait=SECONDS]` (signed): the report of a turn
   that ended, waiting up to SECONDS for it.
+- `GET /v1/actions[?wait=SECONDS]` (signed): what the running turn's Codex
+  asks to do and waits for (a turn ordered with `approvals: per-action`),
+  each as a numbered Action (codex_api.actions), waiting up to SECONDS for one.
+- `POST /v1/actions/<seq>` (signed, `{"answer": ...}`): the answer to one, once,
+  from the answers Codex offers; Codex then goes on. A request that cannot be
+  shown as it is (too large, malformed) is declined without asking, and one
+  still waiting when its turn ends is cancelled.
 - `GET /healthz`.
 
 Unsigned, forged, replayed, stale or another pod's requests get 401 and run
@@ -25,6 +32,7 @@ nothing; malformed orders 400.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -36,9 +44,18 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
+from codex_api.actions import (
+    ANSWERS,
+    Action,
+    Answer,
+    UnreviewableAction,
+    action_from_request,
+    answer_payload,
+    refusal_payload,
+)
 from codex_api.turn_request import NonceWindow, Rejected, TurnOrder, TurnReport, verify
 
-from .app_server import AppServer, AppServerError
+from .app_server import AppServer, AppServerError, ServerRequestHandler
 from .invocation import CODEX_SANDBOX
 
 log = logging.getLogger("codex_runner.agent")
@@ -46,6 +63,22 @@ log = logging.getLogger("codex_runner.agent")
 MAX_ORDER_BYTES = 1024 * 1024
 KEPT_REPORTS = 16
 MAX_WAIT_SECONDS = 60.0
+APPROVAL_POLICY = {"never": "never", "per-action": "untrusted"}
+
+
+class _Pending:
+    def __init__(self, seq: int, session_uid: str, action: Action) -> None:
+        self.seq = seq
+        self.session_uid = session_uid
+        self.action = action
+        self.answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+    def view(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "session_uid": self.session_uid,
+            "action": self.action.model_dump(mode="json"),
+        }
 
 
 class Agent:
@@ -55,7 +88,7 @@ class Agent:
         public_key: Ed25519PublicKey,
         pod_uid: str,
         workspace: Path,
-        start_app_server: Callable[[], Awaitable[AppServer]],
+        start_app_server: Callable[[ServerRequestHandler], Awaitable[AppServer]],
         credential_file: Path | None = None,
         sandbox: str | None = None,
         inner_sandbox: bool = True,
@@ -88,12 +121,17 @@ class Agent:
         # for its conversation as long as the pool keeps it.
         self._ordered = False
         self._starting = asyncio.Lock()
+        self._approvals = "never"  # the running turn's TurnOrder.approvals
+        self._pending: dict[int, _Pending] = {}
+        self._seq = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_ORDER_BYTES)
         app.router.add_post("/v1/turns", self.turn)
         app.router.add_post("/v1/interrupt", self.interrupt)
         app.router.add_get("/v1/turns/{uid}", self.report)
+        app.router.add_get("/v1/actions", self.actions)
+        app.router.add_post("/v1/actions/{seq}", self.answer)
         app.router.add_get("/healthz", self.healthz)
         app.on_cleanup.append(self._close)
         return app
@@ -187,15 +225,19 @@ class Agent:
             if thread not in self._loaded:
                 await server.resume_thread(thread, sandbox=sandbox)
         self._loaded.add(thread)
-        turn = await server.begin_turn(thread, order.prompt)
+        self._approvals = order.approvals
+        turn = await server.begin_turn(thread, order.prompt, approval_policy=APPROVAL_POLICY[order.approvals])
         self._running = (thread, turn)
         try:
             outcome = await server.wait_turn(order.timeout_seconds)
             error = outcome.error
         except TimeoutError:
             await self._interrupt(server, thread, turn)
+            await self._cancel_pending()
             outcome = await server.wait_turn(10)
             error = f"the turn exceeded {order.timeout_seconds:g}s and was interrupted"
+        finally:
+            await self._cancel_pending()
         return TurnReport(
             session_uid=order.session_uid,
             thread_id=thread,
@@ -218,7 +260,7 @@ class Agent:
     async def _app_server(self) -> AppServer:
         async with self._starting:  # a turn and warm_up() must not start two
             if self._server is None:
-                self._server = await self._start_app_server()
+                self._server = await self._start_app_server(self._on_request)
                 self._loaded.clear()
             return self._server
 
@@ -264,13 +306,7 @@ class Agent:
     async def report(self, request: web.Request) -> web.Response:
         await self._verified(request)
         uid = request.match_info["uid"]
-        try:
-            wait = float(request.query.get("wait", "0"))
-        except ValueError:
-            wait = math.nan
-        if not math.isfinite(wait) or wait < 0:
-            raise web.HTTPBadRequest(text="wait must be a number of seconds")
-        wait = min(wait, MAX_WAIT_SECONDS)
+        wait = _wait_seconds(request)
         found = self._reports.get(uid)
         if found is None and wait and self._current == uid:
             found = await self._wait_report(uid, wait)
@@ -278,9 +314,78 @@ class Agent:
             raise web.HTTPNotFound(text="no finished turn of that session here")
         return web.json_response(found.model_dump(mode="json"))
 
+    async def _on_request(self, method: str, params: dict[str, object]) -> dict[str, object]:
+        """Codex asks before an action: hold it for the operator's answer."""
+        server, session_uid = self._server, self._current
+        try:
+            action = action_from_request(method, params, server.announced_items if server else {})
+        except UnreviewableAction as err:
+            log.warning("declined %s without asking: %s", method, err)
+            return refusal_payload(method)
+        if self._approvals != "per-action" or session_uid is None:
+            log.warning("declined %s: the turn was not ordered with per-action approvals", method)
+            return answer_payload(action, "decline")
+        self._seq += 1
+        pending = _Pending(self._seq, session_uid, action)
+        await self._pending_changed(lambda: self._pending.__setitem__(pending.seq, pending))
+        try:
+            answer = await pending.answer
+        finally:
+            await self._pending_changed(lambda: self._pending.pop(pending.seq, None))
+        return answer_payload(action, answer)
+
+    async def _pending_changed(self, change: Callable[[], object]) -> None:
+        async with self._changed:
+            change()
+            self._changed.notify_all()
+
+    async def _cancel_pending(self) -> None:
+        """The turn ended or timed out: what still waits is cancelled, not left hanging."""
+        for pending in list(self._pending.values()):
+            if not pending.answer.done():
+                pending.answer.set_result("cancel" if "cancel" in pending.action.offered else "decline")
+
+    async def actions(self, request: web.Request) -> web.Response:
+        await self._verified(request)
+        wait = _wait_seconds(request)
+        if not self._pending and wait:
+            try:
+                async with asyncio.timeout(wait), self._changed:
+                    await self._changed.wait_for(lambda: bool(self._pending))
+            except TimeoutError:
+                pass
+        return web.json_response({"pending": [p.view() for p in self._pending.values()]})
+
+    async def answer(self, request: web.Request) -> web.Response:
+        body = await self._verified(request)
+        try:
+            seq = int(request.match_info["seq"])
+            answer = json.loads(body)["answer"]
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='expected POST /v1/actions/<number> with {"answer": ...}') from None
+        pending = self._pending.get(seq)
+        if pending is None or pending.answer.done():
+            raise web.HTTPNotFound(text=f"no action {seq} waits for an answer")
+        if answer not in ANSWERS or answer not in pending.action.offered:
+            raise web.HTTPBadRequest(
+                text=f"{str(answer)[:40]!r} is not offered: {', '.join(pending.action.offered)}"
+            )
+        pending.answer.set_result(answer)
+        return web.json_response({"seq": seq, "answer": answer})
+
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "busy": self._busy.locked()})
 
     async def _close(self, _app: web.Application) -> None:
         if self._server is not None:
             await self._server.close()
+
+
+def _wait_seconds(request: web.Request) -> float:
+    try:
+        wait = float(request.query.get("wait", "0"))
+    except ValueError:
+        wait = math.nan
+    if not math.isfinite(wait) or wait < 0:
+        raise web.HTTPBadRequest(text="wait must be a number of seconds")
+    return min(wait, MAX_WAIT_SECONDS)

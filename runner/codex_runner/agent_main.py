@@ -92,7 +92,9 @@ def main(argv: Sequence[str]) -> int:
         public_key=public_key,
         pod_uid=pod_uid,
         workspace=Path(settings.workspace),
-        start_app_server=lambda: AppServer.start(codex_bin, env=env, cwd=settings.workspace, stderr=None),
+        start_app_server=lambda on_request: AppServer.start(
+            codex_bin, env=env, cwd=settings.workspace, stderr=None, on_request=on_request
+        ),
         credential_file=Path(options.credential_file) if options.credential_file else None,
         sandbox=settings.sandbox,
         inner_sandbox=inner,

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from codex_api.actions import refusal_payload
 from codex_api.session import Usage
 
 log = logging.getLogger("codex_runner.app_server")
@@ -94,7 +95,7 @@ def _dict(value: Any) -> dict[str, Any]:
 
 async def _decline(method: str, params: dict[str, Any]) -> dict[str, Any]:
     log.warning("declined %s: no one to ask", method)
-    return {"decision": "decline"}
+    return refusal_payload(method)
 
 
 class AppServer:
@@ -169,15 +170,17 @@ class AppServer:
         result = await self.request("thread/resume", {**params, "excludeTurns": True})
         return str(result["thread"]["id"])
 
-    async def begin_turn(self, thread_id: str, prompt: str) -> str:
+    async def begin_turn(self, thread_id: str, prompt: str, *, approval_policy: str | None = None) -> str:
+        """`approval_policy`: for this turn and the thread's next ones (else the thread's)."""
         if self._turn is not None and not self._turn.done.done():
             raise AppServerError(f"turn {self._turn.turn_id} is still running")
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         # Registered before the request: turn/completed may follow its answer at once.
         self._turn = _Turn("", done)
-        result = await self.request(
-            "turn/start", {"threadId": thread_id, "input": [{"type": "text", "text": prompt}]}
-        )
+        params: dict[str, Any] = {"threadId": thread_id, "input": [{"type": "text", "text": prompt}]}
+        if approval_policy is not None:
+            params["approvalPolicy"] = approval_policy
+        result = await self.request("turn/start", params)
         self._turn.turn_id = str(result["turn"]["id"])
         return self._turn.turn_id
 

@@ -21,7 +21,7 @@ from codex_devenv import fake_model as fm
 from codex_devenv.codex_cli import codex_binary, exec_env, write_codex_home
 from codex_devenv.process import free_port
 from codex_runner.agent import Agent
-from codex_runner.app_server import AppServer
+from codex_runner.app_server import AppServer, ServerRequestHandler
 
 pytestmark = pytest.mark.timeout(180)
 POD = "pod-uid-1"
@@ -41,8 +41,8 @@ async def agent(model: fm.FakeModelServer, tmp_path: Path) -> AsyncIterator[tupl
     workspace = tmp_path / "ws"
     workspace.mkdir()
 
-    async def start() -> AppServer:
-        return await AppServer.start(codex_binary(), env=exec_env(home), cwd=workspace)
+    async def start(on_request: ServerRequestHandler) -> AppServer:
+        return await AppServer.start(codex_binary(), env=exec_env(home), cwd=workspace, on_request=on_request)
 
     served = Agent(public_key=OPERATOR.public_key(), pod_uid=POD, workspace=workspace, start_app_server=start)
     runner = web.AppRunner(served.app())
@@ -251,8 +251,8 @@ async def test_each_orders_credential_reaches_the_model_from_the_same_warm_proce
     workspace.mkdir()
     pids: list[int] = []
 
-    async def start() -> AppServer:
-        server = await AppServer.start(codex_binary(), env=env, cwd=workspace)
+    async def start(on_request: ServerRequestHandler) -> AppServer:
+        server = await AppServer.start(codex_binary(), env=env, cwd=workspace, on_request=on_request)
         pids.append(server.pid)
         return server
 
@@ -304,3 +304,120 @@ async def test_the_app_server_starts_ahead_and_the_idle_clock_starts_with_the_fi
     assert served._server is warm  # the turn used the server started ahead
     await asyncio.sleep(0.2)
     assert 0.1 < served.idle_for() < 60
+
+
+# ------------------------------------------------------------------ per-action approvals (issue 15)
+
+
+async def _pending(url: str, wait: float = 30) -> list[dict[str, Any]]:
+    status, body = await send(url, f"/v1/actions?wait={wait:g}", method="GET")
+    assert status == 200, body
+    return list(body["pending"])
+
+
+async def _answer(url: str, seq: int, answer: str) -> tuple[int, Any]:
+    return await send(url, f"/v1/actions/{seq}", json.dumps({"answer": answer}).encode())
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline"])
+async def test_a_per_action_turn_waits_for_the_operator_s_answer(
+    agent: tuple[str, Agent], model: fm.FakeModelServer, answer: str
+) -> None:
+    url, served = agent
+    workspace = served._workspace
+    model.set_script(fm.exec_command("touch made-it"), fm.say("done"))
+    turn = asyncio.create_task(send(url, "/v1/turns", order("make a file", approvals="per-action")))
+    [pending] = await _pending(url)
+    action = pending["action"]
+    assert pending["session_uid"] == "uid-1" and action["kind"] == "command"
+    assert action["command"] == "/bin/bash -lc 'touch made-it'" and action["cwd"] == str(workspace)
+    assert not (workspace / "made-it").exists()  # nothing runs before the answer
+    assert not turn.done()
+    status, body = await _answer(url, pending["seq"], answer)
+    assert (status, body) == (200, {"seq": pending["seq"], "answer": answer})
+    status, report = await turn
+    assert status == 200 and report["status"] == "completed", report
+    assert (workspace / "made-it").exists() == (answer == "accept")
+    assert await _pending(url, wait=0) == []
+
+
+async def test_an_action_is_answered_once_with_an_offered_answer_by_the_operator_only(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, served = agent
+    model.set_script(fm.exec_command("touch made-it"), fm.say("done"))
+    turn = asyncio.create_task(send(url, "/v1/turns", order("make a file", approvals="per-action")))
+    [pending] = await _pending(url)
+    seq = pending["seq"]
+    body = json.dumps({"answer": "accept"}).encode()
+    # Not the operator: unsigned, or signed by another key, or replayed.
+    assert (await send(url, f"/v1/actions/{seq}", body, headers={}))[0] == 401
+    forged = sign(generate_private_key(), method="POST", path=f"/v1/actions/{seq}", pod_uid=POD, body=body)
+    assert (await send(url, f"/v1/actions/{seq}", body, headers=forged))[0] == 401
+    assert (await send(url, "/v1/actions", method="GET", headers={}))[0] == 401
+    # Not offered for an untrusted command (Codex offers accept and cancel), malformed, unknown.
+    assert (await _answer(url, seq, "acceptForSession"))[0] == 400
+    assert (await _answer(url, seq, "yes please"))[0] == 400
+    assert (await send(url, f"/v1/actions/{seq}", b"accept"))[0] == 400
+    assert (await send(url, "/v1/actions/x", body))[0] == 400
+    assert (await _answer(url, seq + 1, "accept"))[0] == 404
+    assert not (served._workspace / "made-it").exists() and not turn.done()
+    signed = sign(OPERATOR, method="POST", path=f"/v1/actions/{seq}", pod_uid=POD, body=body)
+    assert (await send(url, f"/v1/actions/{seq}", body, headers=signed))[0] == 200
+    assert (await send(url, f"/v1/actions/{seq}", body, headers=signed))[0] == 401  # the replay
+    assert (await _answer(url, seq, "decline"))[0] == 404  # answered already
+    status, report = await turn
+    assert status == 200 and report["status"] == "completed", report
+    assert (served._workspace / "made-it").exists()
+
+
+async def test_a_patch_pends_with_its_diff(agent: tuple[str, Agent], model: fm.FakeModelServer) -> None:
+    url, served = agent
+    model.set_script(
+        fm.apply_patch("*** Begin Patch\n*** Add File: notes.txt\n+remember 42\n*** End Patch\n"),
+        fm.say("done"),
+    )
+    turn = asyncio.create_task(send(url, "/v1/turns", order("write", approvals="per-action")))
+    [pending] = await _pending(url)
+    [change] = pending["action"]["changes"]
+    assert (change["path"], change["diff"]) == (str(served._workspace / "notes.txt"), "remember 42\n")
+    assert "acceptForSession" in pending["action"]["offered"]
+    assert (await _answer(url, pending["seq"], "acceptForSession"))[0] == 200
+    assert (await turn)[1]["status"] == "completed"
+    assert (served._workspace / "notes.txt").read_text() == "remember 42\n"
+
+
+async def test_what_waits_when_the_turn_times_out_is_cancelled_and_nothing_runs(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, served = agent
+    model.set_script(fm.exec_command("touch made-it"), then=fm.say("done"))
+    status, report = await send(
+        url, "/v1/turns", order("make a file", approvals="per-action", timeout_seconds=3)
+    )
+    assert status == 200 and report["status"] == "interrupted", report
+    assert await _pending(url, wait=0) == []
+    assert not (served._workspace / "made-it").exists()
+
+
+async def test_an_unreviewable_action_is_declined_without_asking(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    url, served = agent
+    long = "touch made-it; " + "true; " * 3000  # longer than a reviewer is shown
+    model.set_script(fm.exec_command(long), fm.computed(lambda req: req.last_tool_output()))
+    status, report = await send(url, "/v1/turns", order("go", approvals="per-action"))
+    assert status == 200 and report["status"] == "completed", report
+    assert "rejected" in (report["final_message"] or "")
+    assert not (served._workspace / "made-it").exists()
+
+
+async def test_a_turn_ordered_without_per_action_approvals_asks_nothing(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    """The default (the turn was approved whole): Codex's sandbox alone decides; nothing pends."""
+    url, served = agent
+    model.set_script(fm.exec_command("echo ran-it"), fm.computed(lambda req: req.last_tool_output()))
+    status, report = await send(url, "/v1/turns", order("say it"))
+    assert status == 200 and report["status"] == "completed", report
+    assert "ran-it" in (report["final_message"] or "") and served._seq == 0
