@@ -22,27 +22,19 @@ Usage: .venv/bin/python bench/pool_bench.py [--turns 8]
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
-from turn_bench import NS, RSS_SUM, RUNNER_UID, Turn, end_to_end, median, summary
+from bench_node import bench_node
+from kubernetes import client
+from turn_bench import NS, RSS_SUM, Turn, end_to_end, median, summary
 
 from codex_api import names
 from codex_devenv import fake_model as fm
-from codex_devenv.assets import REPO_ROOT, ensure_binaries
-from codex_devenv.cluster_network import api_server_address
 from codex_devenv.codex_cli import run_exec, write_codex_home
-from codex_devenv.controlplane import ControlPlane
-from codex_devenv.images import load_into
 from codex_devenv.live_system import live_system
-from codex_devenv.local_volumes import LocalVolumeProvisioner
-from codex_devenv.node import TestNode, ensure_kubelet, node_env
 from codex_devenv.operator_process import operator_kubeconfig
-from codex_devenv.process import free_port, wait_for
-from codex_devenv.redis_server import RedisServer
+from codex_devenv.process import wait_for
 
 POOLED, COLD = "isolated", "read-only"
 
@@ -60,21 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=8)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="codex-pool-bench-"))
-    cp = ControlPlane(work / "cp", ensure_binaries(), address=api_server_address()).start()
-    node: TestNode | None = None
-    model = redis = volumes = None
-    try:
-        cp.install_crds(REPO_ROOT / "crds")
-        ensure_kubelet(cp.bin_dir)
-        node = TestNode(work / "node", cp.bin_dir, name="codex-bench-node", taints=()).start(cp)
-        refs = load_into(node)
-        model = fm.FakeModelServer(
-            port=free_port(), host=node_env()["NODE_BRIDGE_ADDR"].split("/")[0]
-        ).start()
-        redis = RedisServer(work / "redis").start()
-        api = config.new_client_from_config(config_file=str(cp.kubeconfig("admin")))
-        volumes = LocalVolumeProvisioner(api, work / "volumes", owner_uid=RUNNER_UID).start()
+    with bench_node("codex-pool-bench-") as bn:
+        cp, model, api, work = bn.cp, bn.model, bn.api, bn.work
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         warm = {
             "idle_seconds": "600",
@@ -83,7 +62,15 @@ def main() -> None:
             "pool_sizes": f'{{ "{POOLED}" = 1 }}',
         }
         with live_system(
-            cp, refs["runner"], NS, model, operator_kubeconfig(cp, work), redis.url, work, api, warm=warm
+            cp,
+            bn.refs["runner"],
+            NS,
+            model,
+            operator_kubeconfig(cp, work),
+            bn.redis.url,
+            work,
+            api,
+            warm=warm,
         ) as system:
             model.set_script(then=fm.say("hi"))
             persistent: dict[str, Any] = {"workspace": {"type": "persistent"}}
@@ -156,17 +143,6 @@ def main() -> None:
         print(f"   pool claims counted by the operator: {claims}")
         if pool_memory is not None:
             print(f"   memory of an idle pool pod (RSS of its processes): {pool_memory:.0f} MiB")
-    finally:
-        if volumes:
-            volumes.stop()
-            volumes.cleanup()
-        if redis:
-            redis.stop()
-        if model:
-            model.stop()
-        if node:
-            node.stop()
-        cp.stop()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ never passed on as something that looks harmless.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -51,6 +53,7 @@ MAX_REASON = 2048
 MAX_ID = 256
 
 _SHELLS = ("sh", "bash", "zsh", "dash")
+WHAT_RUNS = ("kind", "command", "cwd", "network_host", "changes", "permissions")
 
 
 class UnreviewableAction(ValueError):
@@ -100,6 +103,13 @@ class Action(BaseModel):
     def script(self) -> str | None:
         """The command without Codex's shell wrapper: `/bin/bash -lc 'make test'` -> `make test`."""
         return unwrap_shell(self.command) if self.command is not None else None
+
+    def digest(self) -> str:
+        """sha256 of what runs (kind, command, directory, host, changes, permissions):
+        the same action asked again, even by another item or after a restart,
+        has the same digest; Codex's ids, reason and offered answers do not count."""
+        what = self.model_dump(mode="json", include=set(WHAT_RUNS))
+        return hashlib.sha256(json.dumps(what, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @property
     def paths(self) -> tuple[str, ...]:

@@ -48,7 +48,7 @@ _IMMUTABLE_REQUIRED = (
     "requestedBy",
     "expiresAt",
 )
-_IMMUTABLE_OPTIONAL = ("arguments", "businessJustification", "action")
+_IMMUTABLE_OPTIONAL = ("arguments", "businessJustification", "action", "policyDecision")
 
 
 def _immutability_rules() -> list[dict[str, Any]]:
@@ -130,6 +130,16 @@ class ApprovalAction(KubeModel):
         return cls.model_validate(action.model_dump(exclude={"thread_id"}))
 
 
+class PolicyDecision(KubeModel):
+    """An action decided by [security.action_approvals], not by a human: recorded
+    for the audit trail, final when the request is made."""
+
+    decision: Decision = Field(description="Approved (accepted) or Denied (declined) by the policy.")
+    rules: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=64, description="The rules that matched, in config order."
+    )
+
+
 class ApprovalRequestSpec(KubeModel):
     """What needs approving, and the decision a human makes with kubectl patch."""
 
@@ -165,6 +175,16 @@ class ApprovalRequestSpec(KubeModel):
                     "!has(self.decision) || self.decision != 'Denied' || (has(self.reason) && size(self.reason) > 0)",
                     "a Denied decision needs a reason",
                     field_path=".reason",
+                ),
+                cel(
+                    "!has(self.policyDecision) || !has(self.decision)",
+                    "the policy decided this action already; it takes no other decision",
+                    field_path=".decision",
+                ),
+                cel(
+                    "!has(self.policyDecision) || has(self.action)",
+                    "only an action is decided by the action policy",
+                    field_path=".policyDecision",
                 ),
                 # "Accept for this session": only with an approval, only where Codex offers it.
                 cel(
@@ -236,6 +256,10 @@ class ApprovalRequestSpec(KubeModel):
         default=None,
         description="The one action of a running turn this request is about (per-action approvals).",
     )
+    policy_decision: PolicyDecision | None = Field(
+        default=None,
+        description="Set when [security.action_approvals] decided the action without a human.",
+    )
     scope: Literal["turn", "session"] | None = Field(
         default=None,
         description=(
@@ -261,7 +285,10 @@ class ApprovalRequestStatus(KubeModel):
     decided_by: str | None = Field(
         default=None,
         max_length=256,
-        description="Authenticated user of the API request that made the decision (never a typed value).",
+        description=(
+            "Authenticated user of the API request that made the decision (never a typed value); "
+            "policy:security.action_approvals for an action the policy decided."
+        ),
     )
     decided_at: datetime | None = Field(default=None, description="When the decision was recorded.")
     message: str | None = Field(default=None, max_length=1024, description="Human-readable details.")

@@ -22,6 +22,8 @@ MAX_SESSION_NAME = 50
 
 SandboxLevel = Literal["read-only", "isolated", "full-access"]
 RiskLevel = Literal["low", "medium", "high", "critical"]
+# Who decides a turn: a human before it starts, or each action Codex asks for (issue 15).
+ApprovalMode = Literal["per-turn", "per-action"]
 SANDBOX_LEVELS: tuple[SandboxLevel, ...] = ("read-only", "isolated", "full-access")
 RISK_LEVELS: tuple[RiskLevel, ...] = ("low", "medium", "high", "critical")
 

@@ -509,6 +509,15 @@ class ActionApprovalsConfig(_Section):
     risk (a path outside the workspace) is never overridden by a broader
     accept."""
 
+    levels: list[SandboxLevel] = Field(
+        default_factory=list,
+        max_length=3,
+        description=(
+            "Sandbox levels whose turns run with per-action approvals unless the session says "
+            "approvals = per-turn (a session may also ask for per-action itself). Needs warm runners "
+            "(kubernetes.warm_runners.idle_seconds > 0): the decision goes to the turn's live pod."
+        ),
+    )
     command_risk: RiskLevel = Field("medium", description="Base risk of a command Codex asks to run.")
     file_change_risk: RiskLevel = Field("medium", description="Base risk of a patch Codex asks to apply.")
     permissions_risk: RiskLevel = Field(
@@ -1135,6 +1144,16 @@ class KubernetesConfig(_Section):
         max_length=253,
         description="ServiceAccount of runner pods; it needs no RBAC and its token is never mounted.",
     )
+    runner_priority_class: str = Field(
+        "",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)?$",
+        description=(
+            "PriorityClass of runner pods (empty: the cluster's default). The chart makes one below "
+            "the default that never preempts, so when a node is full the cluster's own pods (the "
+            "gateway, Redis, the operator) preempt idle runner pods, never the other way round."
+        ),
+    )
     runner_node_selector: dict[str, str] = Field(
         default_factory=dict,
         max_length=16,
@@ -1546,6 +1565,15 @@ class CodexMCPConfig(_Section):
     model_proxy: ModelProxyConfig = Field(
         default_factory=ModelProxyConfig, description="The model proxy: credentials, checks, limits."
     )
+
+    @model_validator(mode="after")
+    def _per_action_needs_live_pods(self) -> CodexMCPConfig:
+        if self.security.action_approvals.levels and not self.kubernetes.warm_runners.idle_seconds:
+            raise ValueError(
+                "security.action_approvals.levels needs kubernetes.warm_runners.idle_seconds > 0: "
+                "an action's decision goes to the live pod whose Codex waits for it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _pool_needs_proxy(self) -> CodexMCPConfig:

@@ -57,6 +57,12 @@ def approval_request(session: str) -> str:
     return f"{session}-approval"
 
 
+def action_request(session: str, action_digest: str) -> str:
+    """The ApprovalRequest of one action a session's Codex asks for, named by what
+    runs: the same action asked again (a resumed thread) finds its decision."""
+    return f"{session}-action-{action_digest[:12]}"
+
+
 def workspace_claim(conversation: str) -> str:
     return f"{conversation}-workspace"
 

@@ -12,6 +12,7 @@ from .common import (
     CONDITIONS_FIELD_EXTRA,
     DNS1123_SUBDOMAIN,
     MAX_SESSION_NAME,
+    ApprovalMode,
     Condition,
     KubeModel,
     RiskLevel,
@@ -195,6 +196,16 @@ class CodexSessionSpec(KubeModel):
     wall_bounce: WallBounceSpec | None = Field(
         default=None, description="Optional multi-provider coordination settings."
     )
+    approvals: ApprovalMode | None = Field(
+        default=None,
+        description=(
+            "per-turn: a human approves the whole turn before it starts, where the risk matrix says so "
+            "(the seed's gate). per-action: the turn starts, and every command, patch or permission "
+            "Codex asks for becomes an ApprovalRequest of its own, decided by "
+            "[security.action_approvals] or a human (needs warm runners and a persistent workspace). "
+            "Default: per-action for the levels in security.action_approvals.levels, else per-turn."
+        ),
+    )
     max_cost_usd: float | None = Field(
         default=None,
         gt=0,
@@ -360,6 +371,16 @@ class CodexSessionStatus(KubeModel):
     risk_level: RiskLevel | None = Field(default=None, description="Risk level from the risk matrix.")
     model: str | None = Field(default=None, max_length=128, description="Model actually used.")
     approval_ref: str | None = Field(default=None, max_length=253, description="Name of the ApprovalRequest.")
+    approvals: ApprovalMode | None = Field(
+        default=None,
+        description=(
+            "How this turn is approved, fixed when it was admitted: per-turn, or per-action (each "
+            "action Codex asks for is an ApprovalRequest labelled with this session)."
+        ),
+    )
+    actions_asked: int | None = Field(
+        default=None, ge=0, description="Actions Codex asked to take in this turn (per-action approvals)."
+    )
     pod_name: str | None = Field(default=None, max_length=253, description="Name of the runner pod.")
     conversation_id: str | None = Field(
         default=None,

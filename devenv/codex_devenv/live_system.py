@@ -41,6 +41,7 @@ def live_system(
     *,
     warm: dict[str, str],
     tables: str = "",
+    approval_timeout: int = 3600,
 ) -> Iterator[dict[str, Any]]:
     """`warm`: keys of `[kubernetes.warm_runners]` as TOML values (the operator's
     address, port and key are added); `tables`: more TOML tables. Yields the parts a test drives, with
@@ -86,6 +87,7 @@ def live_system(
             limit=4,
             kubernetes_extra=kubernetes_extra,
             extra_config=extra,
+            approval_timeout=approval_timeout,
             env=proxy.operator_env,
         )
 

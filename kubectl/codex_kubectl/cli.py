@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    approve.add_argument(
+        "--for-session",
+        action="store_true",
+        help=(
+            "an action's request only: let Codex repeat this action in the conversation without "
+            "asking again (accept for this session), where Codex offers it"
+        ),
+    )
+
     deny = _command(sub, "deny", _decide("Denied"), "deny a session's ApprovalRequest as yourself")
     deny.add_argument("name", metavar="NAME", help="the ApprovalRequest or its CodexSession")
     deny.add_argument("--reason", required=True, help="why (required; the requester sees it)")

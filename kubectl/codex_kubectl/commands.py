@@ -16,7 +16,7 @@ from codex_api.status import session_status
 
 from . import verify, views
 from .client import APPROVALS, SESSIONS, CodexApi, KubeError
-from .decision import Decision, closed_message, decision_patch
+from .decision import Decision, closed_message, decision_patch, for_session_problem
 from .logview import LogRenderer, render_result
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -380,13 +380,22 @@ def cmd_decide(api: CodexApi, args: argparse.Namespace, io: Io, decision: Decisi
         if closed:
             io.error(f"error: {closed}")
             return EXIT_ERROR
+        scope = None
         if decision == "Approved":
             # Again on every attempt: the session may have been replaced in between.
             refusal = approval_refusal(api, ns, approval, digest)
             if refusal:
                 io.error(refusal)
                 return EXIT_ERROR
-        patch = decision_patch(decision, user, args.reason, approval["metadata"].get("resourceVersion"))
+            if getattr(args, "for_session", False):
+                problem = for_session_problem(approval)
+                if problem:
+                    io.error(f"error: {problem}. Nothing was sent.")
+                    return EXIT_ERROR
+                scope = "session"
+        patch = decision_patch(
+            decision, user, args.reason, approval["metadata"].get("resourceVersion"), scope=scope
+        )
         try:
             updated = api.patch_approval(ns, name, patch)
         except KubeError as err:
@@ -406,6 +415,7 @@ def cmd_decide(api: CodexApi, args: argparse.Namespace, io: Io, decision: Decisi
         why = f": {spec['reason']}" if spec.get("reason") else ""
         # An approval names the exact spec it approved, for the approver's own record.
         what = f", spec {spec.get('specDigest')}" if decision == "Approved" else ""
+        what += ", for the rest of the session" if spec.get("scope") == "session" else ""
         io.print(f"approvalrequest/{name} {verb} by {who} (session {spec.get('sessionRef')}{what}){why}")
         return EXIT_OK
     io.error(f'error: ApprovalRequest "{name}" kept changing while deciding; try again')

@@ -37,6 +37,13 @@ def closed_message(approval: Mapping[str, Any]) -> str | None:
     """Why this request cannot be decided any more (already decided, expired), or None."""
     name = (approval.get("metadata") or {}).get("name")
     spec = approval.get("spec") or {}
+    policy = spec.get("policyDecision")
+    if policy:
+        rules = ", ".join(policy.get("rules") or []) or "none"
+        return (
+            f'ApprovalRequest "{name}" was decided by the action policy ({policy.get("decision")}; '
+            f"rules: {rules}); a decision is final"
+        )
     if spec.get("decision"):
         return (
             f'ApprovalRequest "{name}" is already decided ({decision_summary(approval)}); a decision is final'
@@ -49,10 +56,33 @@ def closed_message(approval: Mapping[str, Any]) -> str | None:
     return None
 
 
+def for_session_problem(approval: Mapping[str, Any]) -> str | None:
+    """Why `approve --for-session` cannot apply to this request, or None."""
+    name = (approval.get("metadata") or {}).get("name")
+    action = (approval.get("spec") or {}).get("action")
+    if not action:
+        return (
+            f'ApprovalRequest "{name}" approves a whole turn, not an action: --for-session applies to actions'
+        )
+    if "acceptForSession" not in (action.get("offered") or []):
+        return (
+            f'Codex does not offer "accept for this session" for ApprovalRequest "{name}" '
+            f"(it offers {', '.join(action.get('offered') or [])}): approve it without --for-session"
+        )
+    return None
+
+
 def decision_patch(
-    decision: Decision, decided_by: str | None, reason: str | None, resource_version: str | None
+    decision: Decision,
+    decided_by: str | None,
+    reason: str | None,
+    resource_version: str | None,
+    *,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"decision": decision}
+    if scope is not None:
+        spec["scope"] = scope
     if reason is not None:
         spec["reason"] = reason.strip()
     if decided_by:

@@ -659,13 +659,60 @@ def approve_command(approval: Obj) -> str:
     )
 
 
+def action_text(action: Mapping[str, Any]) -> str:
+    """Everything an action's request says will run, whole (escaped later by visible())."""
+    lines = _fields(
+        [
+            ("Kind", action.get("kind")),
+            ("Command", action.get("command")),
+            ("Directory", action.get("cwd")),
+            ("Network host", action.get("networkHost")),
+            ("Reason", action.get("reason")),
+            ("Codex offers", ", ".join(action.get("offered") or [])),
+            (
+                "WARNING",
+                "it holds characters a terminal hides or acts on; they are shown escaped here"
+                if action.get("hiddenCharacters")
+                else None,
+            ),
+        ]
+    )
+    permissions = action.get("permissions")
+    if permissions:
+        lines += _fields(
+            [
+                ("Network", "yes" if permissions.get("network") else "no"),
+                ("Read", ", ".join(permissions.get("read") or []) or None),
+                ("Write", ", ".join(permissions.get("write") or []) or None),
+            ]
+        )
+    for change in action.get("changes") or []:
+        moved = f" -> {change['moveTo']}" if change.get("moveTo") else ""
+        lines.append(f"{change.get('change')} {change.get('path')}{moved}:")
+        lines += _block(change.get("diff") or "", indent=2)
+    return "\n".join(lines)
+
+
+def _policy_text(spec: Mapping[str, Any]) -> str | None:
+    policy = spec.get("policyDecision")
+    if not policy:
+        return None
+    return f"{policy.get('decision')} by [security.action_approvals] (rules: {', '.join(policy.get('rules') or []) or 'none'})"
+
+
 def _request_fields(approval: Obj, now: datetime, binding: verify.Binding) -> list[tuple[str, Any]]:
     spec, status, meta = approval.get("spec") or {}, approval_status(approval), approval.get("metadata") or {}
+    action = spec.get("action")
+    pending = binding.ok and _pending(approval) and not spec.get("policyDecision")
+    for_session = action is not None and "acceptForSession" in (action.get("offered") or [])
     return [
         ("Name", meta.get("name")),
         ("Phase", status.phase or "Pending"),
         ("Risk", spec.get("riskLevel")),
         ("Operation", spec.get("operation")),
+        ("Action", action_text(action) if action else None),
+        ("Policy", _policy_text(spec)),
+        ("Scope", spec.get("scope")),
         ("Requested by", spec.get("requestedBy")),
         ("Session uid", spec.get("sessionUid") or NONE),
         ("Spec digest", spec.get("specDigest") or NONE),
@@ -675,7 +722,11 @@ def _request_fields(approval: Obj, now: datetime, binding: verify.Binding) -> li
         ("Decided at", stamp(status.decided_at, now) if status.decided_at else None),
         ("Message", status.message),
         ("Binding", binding.verdict()),
-        ("Approve with", approve_command(approval) if binding.ok and _pending(approval) else None),
+        ("Approve with", approve_command(approval) if pending else None),
+        (
+            "Or for the session",
+            approve_command(approval) + " --for-session" if pending and for_session else None,
+        ),
     ]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codex_api.common import RiskLevel
+from codex_api.common import ApprovalMode, RiskLevel
 from codex_api.config import CodexMCPConfig
 from codex_api.sandbox import profile
 from codex_api.session import CodexSessionSpec
@@ -36,12 +36,48 @@ class ApprovalDecision:
         return not self.auto_approved
 
 
-def decide(spec: CodexSessionSpec, risk: RiskLevel, config: CodexMCPConfig) -> ApprovalDecision:
+def approvals_mode(spec: CodexSessionSpec, config: CodexMCPConfig) -> ApprovalMode:
+    """The session's own choice, else per-action for the configured levels where
+    the turn can have it (a live pod: warm runners, a persistent workspace, no
+    wall-bounce), else per-turn."""
+    if spec.approvals is not None:
+        return spec.approvals
+    if (
+        spec.sandbox in config.security.action_approvals.levels
+        and per_action_unavailable(spec, config) is None
+    ):
+        return "per-action"
+    return "per-turn"
+
+
+def per_action_unavailable(spec: CodexSessionSpec, config: CodexMCPConfig) -> str | None:
+    """Why this turn cannot run with per-action approvals (None: it can): the
+    decisions go to the turn's live pod, where Codex waits for them."""
+    if not config.kubernetes.warm_runners.idle_seconds:
+        return "per-action approvals need warm runners (kubernetes.warm_runners.idle_seconds > 0)"
+    if spec.wall_bounce is not None:
+        return "per-action approvals do not apply to wall-bounce turns (one Codex per provider, no live pod)"
+    if spec.workspace is None or spec.workspace.type != "persistent":
+        return (
+            "per-action approvals need a persistent workspace (the turn runs in the conversation's live pod)"
+        )
+    return None
+
+
+def decide(
+    spec: CodexSessionSpec, risk: RiskLevel, config: CodexMCPConfig, mode: ApprovalMode = "per-turn"
+) -> ApprovalDecision:
     groups = tuple(config.kubernetes.approver_groups) if at_least(risk, "high") else ()
     policy = config.mcp.approval_policy
     flows = config.security.approval_workflows
     if risk == "critical":
         return ApprovalDecision(False, "critical risk always needs a human approver", groups)
+    if mode == "per-action" and policy != "always-manual":
+        # The turn itself does nothing Codex does not ask for first (its
+        # untrusted policy runs only read-only commands unasked).
+        return ApprovalDecision(
+            True, "per-action approvals: each action Codex asks for is decided on its own"
+        )
     if policy == "always-manual":
         return ApprovalDecision(False, "approval_policy is always-manual", groups)
     if policy == "auto-approve":

@@ -20,6 +20,8 @@ from .context import Context, session_key
 from .kube import APPROVALS
 
 TERMINAL = ("Approved", "Denied", "Expired")
+# Who decided an action the policy decided (status.decidedBy): no user has this name.
+POLICY_DECIDER = "policy:security.action_approvals"
 
 
 async def _write(
@@ -56,6 +58,20 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
     status = approval_status(body)
     session = session_key(namespace, spec.get("sessionRef", ""))
     if status.phase in TERMINAL:
+        ctx.queue.add(session)
+        return None
+    policy = spec.get("policyDecision")
+    if policy:  # an action [security.action_approvals] decided: final when made
+        decision = policy["decision"]
+        message = f"{decision} by the action policy (rules: {', '.join(policy.get('rules') or []) or 'none'})"
+        fields = {
+            "phase": decision,
+            "decidedBy": POLICY_DECIDER,
+            "decidedAt": body["metadata"].get("creationTimestamp"),
+            "message": message,
+        }
+        await _write(ctx, body, fields, (decision, message, False))
+        ctx.metrics.approvals_decided.labels(decision).inc()
         ctx.queue.add(session)
         return None
     expires = parse_time(spec.get("expiresAt"))

@@ -9,12 +9,18 @@ Level-triggered like the rest: an operator that restarted mid-turn asks the
 agent for the session's report before it orders anything, and an order for
 a session whose turn runs or ran gets that turn's report back. A turn is
 never run twice because somebody asked twice.
+
+A turn with per-action approvals has a second task: it watches the agent's
+waiting actions (`GET /v1/actions`) and wakes the session when a new one
+waits; the session's reconcile decides it (codex_operator.action_gate) and
+answers here (`POST /v1/actions/<seq>`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -26,6 +32,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from codex_api.actions import Action, Answer
 from codex_api.config import WarmRunnersConfig
 from codex_api.turn_request import (
     TurnOrder,
@@ -41,8 +48,18 @@ from .pod_builder import LivePod
 log = logging.getLogger("codex_operator.live_turns")
 
 RETRY_SECONDS = 0.1
+# How long one look at a turn's waiting actions waits for a new one.
+ACTIONS_POLL_SECONDS = 20.0
 # How long past its own timeout a turn's report may take to arrive.
 REPORT_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class WaitingAction:
+    """An action the turn's Codex waits to hear about, as its agent numbered it."""
+
+    seq: int
+    action: Action
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,11 @@ class LiveTurns:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._http: aiohttp.ClientSession | None = None
+        # Per-action approvals, by session uid: where its agent is, what waits there.
+        self._pods: dict[str, tuple[str, str]] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[str, dict[int, Action]] = {}
+        self._answered: dict[str, set[int]] = {}
 
     @classmethod
     def from_config(cls, config: WarmRunnersConfig, wake: Callable[[Hashable], None]) -> LiveTurns:
@@ -97,6 +119,7 @@ class LiveTurns:
         task = self._tasks.pop(session_uid, None)
         if task is not None:
             task.cancel()
+        self._stop_watching(session_uid)
 
     def deliver(self, key: Hashable, order: TurnOrder, *, pod_ip: str, pod_uid: str) -> None:
         """Make sure `order` reaches the pod and its report comes back (once)."""
@@ -106,11 +129,61 @@ class LiveTurns:
         self._tasks[uid] = asyncio.create_task(
             self._deliver(key, order, pod_ip, pod_uid), name=f"turn {order.namespace}/{order.session}"
         )
+        if order.approvals == "per-action":
+            self._pods[uid] = (pod_ip, pod_uid)
+            self._watchers[uid] = asyncio.create_task(
+                self._watch_actions(key, uid, pod_ip, pod_uid),
+                name=f"actions {order.namespace}/{order.session}",
+            )
+
+    def waiting_actions(self, session_uid: str) -> list[WaitingAction]:
+        """The session's actions that wait for an answer from this operator."""
+        answered = self._answered.get(session_uid, set())
+        return [
+            WaitingAction(seq, action)
+            for seq, action in sorted(self._waiting.get(session_uid, {}).items())
+            if seq not in answered
+        ]
+
+    async def answer(self, session_uid: str, seq: int, answer: Answer) -> bool:
+        """Give the waiting action `seq` its answer; False when the agent would not
+        take it (then it stays waiting, and the next reconcile tries again)."""
+        pod = self._pods.get(session_uid)
+        if pod is None:
+            return False
+        pod_ip, pod_uid = pod
+        path = f"/v1/actions/{seq}"
+        body = json.dumps({"answer": answer}).encode()
+        try:
+            async with self._session().post(
+                self._url(pod_ip, path),
+                data=body,
+                headers={"Content-Type": "application/json", **self._signed("POST", path, pod_uid, body)},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
+                text = (await resp.read()).decode(errors="replace")[:300]
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("answering action %s failed: %r", seq, err)
+            return False
+        if status in (200, 404):  # 404: answered already, or its turn ended
+            self._answered.setdefault(session_uid, set()).add(seq)
+            return True
+        log.warning("the agent refused answer %s to action %s (%s): %s", answer, seq, status, text)
+        return False
+
+    def _stop_watching(self, session_uid: str) -> None:
+        watcher = self._watchers.pop(session_uid, None)
+        if watcher is not None:
+            watcher.cancel()
+        for kept in (self._pods, self._waiting, self._answered):
+            kept.pop(session_uid, None)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
+        tasks = [*self._tasks.values(), *self._watchers.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
 
@@ -138,7 +211,39 @@ class LiveTurns:
             outcome = Undelivered("AgentError", f"delivering the turn failed: {err!r}"[:500], True)
         self._outcomes[order.session_uid] = outcome
         self._tasks.pop(order.session_uid, None)
+        self._stop_watching(order.session_uid)  # what waited was cancelled with the turn
         self._wake(key)
+
+    async def _watch_actions(self, key: Hashable, uid: str, pod_ip: str, pod_uid: str) -> None:
+        """Keep `_waiting[uid]` to what the agent holds for this turn; wake the
+        session when a new action waits."""
+        path = "/v1/actions"
+        seen = 0
+        while True:
+            try:
+                async with self._session().get(
+                    self._url(pod_ip, f"{path}?after={seen}&wait={ACTIONS_POLL_SECONDS:g}"),
+                    headers=self._signed("GET", path, pod_uid, b""),
+                    timeout=aiohttp.ClientTimeout(total=ACTIONS_POLL_SECONDS + 10),
+                ) as resp:
+                    if resp.status != 200:
+                        raise ValueError(f"the agent answered {resp.status}")
+                    listed = (await resp.json()).get("pending")
+                found = {
+                    int(item["seq"]): Action.model_validate(item["action"])
+                    for item in listed or []
+                    if item.get("session_uid") == uid
+                }
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the agent restarts, is busy, or says nonsense: ask again
+                log.info("reading the waiting actions of %s: %r", uid, err)
+                await asyncio.sleep(RETRY_SECONDS * 5)
+                continue
+            seen = max([seen, *found])
+            if found.keys() != self._waiting.get(uid, {}).keys():
+                self._waiting[uid] = found
+                self._wake(key)
 
     async def _until_reported(self, order: TurnOrder, pod_ip: str, pod_uid: str) -> Outcome:
         deadline = time.monotonic() + order.timeout_seconds + REPORT_GRACE_SECONDS
@@ -155,6 +260,9 @@ class LiveTurns:
                 ) as resp:
                     if resp.status == 200:
                         return TurnReport.model_validate_json(await resp.read())
+                # A turn whose actions wait for people has no fixed end: the session's
+                # reconcile bounds it (its timeout stops while an action waits).
+                total = None if order.approvals == "per-action" else max(deadline - time.monotonic(), 1.0)
                 async with self._session().post(
                     self._url(pod_ip, "/v1/turns"),
                     data=body,
@@ -162,7 +270,7 @@ class LiveTurns:
                         "Content-Type": "application/json",
                         **self._signed("POST", "/v1/turns", pod_uid, body),
                     },
-                    timeout=aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 1.0)),
+                    timeout=aiohttp.ClientTimeout(total=total, sock_connect=10),
                 ) as resp:
                     text = await resp.read()
                     if resp.status == 200:

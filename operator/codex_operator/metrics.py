@@ -36,6 +36,13 @@ class OperatorMetrics:
         self.approvals_decided = Counter(
             "codex_operator_approvals_decided_total", "ApprovalRequests decided.", ["decision"], registry=r
         )
+        self.actions_asked = Counter(
+            "codex_operator_actions_asked_total",
+            "Actions Codex asked to take in per-action turns, by kind, risk and the policy's decision "
+            "(accept, decline, or ask: a human decides).",
+            ["kind", "risk", "decision"],
+            registry=r,
+        )
         self.pods_started = Counter(
             "codex_operator_runner_pods_started_total", "Runner pods created.", registry=r
         )

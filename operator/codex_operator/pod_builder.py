@@ -302,6 +302,7 @@ def build_runner_pod(
             "restartPolicy": "Never",
             "activeDeadlineSeconds": deadline,
             "serviceAccountName": kube.runner_service_account,
+            **({"priorityClassName": kube.runner_priority_class} if kube.runner_priority_class else {}),
             **({"nodeSelector": dict(kube.runner_node_selector)} if kube.runner_node_selector else {}),
             **(
                 {"tolerations": [t.model_dump(exclude_defaults=False) for t in kube.runner_tolerations]}

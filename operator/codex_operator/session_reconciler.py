@@ -33,7 +33,9 @@ from codex_runner.contract import RunnerArgsError, turn_settings_for
 from codex_runner.invocation import CODEX_SANDBOX
 
 from . import cost, metered
-from .approval_policy import decide
+from .action_gate import decide_actions, waited_seconds
+from .approval_body import approval_request_body
+from .approval_policy import approvals_mode, decide, per_action_unavailable
 from .conditions import now, parse_time, rfc3339, set_condition
 from .context import Context, approval_key, session_key
 from .kube import APPROVALS, SESSIONS, Conflict
@@ -241,9 +243,15 @@ async def _admit(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> 
     too_large = _workspace_too_large(ctx, spec)
     if too_large:
         return await _finish(ctx, body, "Failed", "WorkspaceTooLarge", too_large)
-    decision = decide(spec, risk, ctx.config)
+    if spec.approvals == "per-action":
+        unavailable = per_action_unavailable(spec, ctx.config)
+        if unavailable:
+            return await _finish(ctx, body, "Failed", "PerActionUnavailable", unavailable)
+    mode = approvals_mode(spec, ctx.config)
+    decision = decide(spec, risk, ctx.config, mode)
     fields: dict[str, Any] = {
         "riskLevel": risk,
+        "approvals": mode,
         "model": model,
         "conversationId": conversation,
         "cost": estimate.to_k8s(),
@@ -314,37 +322,23 @@ def _approval_arguments(ctx: Context, body: dict[str, Any], spec: CodexSessionSp
 
 def _approval_body(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, risk: str) -> dict[str, Any]:
     meta = body["metadata"]
-    conversation = session_status(body).conversation_id or meta["name"]
     tool = (meta.get("annotations") or {}).get(f"{names.PREFIX}tool", "codex")
     verb = "codex exec resume" if spec.resume_from else "codex exec"
-    spec_out: dict[str, Any] = {
-        "sessionRef": meta["name"],
-        "sessionUid": meta["uid"],
-        "specDigest": binding.spec_digest(body.get("spec") or {}),
-        "toolName": tool if tool.replace("-", "").isalnum() else "codex",
-        "operation": (
+    return approval_request_body(
+        ctx,
+        body,
+        spec,
+        name=names.approval_request(meta["name"]),
+        risk=risk,
+        tool=tool if tool.replace("-", "").isalnum() else "codex",
+        operation=(
             f"{verb} in a {spec.sandbox} runner pod (the pod is the sandbox; Codex's own "
             f"{CODEX_SANDBOX[spec.sandbox]} sandbox too where it works), "
             f"mode={spec.mode}, fullAuto={str(spec.full_auto).lower()}"
         ),
-        "arguments": _approval_arguments(ctx, body, spec),
-        "riskLevel": risk,
-        "requestedBy": spec.requested_by or "unknown",
-        "expiresAt": rfc3339(now() + timedelta(seconds=ctx.config.kubernetes.approval_timeout_seconds)),
-    }
-    if spec.business_justification:
-        spec_out["businessJustification"] = redact(spec.business_justification)
-    return {
-        "apiVersion": body["apiVersion"],
-        "kind": "ApprovalRequest",
-        "metadata": {
-            "name": names.approval_request(meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": names.common_labels(meta["name"], conversation),
-            "ownerReferences": [names.owner_reference("CodexSession", meta["name"], meta["uid"])],
-        },
-        "spec": spec_out,
-    }
+        arguments=_approval_arguments(ctx, body, spec),
+        businessJustification=redact(spec.business_justification) if spec.business_justification else None,
+    )
 
 
 # --------------------------------------------------------------------------- approval
@@ -916,7 +910,9 @@ async def _running_live(
             "the live runner pod ended before its agent reported the turn",
         )
     timeout = _timeout(ctx, spec)
-    remaining = _remaining(body, timeout)
+    per_action = session_status(body).approvals == "per-action"
+    # The timeout bounds Codex's work: the time its actions wait for people does not count.
+    remaining = _remaining(body, timeout) + (waited_seconds(ctx, namespace, uid) if per_action else 0.0)
     if remaining <= -REPORT_GRACE_SECONDS:  # the agent should have interrupted it and reported
         turns.forget(uid)
         return await _timed_out(ctx, body, pod_name, timeout)
@@ -938,9 +934,27 @@ async def _running_live(
         thread_id=parent.thread_id if isinstance(parent, Parent) else None,
         timeout_seconds=max(remaining, 1.0),
         credential=access.credential,
+        approvals="per-action" if per_action else "never",
     )
     turns.deliver(session_key(namespace, name), order, pod_ip=ip, pod_uid=pod["metadata"]["uid"])
+    if per_action:
+        people = await decide_actions(ctx, body, spec, _is_live(ctx))
+        if people:
+            await _note_waiting(ctx, body, people)
+            return SAFETY_REQUEUE  # each decision wakes us (the approval reconciler)
     return remaining + REPORT_GRACE_SECONDS + 1
+
+
+async def _note_waiting(ctx: Context, body: dict[str, Any], people: list[str]) -> None:
+    """Say in the session's status which ApprovalRequests its turn waits on."""
+    ns = body["metadata"]["namespace"]
+    message = shorten(
+        f"Codex waits for a decision on ApprovalRequest {', '.join(people)}: "
+        f"kubectl codex describe {people[0]} -n {ns}",
+        1000,
+    )
+    if session_status(body).message != message:
+        await _write(ctx, body, {"message": message})
 
 
 async def _metered(

@@ -16,9 +16,12 @@ turn, replay one, or aim one at another pod.
 - `POST /v1/interrupt` (signed, empty body): interrupts the running turn.
 - `GET /v1/turns/<session uid>[?wait=SECONDS]` (signed): the report of a turn
   that ended, waiting up to SECONDS for it.
-- `GET /v1/actions[?wait=SECONDS]` (signed): what the running turn's Codex
-  asks to do and waits for (a turn ordered with `approvals: per-action`),
-  each as a numbered Action (codex_api.actions), waiting up to SECONDS for one.
+- `GET /v1/actions[?wait=SECONDS&after=SEQ]` (signed): what the running turn's
+  Codex asks to do and waits for (a turn ordered with `approvals: per-action`),
+  each as a numbered Action (codex_api.actions), waiting up to SECONDS for one
+  numbered above SEQ. The turn's timeout stops while an action waits: it
+  bounds Codex's work, not the people deciding (each decision has its own
+  expiry).
 - `POST /v1/actions/<seq>` (signed, `{"answer": ...}`): the answer to one, once,
   from the answers Codex offers; Codex then goes on. A request that cannot be
   shown as it is (too large, malformed) is declined without asking, and one
@@ -55,7 +58,7 @@ from codex_api.actions import (
 )
 from codex_api.turn_request import NonceWindow, Rejected, TurnOrder, TurnReport, verify
 
-from .app_server import AppServer, AppServerError, ServerRequestHandler
+from .app_server import AppServer, AppServerError, ServerRequestHandler, TurnOutcome
 from .invocation import CODEX_SANDBOX
 
 log = logging.getLogger("codex_runner.agent")
@@ -124,6 +127,8 @@ class Agent:
         self._approvals = "never"  # the running turn's TurnOrder.approvals
         self._pending: dict[int, _Pending] = {}
         self._seq = 0
+        self._paused = 0.0  # seconds the running turn spent with an action waiting
+        self._paused_since: float | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_ORDER_BYTES)
@@ -226,10 +231,11 @@ class Agent:
                 await server.resume_thread(thread, sandbox=sandbox)
         self._loaded.add(thread)
         self._approvals = order.approvals
+        self._paused, self._paused_since = 0.0, None
         turn = await server.begin_turn(thread, order.prompt, approval_policy=APPROVAL_POLICY[order.approvals])
         self._running = (thread, turn)
         try:
-            outcome = await server.wait_turn(order.timeout_seconds)
+            outcome = await self._wait_turn(server, order.timeout_seconds)
             error = outcome.error
         except TimeoutError:
             await self._interrupt(server, thread, turn)
@@ -249,6 +255,20 @@ class Agent:
             commands=outcome.commands,
             file_changes=outcome.file_changes,
         )
+
+    async def _wait_turn(self, server: AppServer, timeout: float) -> TurnOutcome:
+        """The turn's outcome within `timeout` seconds of Codex working: time an
+        action spends waiting for its answer does not count."""
+        started = time.monotonic()
+        while True:
+            waiting = self._paused + (time.monotonic() - self._paused_since if self._paused_since else 0.0)
+            left = timeout - (time.monotonic() - started - waiting)
+            if left <= 0 and self._paused_since is None:
+                raise TimeoutError
+            try:
+                return await server.wait_turn(1.0 if self._paused_since is not None else left)
+            except TimeoutError:
+                continue
 
     def _write_credential(self, credential: str) -> None:
         assert self._credential_file is not None
@@ -337,6 +357,11 @@ class Agent:
     async def _pending_changed(self, change: Callable[[], object]) -> None:
         async with self._changed:
             change()
+            if self._pending and self._paused_since is None:
+                self._paused_since = time.monotonic()
+            elif not self._pending and self._paused_since is not None:
+                self._paused += time.monotonic() - self._paused_since
+                self._paused_since = None
             self._changed.notify_all()
 
     async def _cancel_pending(self) -> None:
@@ -348,10 +373,14 @@ class Agent:
     async def actions(self, request: web.Request) -> web.Response:
         await self._verified(request)
         wait = _wait_seconds(request)
-        if not self._pending and wait:
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="after must be an action number") from None
+        if wait and not any(seq > after for seq in self._pending):
             try:
                 async with asyncio.timeout(wait), self._changed:
-                    await self._changed.wait_for(lambda: bool(self._pending))
+                    await self._changed.wait_for(lambda: any(seq > after for seq in self._pending))
             except TimeoutError:
                 pass
         return web.json_response({"pending": [p.view() for p in self._pending.values()]})

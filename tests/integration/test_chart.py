@@ -591,7 +591,7 @@ def test_helm_install_upgrade_uninstall(own_control_plane: Any) -> None:
     assert f"namespace/{SYSTEM}" not in namespaces and f"namespace/{SESSIONS}" not in namespaces
     leftovers = cp.kubectl(
         "get",
-        "clusterroles,mutatingwebhookconfigurations,validatingadmissionpolicies,validatingadmissionpolicybindings",
+        "clusterroles,mutatingwebhookconfigurations,validatingadmissionpolicies,validatingadmissionpolicybindings,priorityclasses",
         "-l",
         "app.kubernetes.io/part-of=codex-k8s-operator",
         "-o",

@@ -290,6 +290,18 @@ BAD_CREATES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.scope", "scope goes only with an Approved decision"],
     ),
     (
+        "policy-decision-without-action",
+        APPROVALS,
+        approval(policyDecision={"decision": "Approved", "rules": ["r"]}),
+        ["spec.policyDecision", "only an action is decided by the action policy"],
+    ),
+    (
+        "policy-decision-bad-value",
+        APPROVALS,
+        approval(action=COMMAND_ACTION, policyDecision={"decision": "Expired"}),
+        ['spec.policyDecision.decision: Unsupported value: "Expired"'],
+    ),
+    (
         "action-bad-kind",
         APPROVALS,
         approval(action={**COMMAND_ACTION, "kind": "shell"}),
@@ -376,6 +388,27 @@ BAD_UPDATES: list[tuple[str, str, dict[str, Any], list[dict[str, Any]], list[str
         approval(),
         [{"spec": {"action": COMMAND_ACTION}}],
         ["spec.action", "action is immutable"],
+    ),
+    (
+        "policy-decision-overruled",
+        APPROVALS,
+        approval(action=COMMAND_ACTION, policyDecision={"decision": "Denied", "rules": ["no-shred"]}),
+        [{"spec": {"decision": "Approved"}}],
+        ["spec.decision", "the policy decided this action already"],
+    ),
+    (
+        "policy-decision-rewritten",
+        APPROVALS,
+        approval(action=COMMAND_ACTION, policyDecision={"decision": "Denied", "rules": ["no-shred"]}),
+        [{"spec": {"policyDecision": {"decision": "Approved", "rules": []}}}],
+        ["spec.policyDecision", "policyDecision is immutable"],
+    ),
+    (
+        "policy-decision-added-later",
+        APPROVALS,
+        approval(action=COMMAND_ACTION),
+        [{"spec": {"policyDecision": {"decision": "Approved", "rules": []}}}],
+        ["spec.policyDecision", "policyDecision is immutable"],
     ),
     (
         "action-scope-widened-after-decision",

@@ -387,14 +387,39 @@ async def test_a_patch_pends_with_its_diff(agent: tuple[str, Agent], model: fm.F
     assert (served._workspace / "notes.txt").read_text() == "remember 42\n"
 
 
-async def test_what_waits_when_the_turn_times_out_is_cancelled_and_nothing_runs(
+async def test_the_time_an_action_waits_does_not_count_against_the_turn_s_timeout(
+    agent: tuple[str, Agent], model: fm.FakeModelServer
+) -> None:
+    """The timeout bounds Codex's work, not the people deciding: an action
+    answered after twice the turn's timeout still runs and the turn completes."""
+    url, served = agent
+    model.set_script(fm.exec_command("touch made-it"), fm.say("done"))
+    turn = asyncio.create_task(
+        send(url, "/v1/turns", order("make a file", approvals="per-action", timeout_seconds=3))
+    )
+    [pending] = await _pending(url)
+    await asyncio.sleep(6)
+    assert not turn.done()
+    # Only a newer action ends a wait that asks for those after the one seen.
+    status, body = await send(url, f"/v1/actions?wait=1&after={pending['seq']}", method="GET")
+    assert status == 200 and [p["seq"] for p in body["pending"]] == [pending["seq"]]
+    assert (await send(url, "/v1/actions?after=x", method="GET"))[0] == 400
+    assert (await _answer(url, pending["seq"], "accept"))[0] == 200
+    status, report = await turn
+    assert status == 200 and report["status"] == "completed" and report["error"] is None, report
+    assert (served._workspace / "made-it").exists()
+
+
+async def test_what_waits_when_the_turn_is_interrupted_is_cancelled_and_nothing_runs(
     agent: tuple[str, Agent], model: fm.FakeModelServer
 ) -> None:
     url, served = agent
     model.set_script(fm.exec_command("touch made-it"), then=fm.say("done"))
-    status, report = await send(
-        url, "/v1/turns", order("make a file", approvals="per-action", timeout_seconds=3)
-    )
+    turn = asyncio.create_task(send(url, "/v1/turns", order("make a file", approvals="per-action")))
+    await _pending(url)
+    status, body = await send(url, "/v1/interrupt", b"")
+    assert (status, body) == (200, {"interrupted": True})
+    status, report = await turn
     assert status == 200 and report["status"] == "interrupted", report
     assert await _pending(url, wait=0) == []
     assert not (served._workspace / "made-it").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -302,6 +303,7 @@ FULL_SPEC: dict[str, Any] = {
         "consensusThreshold": 0.65,
     },
     "maxCostUsd": 2.5,
+    "approvals": "per-action",
 }
 # What each field looks like in the description (besides the two long texts).
 SHOWN = {
@@ -316,6 +318,7 @@ SHOWN = {
     "timeoutSeconds": "  Timeout:             5400s (90m)",
     "ttlSecondsAfterFinished": "  TTL after finished:  77s",
     "requestedBy": "  Requested by:        carol@example.com",
+    "approvals": "  Approvals:           per-action",
     "businessJustification": (
         "  Justification:  (45 characters, 2 lines, in full)\n"
         "    | hotfix for the billing outage\n"
@@ -976,3 +979,77 @@ def test_an_empty_log_says_why() -> None:
         "error: runner pod s1-runner-1 has not started yet "
         "(pod phase Pending: Unschedulable: 0/1 nodes are available)\n"
     )
+
+
+# --------------------------------------------------------------------------- per-action requests
+PATCH_ACTION = {
+    "kind": "file_change",
+    "turnId": "u-1",
+    "itemId": "call_2",
+    "changes": [{"path": "/workspace/notes.txt", "change": "add", "diff": "remember 42\n\x1b[2Kgone\n"}],
+    "offered": ["accept", "acceptForSession", "decline", "cancel"],
+    "hiddenCharacters": True,
+}
+COMMAND_ACTION = {
+    "kind": "command",
+    "turnId": "u-1",
+    "itemId": "call_1",
+    "command": "/bin/bash -lc 'make test'",
+    "cwd": "/workspace",
+    "offered": ["accept", "decline", "cancel"],
+}
+
+
+def action_request(action: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return approval("s1-action-0123456789ab", action=action, riskLevel="medium", **spec)
+
+
+def test_describe_an_action_shows_all_that_runs_escaped() -> None:
+    api = FakeApi(session(), action_request(PATCH_ACTION))
+    code, out, _ = run(api, commands.cmd_describe, name="s1-action-0123456789ab")
+    assert code == 0 and "\x1b" not in out
+    assert re.search(r"Action: +Kind: +file_change\n", out) and "add /workspace/notes.txt:" in out
+    assert "remember 42" in out and "\\x1b[2Kgone" in out
+    assert re.search(r"WARNING: +it holds characters a terminal hides", out)
+    assert "kubectl codex approve s1-action-0123456789ab -n codex-sessions --digest" in out
+    assert "--for-session" in out  # Codex offers it for a patch
+    code, out, _ = run(
+        FakeApi(session(), action_request(COMMAND_ACTION)),
+        commands.cmd_describe,
+        name="s1-action-0123456789ab",
+    )
+    assert re.search(r"Command: +/bin/bash -lc 'make test'\n +Directory: +/workspace\n", out)
+    assert "--for-session" not in out  # not offered for a command here
+
+
+def test_approve_for_the_session_only_where_codex_offers_it() -> None:
+    api = FakeApi(session(), action_request(PATCH_ACTION))
+    code, out, _ = run(
+        api,
+        lambda a, args, o: commands.cmd_decide(a, args, o, "Approved"),
+        name="s1-action-0123456789ab",
+        for_session=True,
+    )
+    assert code == 0 and "for the rest of the session" in out
+    assert api.patches[0]["spec"]["scope"] == "session"
+    for request in (action_request(COMMAND_ACTION), approval()):
+        api = FakeApi(session(), request)
+        code, _, err = run(
+            api,
+            lambda a, args, o: commands.cmd_decide(a, args, o, "Approved"),
+            name=request["metadata"]["name"],
+            for_session=True,
+        )
+        assert code == 1 and api.patches == [] and "Nothing was sent" in err, err
+
+
+def test_an_action_the_policy_decided_takes_no_decision() -> None:
+    decided = action_request(COMMAND_ACTION, policyDecision={"decision": "Denied", "rules": ["no-make"]})
+    api = FakeApi(session(), decided)
+    code, _, err = run(
+        api, lambda a, args, o: commands.cmd_decide(a, args, o, "Approved"), name="s1-action-0123456789ab"
+    )
+    assert code == 1 and api.patches == [] and "decided by the action policy (Denied; rules: no-make)" in err
+    code, out, _ = run(api, commands.cmd_describe, name="s1-action-0123456789ab")
+    assert re.search(r"Policy: +Denied by \[security.action_approvals\] \(rules: no-make\)", out)
+    assert "Approve with" not in out

@@ -75,7 +75,8 @@ else is an error, not silently overridden.
       "operator_namespace" .Values.namespaces.system
       "runner_image" (include "codex.image" (dict "root" . "image" $runner))
       "runner_image_pull_policy" $runner.pullPolicy
-      "runner_service_account" "codex-runner" -}}
+      "runner_service_account" "codex-runner"
+      "runner_priority_class" .Values.runnerPriorityClass.name -}}
 {{- $derivedEndpoint := dict
       "api_key_secret_name" .Values.modelApiKey.existingSecret
       "api_key_secret_key" .Values.modelApiKey.key -}}

@@ -1,0 +1,251 @@
+"""Per-action approvals on the real node (issue 15): each action Codex asks to
+take becomes an ApprovalRequest, decided by the policy or by a human with
+kubectl, and the decision reaches Codex in the live runner pod.
+
+Everything is real but the model: the operator with warm runners and
+`[security.action_approvals]`, the runner image's agent and Codex app-server
+on the kubelet, the shipped admission policies (so users decide as
+themselves), the model proxy, Redis. The requester is the adversary: she may
+not decide her own action, and nothing runs before a decision."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from codex_api import names
+from codex_api.common import GROUP, VERSION
+from codex_devenv import fake_model as fm
+from codex_devenv.admission_kit import ScopedAdmission
+from codex_devenv.generate import admission as policies
+from codex_devenv.live_system import finished
+from codex_devenv.process import wait_for
+
+APPROVAL_TIMEOUT = 20
+POLICY = r"""
+[security.action_approvals]
+[[security.action_approvals.rules]]
+name = "mkdir-is-fine"
+kinds = ["command"]
+command = '^mkdir [a-z-]+$'
+decide = "accept"
+[[security.action_approvals.rules]]
+name = "no-shred"
+kinds = ["command"]
+command = '^shred '
+decide = "decline"
+[[security.action_approvals.rules]]
+name = "privilege-or-destruction"
+kinds = ["command"]
+command = '(^|[;&|(\s])(sudo|rm\s+-\S*[rf])(\s|$)'
+risk = "high"
+"""
+
+
+@pytest.fixture
+def system(live: Any, client_for: Any) -> Iterator[dict[str, Any]]:
+    warm = {"idle_seconds": "60", "max_idle_pods": "2"}
+    with live(warm=warm, tables=POLICY, approval_timeout=APPROVAL_TIMEOUT) as parts:
+        admission = ScopedAdmission(parts["cp"], parts["ns"]).install(client_for)
+        try:
+            yield parts
+        finally:
+            admission.uninstall()
+
+
+def _start(system: dict[str, Any], name: str, prompt: str, user: str = "alice", **spec: Any) -> None:
+    doc = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CodexSession",
+        "metadata": {"name": name},
+        "spec": {
+            "prompt": prompt,
+            "requestedBy": user,
+            "sandbox": "isolated",
+            "workspace": {"type": "persistent"},
+            "approvals": "per-action",
+            **spec,
+        },
+    }
+    system["cp"].kubectl("create", "-n", system["ns"], "-f", "-", input=json.dumps(doc), user=user)
+
+
+def _actions(kube_client: Any, ns: str, session: str) -> list[dict[str, Any]]:
+    found: Any = client.CustomObjectsApi(kube_client).list_namespaced_custom_object(
+        GROUP, VERSION, ns, "approvalrequests"
+    )
+    return sorted(
+        (a for a in found["items"] if a["spec"]["sessionRef"] == session and a["spec"].get("action")),
+        key=lambda a: a["metadata"]["creationTimestamp"],
+    )
+
+
+def _wait_action(kube_client: Any, ns: str, session: str, count: int = 1) -> dict[str, Any]:
+    wait_for(
+        lambda: len(_actions(kube_client, ns, session)) >= count,
+        timeout=90,
+        what=f"action request {count} of {session}",
+    )
+    return _actions(kube_client, ns, session)[count - 1]
+
+
+def _decide(system: dict[str, Any], user: str, name: str, decision: str, **more: Any) -> Any:
+    spec = {"decision": decision, "decidedBy": user, **more}
+    return system["cp"].kubectl(
+        "patch",
+        "approvalrequests",
+        name,
+        "-n",
+        system["ns"],
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"spec": spec}),
+        user=user,
+        check=False,
+    )
+
+
+def _workspace(volumes: Path, ns: str, conversation: str) -> Path:
+    return volumes / ns / names.workspace_claim(conversation) / "workspace"
+
+
+def test_a_command_waits_for_a_human_and_runs_once_approved(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    ns, model = system["ns"], system["model"]
+    model.set_script(
+        fm.exec_command("touch approved-file"),
+        fm.computed(lambda req: f"ran: {req.last_tool_output()}"),
+    )
+    _start(system, "act1", "make a file")
+    request = _wait_action(kube_client, ns, "act1")
+    spec = request["spec"]
+    assert spec["action"]["kind"] == "command"
+    assert "touch approved-file" in spec["action"]["command"]
+    assert spec["action"]["cwd"] == "/workspace"
+    assert spec["requestedBy"] == "alice" and spec["riskLevel"] == "medium"
+    assert "accept" in spec["action"]["offered"] and "policyDecision" not in spec
+    assert request["metadata"]["name"] == names.action_request("act1", request["metadata"]["name"][-12:])
+    session = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "codexsessions", "act1"
+    )
+    assert session["status"]["phase"] == "Running" and session["status"]["approvals"] == "per-action"
+    assert request["metadata"]["name"] in session["status"]["message"]
+    # Nothing ran before a decision.
+    time.sleep(2)
+    assert not (_workspace(volumes, ns, "act1") / "approved-file").exists()
+    requests_before = len(model.responses_requests)
+
+    # The requester cannot approve her own action (she is an approver, too).
+    own = _decide(system, "alice", request["metadata"]["name"], "Approved")
+    assert own.returncode != 0 and policies.MSG_OWN_REQUEST in own.stderr, own.stderr
+    assert not (_workspace(volumes, ns, "act1") / "approved-file").exists()
+    assert len(model.responses_requests) == requests_before
+
+    decided = time.monotonic()
+    assert _decide(system, "carol", request["metadata"]["name"], "Approved").returncode == 0
+    wait_for(lambda: len(model.responses_requests) > requests_before, timeout=30, what="Codex to go on")
+    print(f"\n[actions] decision -> Codex resumed: {(time.monotonic() - decided) * 1000:.0f} ms")
+    done = finished(kube_client, ns, "act1")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert (_workspace(volumes, ns, "act1") / "approved-file").exists()
+    [after] = _actions(kube_client, ns, "act1")
+    assert after["status"]["phase"] == "Approved" and after["status"]["decidedBy"] == "carol"
+
+
+def test_a_denied_command_does_not_run_and_the_turn_goes_on(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    ns, model = system["ns"], system["model"]
+    model.set_script(
+        fm.exec_command("touch denied-file"),
+        fm.computed(lambda req: f"tool said: {req.last_tool_output()}"),
+    )
+    _start(system, "act2", "make a file")
+    request = _wait_action(kube_client, ns, "act2")
+    assert _decide(system, "bob", request["metadata"]["name"], "Denied", reason="not today").returncode == 0
+    done = finished(kube_client, ns, "act2")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert "rejected" in done["status"]["response"], done["status"]["response"]
+    assert not (_workspace(volumes, ns, "act2") / "denied-file").exists()
+
+
+def test_an_action_nobody_decides_expires_and_does_not_run(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """Expiry means no; and the time the action waited does not count against
+    the turn's timeout (shorter than the wait here)."""
+    ns, model = system["ns"], system["model"]
+    model.set_script(
+        fm.exec_command("touch expired-file"),
+        fm.computed(lambda req: f"tool said: {req.last_tool_output()}"),
+    )
+    _start(system, "act3", "make a file", timeoutSeconds=12)
+    request = _wait_action(kube_client, ns, "act3")
+    done = finished(kube_client, ns, "act3", timeout=APPROVAL_TIMEOUT + 90)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert not (_workspace(volumes, ns, "act3") / "expired-file").exists()
+    [after] = _actions(kube_client, ns, "act3")
+    assert after["metadata"]["name"] == request["metadata"]["name"]
+    assert after["status"]["phase"] == "Expired"
+
+
+def test_a_high_risk_action_needs_an_approver_and_the_policy_decides_what_it_names(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """The policy accepts `mkdir ...` and declines `shred ...` without a human (each
+    still recorded as an ApprovalRequest); `rm -rf` is high risk, which carol, no
+    approver, cannot decide; bob can."""
+    ns, model = system["ns"], system["model"]
+    model.set_script(
+        fm.exec_command("mkdir made-by-policy"),
+        fm.exec_command("shred secrets.txt"),
+        fm.exec_command("rm -rf build"),
+        fm.computed(lambda req: f"last: {req.last_tool_output()}"),
+    )
+    workspace = _workspace(volumes, ns, "act4")
+    _start(system, "act4", "clean up")
+    _wait_action(kube_client, ns, "act4", 3)
+    by_command = {a["spec"]["action"]["command"]: a for a in _actions(kube_client, ns, "act4")}
+    [risky] = [a for c, a in by_command.items() if "rm -rf build" in c]
+    [accepted] = [a for c, a in by_command.items() if "mkdir made-by-policy" in c]
+    [shred] = [a for c, a in by_command.items() if "shred secrets.txt" in c]
+    assert risky["spec"]["riskLevel"] == "high" and "policyDecision" not in risky["spec"]
+    assert accepted["spec"]["policyDecision"] == {"decision": "Approved", "rules": ["mkdir-is-fine"]}
+    assert shred["spec"]["policyDecision"] == {"decision": "Denied", "rules": ["no-shred"]}
+    by_policy = "policy:security.action_approvals"
+
+    def decided() -> set[tuple[str, str]]:
+        found = {a["metadata"]["name"]: a.get("status") or {} for a in _actions(kube_client, ns, "act4")}
+        return {
+            (found[a["metadata"]["name"]].get("phase", ""), found[a["metadata"]["name"]].get("decidedBy", ""))
+            for a in (accepted, shred)
+        }
+
+    wait_for(
+        lambda: decided() == {("Approved", by_policy), ("Denied", by_policy)},
+        timeout=30,
+        what="the policy's decisions in status",
+    )
+    # What ran: the mkdir; not the shred (Codex told the model it was rejected).
+    assert (workspace / "made-by-policy").is_dir()
+    assert any("rejected" in str(r.last_tool_output()) for r in model.responses_requests)
+    (workspace / "build").mkdir(parents=True, exist_ok=True)
+
+    name = risky["metadata"]["name"]
+    carol = _decide(system, "carol", name, "Approved")
+    assert carol.returncode != 0 and policies.MSG_APPROVER_GROUP in carol.stderr, carol.stderr
+    # The policy's decisions are final: nobody overrides them.
+    late = _decide(system, "bob", shred["metadata"]["name"], "Approved")
+    assert late.returncode != 0, late.stdout
+    assert _decide(system, "bob", name, "Approved").returncode == 0
+    done = finished(kube_client, ns, "act4")
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert not (workspace / "build").exists()
