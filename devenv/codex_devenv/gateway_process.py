@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -80,23 +80,28 @@ class GatewayProcess:
         """SIGKILL: no shutdown, no goodbye (crash tests)."""
         self.proc.kill()
 
-    def client(self, token: str, mode: str = "auto") -> AbstractAsyncContextManager[Client]:
-        return mcp_client(self.url, token, mode)
+    def client(
+        self, token: str, mode: str = "auto", extensions: Sequence[Any] = ()
+    ) -> AbstractAsyncContextManager[Client]:
+        return mcp_client(self.url, token, mode, extensions)
 
     def stop(self) -> None:
         self.proc.stop()
 
 
 @asynccontextmanager
-async def mcp_client(url: str, token: str, mode: str = "auto") -> AsyncIterator[Client]:
+async def mcp_client(
+    url: str, token: str, mode: str = "auto", extensions: Sequence[Any] = ()
+) -> AsyncIterator[Client]:
     """The SDK's client for the gateway at `url` (.../mcp) as the token's user;
     `mode` "legacy" forces the 2025-11-25 handshake, "2026-07-28" the
-    stateless era, "auto" lets the client discover."""
+    stateless era, "auto" lets the client discover; `extensions`: client
+    extensions it declares (codex_devenv.mcp_tasks.TasksClient)."""
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120)
     )
     transport = streamable_http_client(url, http_client=http)
-    async with http, Client(transport, mode=mode) as client:
+    async with http, Client(transport, mode=mode, extensions=list(extensions) or None) as client:
         yield client
 
 

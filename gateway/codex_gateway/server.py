@@ -37,6 +37,7 @@ from .sessions import (
     SessionInfoResult,
     SessionResult,
 )
+from .tasks import TasksExtension
 
 log = logging.getLogger("codex_gateway.server")
 
@@ -76,6 +77,7 @@ def build_server(
         token_verifier=token_verifier,
         auth=auth,
         middleware=[observer],
+        extensions=[TasksExtension(gateway)],
     )
 
     @mcp.tool(

@@ -145,7 +145,7 @@ class Gateway:
             self.metrics.redis_up.set(1 if self.guard.status().get("reachable") is not False else 0)
 
     # -- API access ----------------------------------------------------------------
-    async def _own(self, user: str, session_id: str, *, fresh: bool = False) -> dict[str, Any]:
+    async def own(self, user: str, session_id: str, *, fresh: bool = False) -> dict[str, Any]:
         obj = None if fresh else self._cached(session_id)
         obj = obj or await self._get(session_id)
         if obj is None or owner(obj) != user:
@@ -270,7 +270,7 @@ class Gateway:
             raise invalid_call(str(err)) from None
         await self._limits(user, ident, spends=True)
         conversation = (
-            conversation_of(await self._own(user, ident, fresh=True)) if kind == "session" else ident
+            conversation_of(await self.own(user, ident, fresh=True)) if kind == "session" else ident
         )
         try:
             turns = await self.sessions.list_for(user, conversation)
@@ -312,7 +312,7 @@ class Gateway:
             raise invalid_call("codex-session-info needs either session_id or list_active=true")
         await self._limits(user, session_id)
         if session_id:
-            return SessionInfoResult(session=await self._answer(await self._own(user, session_id)))
+            return SessionInfoResult(session=await self._answer(await self.own(user, session_id)))
         mine = await self.mine(user)
         active = [o for o in mine if phase_of(o) not in TERMINAL_PHASES]
         active.sort(key=lambda o: o["metadata"].get("creationTimestamp") or "")

@@ -988,6 +988,10 @@ async def _metered(
 async def _lost(
     ctx: Context, body: dict[str, Any], spec: CodexSessionSpec, reason: str, message: str
 ) -> float | None:
+    if ctx.turns is not None:
+        # The lost attempt's delivery ends with its pod: the next attempt's
+        # order goes to the next pod, not queued behind one that is gone.
+        ctx.turns.forget(body["metadata"]["uid"])
     status = session_status(body)
     attempts = status.attempts or 1
     limit = ctx.config.kubernetes.max_pod_attempts

@@ -67,6 +67,8 @@ MAX_ORDER_BYTES = 1024 * 1024
 KEPT_REPORTS = 16
 MAX_WAIT_SECONDS = 60.0
 APPROVAL_POLICY = {"never": "never", "per-action": "untrusted"}
+# How long a resumed thread may still be held by a lost pod's Codex.
+WRITER_WAIT_SECONDS = 60.0
 
 
 class _Pending:
@@ -228,7 +230,7 @@ class Agent:
         else:
             thread = order.thread_id
             if thread not in self._loaded:
-                await server.resume_thread(thread, sandbox=sandbox)
+                await self._resume(server, thread, sandbox)
         self._loaded.add(thread)
         self._approvals = order.approvals
         self._paused, self._paused_since = 0.0, None
@@ -255,6 +257,23 @@ class Agent:
             commands=outcome.commands,
             file_changes=outcome.file_changes,
         )
+
+    async def _resume(self, server: AppServer, thread: str, sandbox: str) -> None:
+        """Resume the conversation's thread. A pod that was lost without its
+        containers being stopped first (a force delete, a node gone) may still
+        run Codex on the same workspace for a moment, holding the thread
+        ("already has an active writer"): wait for it to go rather than fail
+        the turn."""
+        deadline = time.monotonic() + WRITER_WAIT_SECONDS
+        while True:
+            try:
+                await server.resume_thread(thread, sandbox=sandbox)
+                return
+            except AppServerError as err:
+                if "active writer" not in str(err) or time.monotonic() > deadline:
+                    raise
+                log.info("thread %s still has another writer; waiting for it to stop", thread)
+                await asyncio.sleep(1.0)
 
     async def _wait_turn(self, server: AppServer, timeout: float) -> TurnOutcome:
         """The turn's outcome within `timeout` seconds of Codex working: time an

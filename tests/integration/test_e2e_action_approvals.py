@@ -249,3 +249,38 @@ def test_a_high_risk_action_needs_an_approver_and_the_policy_decides_what_it_nam
     done = finished(kube_client, ns, "act4")
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert not (workspace / "build").exists()
+
+
+def test_a_runner_pod_lost_while_an_action_waits_keeps_the_request_and_its_decision(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """The CR is the source of truth: the reply's pod is deleted while its action
+    waits, the decision is made while no pod runs the turn, and the next attempt
+    (a new pod, the conversation's thread resumed from the workspace) asks
+    again, finds the decision under the same request, and runs the action once."""
+    cp, ns, model = system["cp"], system["ns"], system["model"]
+    model.set_script(fm.say("ready"))
+    _start(system, "act5a", "get ready", approvals="per-turn")
+    first = finished(kube_client, ns, "act5a")
+    assert first["status"]["phase"] == "Succeeded", first["status"]
+    model.set_script(
+        fm.exec_command("touch survived-restart"),
+        fm.exec_command("touch survived-restart"),  # asked again by the next attempt
+        fm.computed(lambda req: f"ran: {req.last_tool_output()}"),
+    )
+    _start(system, "act5", "make a file", resumeFrom="act5a")
+    request = _wait_action(kube_client, ns, "act5")
+    pod = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "codexsessions", "act5"
+    )["status"]["podName"]
+    # Forced, as when its node is lost: its Codex may still run a moment and hold the thread.
+    cp.kubectl("delete", "pod", pod, "-n", ns, "--grace-period=0", "--force")
+    assert _decide(system, "bob", request["metadata"]["name"], "Approved").returncode == 0
+    done = finished(kube_client, ns, "act5", timeout=180)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["attempts"] == 2 and status["podName"] != pod, status
+    assert status["threadId"] == first["status"]["threadId"]  # the conversation's thread, resumed
+    assert [a["metadata"]["name"] for a in _actions(kube_client, ns, "act5")] == [request["metadata"]["name"]]
+    assert (_workspace(volumes, ns, "act5a") / "survived-restart").exists()
+    assert "ran:" in status["response"]

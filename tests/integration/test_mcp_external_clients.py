@@ -104,7 +104,10 @@ NOT_APPLICABLE: dict[str, str] = {
         for part in ("directory", "enumeration", "manifest")
     },
     **{
-        f"tasks-{part}": "extension (tasks), not implemented by the gateway nor by the Python SDK"
+        f"tasks-{part}": (
+            "extension (tasks): the gateway serves it for codex/codex-reply (test_gateway_tasks.py), "
+            "but every scenario calls the suite's own fixture tools (greet, slow_compute, ...)"
+        )
         for part in (
             "lifecycle",
             "capability-negotiation",

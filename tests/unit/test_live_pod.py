@@ -4,6 +4,7 @@ configuration, and how an agent's report becomes status (pod_outcome)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any
@@ -282,3 +283,35 @@ def test_a_report_kept_in_a_termination_message_fits_and_reads_back() -> None:
         assert kept_report(PodOutcome("succeeded", 0, message=message), UID) is None
     _phase, result = report_result(back, "gpt-5", CostConfig(), None)
     assert result.status["responseTruncated"] is True
+
+
+async def test_a_turn_s_next_attempt_is_delivered_to_its_new_pod_at_once() -> None:
+    """A turn whose pod was lost goes to the next pod without waiting for the old
+    delivery to give up (it would wait the turn's whole timeout)."""
+    from codex_api.turn_request import TurnOrder
+    from codex_devenv.process import free_port
+    from codex_operator.live_turns import LiveTurns
+
+    config = WarmRunnersConfig(idle_seconds=60, agent_port=free_port(), operator_cidrs=["127.0.0.1/32"])
+    turns = LiveTurns.from_config(config, wake=lambda key: None)
+    order = TurnOrder(
+        namespace="ns",
+        session="s",
+        session_uid="uid-1",
+        prompt="go",
+        sandbox="isolated",
+        timeout_seconds=300,
+        approvals="per-action",
+    )
+    try:
+        turns.deliver("key", order, pod_ip="127.0.0.1", pod_uid="pod-a")
+        first, watcher = turns._tasks["uid-1"], turns._watchers["uid-1"]
+        turns.deliver("key", order, pod_ip="127.0.0.1", pod_uid="pod-a")  # the same pod: nothing new
+        assert turns._tasks["uid-1"] is first
+        turns.deliver("key", order, pod_ip="127.0.0.1", pod_uid="pod-b")
+        assert turns._tasks["uid-1"] is not first and turns._pods["uid-1"] == ("127.0.0.1", "pod-b")
+        await asyncio.sleep(0.05)
+        assert first.cancelled() and watcher.cancelled()
+        assert not turns._tasks["uid-1"].done()  # the new pod's delivery goes on
+    finally:
+        await turns.close()

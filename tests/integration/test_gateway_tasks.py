@@ -1,0 +1,149 @@
+"""The MCP Tasks extension in the gateway (issue 15; codex_gateway.tasks): the
+real `codex-gateway` process, the real operator and control plane, the SDK's
+client over streamable HTTP declaring `io.modelcontextprotocol/tasks` on the
+2026-07-28 protocol. The tests play the node (finish_pod). A task is the
+CodexSession: polled to its result, cancelled, seen by its requester only;
+clients without the extension keep the blocking call."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from codex_api import names
+from codex_api.result import RunnerResult
+from codex_api.session import Usage
+from codex_devenv.gateway_process import GatewayProcess
+from codex_devenv.gateway_process import start_gateway as launch
+from codex_devenv.mcp_tasks import (
+    CreateTaskResult,
+    TasksClient,
+    call_tool_raw,
+    cancel_task,
+    get_task,
+    update_task,
+)
+from codex_devenv.testkit import get_session, play_next_session
+
+ALICE, BOB = "alice-tasks-token-" + secrets.token_hex(8), "bob-tasks-token-" + secrets.token_hex(8)
+MODERN = "2026-07-28"
+
+
+@pytest.fixture
+def gateway(
+    control_plane: Any, namespace: str, run_operator: Any, tmp_path: Path
+) -> Iterator[GatewayProcess]:
+    run_operator()
+    gw = launch(control_plane, namespace, tmp_path, {ALICE: "alice", BOB: "bob"}, wait_seconds=1)
+    yield gw
+    gw.stop()
+
+
+def _result(message: str) -> RunnerResult:
+    usage = Usage(input_tokens=10, cached_input_tokens=0, output_tokens=2, reasoning_tokens=0)
+    return RunnerResult(outcome="completed", thread_id="thread-t", final_message=message, usage=usage)
+
+
+async def _poll(
+    fetch: Callable[[], Any], until: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await fetch()
+        if until(found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.3)
+
+
+async def test_a_turn_that_outlives_the_wait_is_a_task_polled_to_its_result(
+    gateway: GatewayProcess, kube_client: Any, namespace: str
+) -> None:
+    async with gateway.client(ALICE, MODERN, [TasksClient()]) as mcp:
+        handle = await call_tool_raw(mcp, "codex", {"prompt": "a long job"})
+        assert isinstance(handle, CreateTaskResult), handle
+        extra = handle.model_extra or {}
+        assert handle.status == "working" and extra["ttlMs"] > 0 and extra["createdAt"]
+        assert "result" not in extra and "inputRequests" not in extra
+        session = get_session(kube_client, namespace, handle.task_id)  # the task is the session
+        assert session["spec"]["requestedBy"] == "alice"
+        first = await get_task(mcp, handle.task_id)
+        assert first["status"] == "working" and first["taskId"] == handle.task_id
+        assert first["resultType"] == "complete"
+
+        await asyncio.to_thread(play_next_session, kube_client, namespace, set(), _result("late answer"), 30)
+        done = await _poll(lambda: get_task(mcp, handle.task_id), lambda t: t["status"] != "working")
+        assert done["status"] == "completed", done
+        result = done["result"]
+        assert result["isError"] is False
+        assert result["structuredContent"]["response"] == "late answer"
+        assert result["structuredContent"]["session_id"] == handle.task_id
+        assert "late answer" in result["content"][0]["text"]
+        assert (await cancel_task(mcp, handle.task_id))["resultType"] == "complete"  # idempotent when done
+
+
+async def test_tasks_cancel_cancels_the_turn(
+    gateway: GatewayProcess, kube_client: Any, namespace: str
+) -> None:
+    async with gateway.client(ALICE, MODERN, [TasksClient()]) as mcp:
+        handle = await call_tool_raw(mcp, "codex", {"prompt": "never mind"})
+        assert isinstance(handle, CreateTaskResult), handle
+        assert (await cancel_task(mcp, handle.task_id))["resultType"] == "complete"
+        annotations = get_session(kube_client, namespace, handle.task_id)["metadata"]["annotations"]
+        assert annotations[names.ANNOTATION_CANCEL] == "alice"
+        done = await _poll(lambda: get_task(mcp, handle.task_id), lambda t: t["status"] != "working")
+        assert done["status"] == "cancelled" and "result" not in done, done
+
+
+async def test_only_the_requester_sees_or_cancels_a_task(
+    gateway: GatewayProcess, kube_client: Any, namespace: str
+) -> None:
+    async with gateway.client(ALICE, MODERN, [TasksClient()]) as alice:
+        handle = await call_tool_raw(alice, "codex", {"prompt": "alice's job"})
+        assert isinstance(handle, CreateTaskResult), handle
+    async with gateway.client(BOB, MODERN, [TasksClient()]) as bob:
+        for attempt in (get_task, cancel_task):
+            with pytest.raises(MCPError) as refused:
+                await attempt(bob, handle.task_id)
+            assert refused.value.error.code == -32602 and "not found" in refused.value.error.message
+        with pytest.raises(MCPError) as unknown:
+            await get_task(bob, "no-such-task")
+        assert unknown.value.error.code == -32602
+    session = get_session(kube_client, namespace, handle.task_id)
+    assert names.ANNOTATION_CANCEL not in (session["metadata"].get("annotations") or {})
+    assert (session.get("status") or {}).get("phase") != "Cancelled"
+
+
+async def test_input_for_a_task_is_refused_with_where_to_decide(gateway: GatewayProcess) -> None:
+    async with gateway.client(ALICE, MODERN, [TasksClient()]) as mcp:
+        handle = await call_tool_raw(mcp, "codex", {"prompt": "a job", "sandbox": "full-access"})
+        assert isinstance(handle, CreateTaskResult), handle
+        task = await get_task(mcp, handle.task_id)
+        assert task["status"] == "working" and "kubectl patch cxar" in task["statusMessage"], task
+        assert (await update_task(mcp, handle.task_id, {}))["resultType"] == "complete"
+        with pytest.raises(MCPError) as refused:
+            await update_task(
+                mcp, handle.task_id, {"x": {"action": "accept", "content": {"decision": "approve"}}}
+            )
+        assert refused.value.error.code == -32602 and "kubectl" in refused.value.error.message
+
+
+async def test_clients_without_the_extension_keep_the_blocking_call(gateway: GatewayProcess) -> None:
+    async with gateway.client(ALICE, MODERN) as modern:
+        out = await modern.call_tool("codex", {"prompt": "no tasks here"})
+        assert out.structured_content and out.structured_content["status"] == "running"
+        with pytest.raises(MCPError) as missing:
+            await get_task(modern, out.structured_content["session_id"])
+        assert missing.value.error.code == -32021
+    async with gateway.client(ALICE, "legacy", [TasksClient()]) as legacy:
+        out = await legacy.call_tool("codex", {"prompt": "an older client"})
+        assert out.structured_content and out.structured_content["status"] == "running"
+        with pytest.raises(MCPError) as unknown:
+            await get_task(legacy, out.structured_content["session_id"])
+        assert unknown.value.error.code == -32601
