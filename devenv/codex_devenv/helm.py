@@ -31,7 +31,6 @@ __all__ = [
     "KIND_VALUES",
     "RELEASE",
     "HelmError",
-    "apply_runner_priority_class",
     "for_host_operator",
     "helm_binary",
     "kustomize",
@@ -165,14 +164,6 @@ def for_host_operator(text: str, work: Path, operator_cidr: str) -> str:
                 f"operator_cidrs = [{json.dumps(operator_cidr)}]",
             ]
     return "\n".join(out) + "\n"
-
-
-def apply_runner_priority_class(control_plane: Any) -> None:
-    """The chart's runner PriorityClass, applied to the cluster: an operator run
-    as a host process from the chart's configuration gives its runner pods
-    that class, which the chart's install would have created."""
-    found = [o for o in template() if o["kind"] == "PriorityClass"]
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(found))
 
 
 def notes(values: Mapping[str, Any] | None = None, *, values_files: Sequence[Path] = ()) -> str:

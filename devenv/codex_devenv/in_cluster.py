@@ -176,7 +176,15 @@ class InClusterInstall:
             "redis": {"tolerations": [toleration]},
             "modelProxy": {"tolerations": [toleration]},
             "networkPolicy": {"apiServer": {"ports": [443, self.control_plane.api_port]}},
-            "config": {"kubernetes": {"runner_tolerations": [toleration]}},
+            "config": {
+                "kubernetes": {
+                    "runner_tolerations": [toleration],
+                    # The test node has 2 CPUs: the install's pods plus a few runner
+                    # pods. Fewer idle warm pods leave room for a replaced gateway,
+                    # operator or Redis pod (idle pods keep their CPU requests).
+                    "warm_runners": {"max_idle_pods": 2},
+                },
+            },
         }
 
     def values_files(self) -> list[Path]:

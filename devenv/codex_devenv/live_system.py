@@ -42,9 +42,12 @@ def live_system(
     warm: dict[str, str],
     tables: str = "",
     approval_timeout: int = 3600,
+    auto_approve: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """`warm`: keys of `[kubernetes.warm_runners]` as TOML values (the operator's
-    address, port and key are added); `tables`: more TOML tables. Yields the parts a test drives, with
+    address, port and key are added); `tables`: more TOML tables; `auto_approve`
+    false keeps the shipped approval flags (isolated and full-access turns wait
+    for a human). Yields the parts a test drives, with
     `start()` to start one more operator (after killing the last)."""
     api_key = "sk-provider-" + secrets.token_hex(16)
     model.reset()
@@ -62,7 +65,7 @@ def live_system(
         fake_endpoint(model.host, model.port),
         runner_image,
         tolerate_test_node=True,
-        auto_approve=True,
+        auto_approve=auto_approve,
         model_proxy=(proxy.base, f"{model.host}/32"),
     )
     # The operator is a host process: it calls the pods' agents from the bridge

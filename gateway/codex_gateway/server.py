@@ -15,7 +15,7 @@ from pydantic import Field, StrictBool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from codex_api.common import SandboxLevel
+from codex_api.common import ApprovalMode, SandboxLevel
 from codex_api.sandbox import tool_description as sandbox_tool_description
 from codex_api.session import Mode, ReasoningEffort, Verbosity
 
@@ -26,6 +26,7 @@ from .prompts import register_prompts
 from .resources import ToolStats, attach_log_ring, register_resources
 from .service import Gateway, invalid_call
 from .sessions import (
+    APPROVALS_DESCRIPTION,
     WALL_BOUNCE_DESCRIPTION,
     CleanupResult,
     CodexArgs,
@@ -103,6 +104,7 @@ def build_server(
         verbosity: Annotated[Verbosity | None, Field(description="low | medium | high")] = None,
         wall_bounce: Annotated[StrictBool | None, Field(description=WALL_BOUNCE_DESCRIPTION)] = None,
         max_cost_usd: MaxCostUsd | None = None,
+        approvals: Annotated[ApprovalMode | None, Field(description=APPROVALS_DESCRIPTION)] = None,
     ) -> SessionResult:
         try:
             args = CodexArgs(
@@ -115,6 +117,7 @@ def build_server(
                 verbosity=verbosity,
                 wall_bounce=wall_bounce,
                 max_cost_usd=max_cost_usd,
+                approvals=approvals,
             )
         except ValueError as err:
             raise invalid_call(str(err)) from None

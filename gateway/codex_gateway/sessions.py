@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from codex_api import names
-from codex_api.common import API_VERSION, DNS1123_SUBDOMAIN, MAX_SESSION_NAME, SandboxLevel
+from codex_api.common import API_VERSION, DNS1123_SUBDOMAIN, MAX_SESSION_NAME, ApprovalMode, SandboxLevel
 from codex_api.config import CodexMCPConfig
 from codex_api.sandbox import MIN_WALL_BOUNCE_PROVIDERS, profile, wall_bounce_levels
 from codex_api.session import (
@@ -87,7 +87,14 @@ class CodexArgs(BaseModel):
     verbosity: Verbosity | None = None
     wall_bounce: StrictBool | None = None
     max_cost_usd: MaxCostUsd | None = None
+    approvals: ApprovalMode | None = None
 
+
+APPROVALS_DESCRIPTION = (
+    "per-turn: a human approves the whole turn first where the risk matrix says so. per-action: the "
+    "turn starts and each command or patch Codex asks for is decided on its own (by the cluster's "
+    "policy or an approver), and Codex waits for it. Default: the cluster's configuration."
+)
 
 WALL_BOUNCE_DESCRIPTION = (
     "Ask every configured provider and compare the answers "
@@ -197,6 +204,7 @@ def build_session(
         ("reasoningEffort", args.reasoning_effort),
         ("verbosity", args.verbosity),
         ("maxCostUsd", args.max_cost_usd),
+        ("approvals", args.approvals),
     ):
         chosen = pick(value, key)
         if chosen is not None:

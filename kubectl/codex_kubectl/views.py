@@ -209,6 +209,8 @@ def sort_objects(objs: Iterable[Obj]) -> list[Obj]:
 def approval_reasons(approval: Obj, session: Obj | None = None) -> str:
     """Why a human has to decide: the risk factors the request names, and the
     operator's policy reason from the session's Approved condition."""
+    if _get(approval, "spec", "action"):  # one action of a running turn: what it does
+        return _text(_get(approval, "spec", "operation")) or NONE
     args = _get(approval, "spec", "arguments") or {}
     factors: list[str] = []
     if args.get("sandbox"):
@@ -273,7 +275,7 @@ def pending_row(
 
 def is_pending(approval: Obj) -> bool:
     """Still waiting for a human: no decision in the spec, and not Expired/decided by the operator."""
-    if _get(approval, "spec", "decision"):
+    if _get(approval, "spec", "decision") or _get(approval, "spec", "policyDecision"):
         return False
     return (approval_status(approval).phase or "Pending") == "Pending"
 

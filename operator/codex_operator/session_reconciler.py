@@ -480,7 +480,9 @@ def _authorize(ctx: Context, body: dict[str, Any], spec: CodexSessionSpec) -> No
     path (a status write, a restart, a lost pod) starts a runner without a decision.
     """
     risk = assess_risk(spec, ctx.config.security.risk_levels)
-    if not decide(spec, risk, ctx.config).needs_human:
+    # From the spec and the configuration, never from status: a forged status
+    # cannot make a turn per-action to skip its approval.
+    if not decide(spec, risk, ctx.config, approvals_mode(spec, ctx.config)).needs_human:
         return
     meta = body["metadata"]
     ref = names.approval_request(meta["name"])
@@ -910,7 +912,9 @@ async def _running_live(
             "the live runner pod ended before its agent reported the turn",
         )
     timeout = _timeout(ctx, spec)
-    per_action = session_status(body).approvals == "per-action"
+    # Per-action if admission said so or the spec and configuration say so: the
+    # more careful of the two, so no status write turns the gate off.
+    per_action = "per-action" in (session_status(body).approvals, approvals_mode(spec, ctx.config))
     # The timeout bounds Codex's work: the time its actions wait for people does not count.
     remaining = _remaining(body, timeout) + (waited_seconds(ctx, namespace, uid) if per_action else 0.0)
     if remaining <= -REPORT_GRACE_SECONDS:  # the agent should have interrupted it and reported

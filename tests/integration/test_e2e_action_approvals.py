@@ -11,6 +11,7 @@ not decide her own action, and nothing runs before a decision."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,10 @@ from codex_api import names
 from codex_api.common import GROUP, VERSION
 from codex_devenv import fake_model as fm
 from codex_devenv.admission_kit import ScopedAdmission
+from codex_devenv.gateway_process import GATEWAY_USER, bind_gateway, gateway_kubeconfig, start_gateway
 from codex_devenv.generate import admission as policies
 from codex_devenv.live_system import finished
+from codex_devenv.mcp_tasks import CreateTaskResult, TasksClient, call_tool_raw, get_task
 from codex_devenv.process import wait_for
 
 APPROVAL_TIMEOUT = 20
@@ -51,8 +54,9 @@ risk = "high"
 @pytest.fixture
 def system(live: Any, client_for: Any) -> Iterator[dict[str, Any]]:
     warm = {"idle_seconds": "60", "max_idle_pods": "2"}
-    with live(warm=warm, tables=POLICY, approval_timeout=APPROVAL_TIMEOUT) as parts:
-        admission = ScopedAdmission(parts["cp"], parts["ns"]).install(client_for)
+    # The shipped approval flags: an isolated turn waits for a human unless it is per-action.
+    with live(warm=warm, tables=POLICY, approval_timeout=APPROVAL_TIMEOUT, auto_approve=False) as parts:
+        admission = ScopedAdmission(parts["cp"], parts["ns"]).install(client_for, trusted=[GATEWAY_USER])
         try:
             yield parts
         finally:
@@ -133,11 +137,26 @@ def test_a_command_waits_for_a_human_and_runs_once_approved(
     assert spec["requestedBy"] == "alice" and spec["riskLevel"] == "medium"
     assert "accept" in spec["action"]["offered"] and "policyDecision" not in spec
     assert request["metadata"]["name"] == names.action_request("act1", request["metadata"]["name"][-12:])
-    session = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
-        GROUP, VERSION, ns, "codexsessions", "act1"
+
+    def session_now() -> dict[str, Any]:
+        found: Any = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+            GROUP, VERSION, ns, "codexsessions", "act1"
+        )
+        return dict(found)
+
+    # The session says which request its turn waits on (written just after the request).
+    wait_for(
+        lambda: request["metadata"]["name"] in (session_now()["status"].get("message") or ""),
+        timeout=15,
+        what="the session to name the request it waits on",
     )
+    session = session_now()
     assert session["status"]["phase"] == "Running" and session["status"]["approvals"] == "per-action"
-    assert request["metadata"]["name"] in session["status"]["message"]
+    # The shipped flags would hold an isolated turn for a human; per-action, each action is held instead.
+    every: Any = client.CustomObjectsApi(kube_client).list_namespaced_custom_object(
+        GROUP, VERSION, ns, "approvalrequests"
+    )
+    assert names.approval_request("act1") not in {a["metadata"]["name"] for a in every["items"]}
     # Nothing ran before a decision.
     time.sleep(2)
     assert not (_workspace(volumes, ns, "act1") / "approved-file").exists()
@@ -260,7 +279,7 @@ def test_a_runner_pod_lost_while_an_action_waits_keeps_the_request_and_its_decis
     again, finds the decision under the same request, and runs the action once."""
     cp, ns, model = system["cp"], system["ns"], system["model"]
     model.set_script(fm.say("ready"))
-    _start(system, "act5a", "get ready", approvals="per-turn")
+    _start(system, "act5a", "get ready", sandbox="read-only", approvals="per-turn")  # low risk: runs at once
     first = finished(kube_client, ns, "act5a")
     assert first["status"]["phase"] == "Succeeded", first["status"]
     model.set_script(
@@ -284,3 +303,81 @@ def test_a_runner_pod_lost_while_an_action_waits_keeps_the_request_and_its_decis
     assert [a["metadata"]["name"] for a in _actions(kube_client, ns, "act5")] == [request["metadata"]["name"]]
     assert (_workspace(volumes, ns, "act5a") / "survived-restart").exists()
     assert "ran:" in status["response"]
+
+
+def test_an_operator_restarted_while_an_action_waits_answers_it_once_decided(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """Nothing of a waiting action lives in the operator: a new operator finds
+    the turn running in its pod, the action still waiting there and its
+    request in the cluster, and answers it when it is decided."""
+    ns, model = system["ns"], system["model"]
+    model.set_script(fm.exec_command("touch after-restart"), fm.computed(lambda req: "done"))
+    _start(system, "act6", "make a file")
+    request = _wait_action(kube_client, ns, "act6")
+    system["ops"][-1].kill()  # SIGKILL
+    system["ops"].append(system["start"]())
+    assert _decide(system, "carol", request["metadata"]["name"], "Approved").returncode == 0
+    done = finished(kube_client, ns, "act6")
+    assert done["status"]["phase"] == "Succeeded", done["status"].get("message")
+    assert done["status"].get("attempts", 1) == 1  # the same turn, not a rerun
+    assert [a["metadata"]["name"] for a in _actions(kube_client, ns, "act6")] == [request["metadata"]["name"]]
+    assert (_workspace(volumes, ns, "act6") / "after-restart").exists()
+
+
+async def test_through_the_gateway_a_per_action_turn_is_a_task_an_approver_unblocks(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """An MCP client asks for a per-action turn and declares the Tasks
+    extension: it gets a task, which says which ApprovalRequest the turn
+    waits on; an approver decides it with kubectl; the task completes with
+    the command's outcome."""
+    import asyncio
+
+    cp, ns, model, tmp = system["cp"], system["ns"], system["model"], system["tmp"]
+    token = "dave-token-" + secrets.token_hex(8)
+    bind_gateway(cp, ns)
+    gateway = start_gateway(
+        cp,
+        ns,
+        tmp,
+        {token: "dave"},
+        kubeconfig=gateway_kubeconfig(cp, tmp),
+        config_file=next(tmp.glob("operator-*.toml")),
+        wait_seconds=2,
+    )
+    try:
+        model.set_script(
+            fm.exec_command("touch via-mcp"), fm.computed(lambda req: f"ran: {req.last_tool_output()}")
+        )
+        async with gateway.client(token, "2026-07-28", [TasksClient()]) as mcp:
+            handle = await call_tool_raw(
+                mcp, "codex", {"prompt": "make a file", "sandbox": "isolated", "approvals": "per-action"}
+            )
+            assert isinstance(handle, CreateTaskResult), handle
+            request = await asyncio.to_thread(_wait_action, kube_client, ns, handle.task_id)
+            assert request["spec"]["requestedBy"] == "dave"
+            name = request["metadata"]["name"]
+
+            async def waiting_on_it() -> dict[str, Any]:
+                for _ in range(60):
+                    task = await get_task(mcp, handle.task_id)
+                    if name in (task.get("statusMessage") or ""):
+                        return task
+                    await asyncio.sleep(0.5)
+                return task
+
+            task = await waiting_on_it()
+            assert task["status"] == "working" and name in task["statusMessage"], task
+            assert _decide(system, "bob", name, "Approved").returncode == 0
+            for _ in range(120):
+                task = await get_task(mcp, handle.task_id)
+                if task["status"] != "working":
+                    break
+                await asyncio.sleep(0.5)
+            assert task["status"] == "completed", task
+            assert task["result"]["structuredContent"]["status"] == "completed"
+            assert "ran:" in task["result"]["structuredContent"]["response"]
+        assert (_workspace(volumes, ns, handle.task_id) / "via-mcp").exists()
+    finally:
+        gateway.stop()

@@ -83,7 +83,6 @@ def system(
     config_file = tmp_path / "codex-mcp.toml"
     # The operator is a host process here, not the chart's pod: its agent key and address.
     config_file.write_text(helm.for_host_operator(helm.config_toml(values), tmp_path, f"{model.host}/32"))
-    helm.apply_runner_priority_class(cp)  # what the chart's install makes for the operator's pods
     policies = ScopedAdmission(cp, node_ns).install(client_for, trusted=[GATEWAY_USER])
     op = start_operator(
         cp,

@@ -475,11 +475,6 @@ async def test_warm_runners_from_the_chart_hand_a_reply_to_the_live_pod(install:
     import asyncio
 
     level = "read-only"  # the chart's config.codex.sandbox: what a bare `codex` call gets
-    # The earlier tests' conversations keep their live pods for idle_seconds
-    # (300 s), and on this 2-CPU node their requests leave no room for a pool
-    # pod (a pool pod, unlike a turn, does not end idle pods to make room: no
-    # one waits for it). End them, as an admin freeing the node would.
-    install.control_plane.kubectl("-n", SESSIONS, "delete", "pods", "--all", "--wait=true")
     install.upgrade({"config": {"kubernetes": {"warm_runners": {"pool_sizes": {level: 1}}}}})
     try:
 

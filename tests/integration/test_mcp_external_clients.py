@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ from typing import Any
 import httpx2
 import pytest
 
+from codex_api.result import RunnerResult
+from codex_api.session import Usage
 from codex_devenv.gateway_process import GatewayProcess, start_gateway
 from codex_devenv.mcp_clients import ERAS, ConformanceResult, conformance, conformance_list, inspector_cli
+from codex_devenv.testkit import play_next_session
 
 ALICE = "alice-token-" + secrets.token_hex(8)
 BOB = "bob-token-" + secrets.token_hex(8)
@@ -161,7 +165,7 @@ def _text_json(content: list[dict[str, Any]]) -> Any:
 
 
 @pytest.mark.parametrize("era", ["legacy", "modern"])
-def test_inspector_cli(gateway: GatewayProcess, era: str) -> None:
+def test_inspector_cli(gateway: GatewayProcess, era: str, kube_client: Any, namespace: str) -> None:
     def call(*args: str, token: str = ALICE) -> Any:
         return inspector_cli(gateway.url, token, *args, era=era).result
 
@@ -188,6 +192,33 @@ def test_inspector_cli(gateway: GatewayProcess, era: str) -> None:
 
     uris = {r["uri"] for r in call("--method", "resources/list")["resources"]}
     assert "codex://sessions/active" in uris
+
+    if era == "modern":
+        # The Inspector declares the Tasks extension on the 2026 protocol: the gateway
+        # answers with a task (the session) and the Inspector polls it to its result.
+        # The test plays the node so that there is one.
+        result = RunnerResult(
+            outcome="completed",
+            thread_id="thread-i",
+            final_message="hi from the task",
+            usage=Usage(input_tokens=5, cached_input_tokens=0, output_tokens=2, reasoning_tokens=0),
+        )
+        player = threading.Thread(target=play_next_session, args=(kube_client, namespace, set(), result, 60))
+        player.start()
+        done = call(
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "codex",
+            "--tool-args-json",
+            json.dumps({"prompt": "say hi"}),
+        )
+        player.join()
+        assert done["isError"] is False
+        assert done["structuredContent"]["status"] == "completed", done
+        assert done["structuredContent"]["response"] == "hi from the task"
+        assert done["structuredContent"]["requested_by"] == "alice"
+        return
 
     # a turn: --wait-seconds 2 and no kubelet, so it answers "running"
     out = call(

@@ -199,3 +199,22 @@ async def test_the_policy_s_decision_is_final_and_recorded() -> None:
     status = api.get(APPROVALS, NS, "s-action-1")["status"]
     assert status["phase"] == "Denied" and status["decidedBy"] == approval_reconciler.POLICY_DECIDER
     assert "no-shred" in status["message"]
+
+
+def test_the_last_check_before_a_pod_knows_per_action_turns_and_ignores_status() -> None:
+    """_authorize runs right before any pod: a per-action turn passes without a
+    turn approval; a per-turn turn whose status claims per-action does not."""
+    from codex_operator.ownership import Foreign
+
+    ctx, api = memory_context(parse_config(WARM))
+    api.session(
+        NS, "pa", {"requestedBy": "carol", "sandbox": "isolated", "approvals": "per-action", **PERSISTENT}
+    )
+    api.session(NS, "pt", {"requestedBy": "carol", "sandbox": "isolated", **PERSISTENT})
+    per_action = ctx.store.sessions[(NS, "pa")]
+    session_reconciler._authorize(ctx, per_action, CodexSessionSpec.model_validate(per_action["spec"]))
+    forged = ctx.store.sessions[(NS, "pt")]
+    forged["status"] = {"phase": "Queued", "approvals": "per-action"}
+    with pytest.raises(Foreign) as refused:
+        session_reconciler._authorize(ctx, forged, CodexSessionSpec.model_validate(forged["spec"]))
+    assert refused.value.reason == "NotApproved"

@@ -180,7 +180,7 @@ def test_default_install_objects(defaults: Objects) -> None:
     }
     assert names(defaults, "MutatingWebhookConfiguration") == {"codex-identity.codex.techsapo.io"}
     assert not names(defaults, "ServiceMonitor")
-    assert names(defaults, "PriorityClass") == {"codex-runners"}
+    assert not names(defaults, "PriorityClass")  # opt-in: runnerPriorityClass
     # Every object but the cluster-scoped ones lives in one of the two namespaces.
     cluster_scoped = {
         "PriorityClass",
@@ -1322,22 +1322,25 @@ def test_a_warm_pool_passes_through_the_chart_with_its_model_proxy(tmp_path: Pat
     assert validate_config(config_toml(objects), tmp_path).returncode == 0
 
 
-def test_runner_pods_yield_to_the_install_s_own_pods(defaults: Objects) -> None:
-    """A full node: the gateway, Redis or the operator (default priority) preempt
-    runner pods, which never preempt anything; the operator gives its runner
-    pods that class (the rendered config names it)."""
-    [priority] = [o for o in defaults if o["kind"] == "PriorityClass"]
-    assert priority["value"] < 0 and priority["preemptionPolicy"] == "Never"
-    assert not priority.get("globalDefault")
+def test_runner_pods_may_yield_to_the_install_s_own_pods() -> None:
+    """Opt-in: with runnerPriorityClass, a class below the default that never
+    preempts, and the operator gives its runner pods that class (the rendered
+    config names it). Off by default: a preempted turn would run again."""
+    defaults = helm.template()
     [config] = [o for o in defaults if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "codex-config"]
-    toml = tomllib.loads(config["data"]["codex-mcp.toml"])
-    assert toml["kubernetes"]["runner_priority_class"] == priority["metadata"]["name"]
-    for obj in defaults:
-        if obj["kind"] == "Deployment":
-            assert "priorityClassName" not in obj["spec"]["template"]["spec"], obj["metadata"]["name"]
-    off = helm.template(values={"runnerPriorityClass": {"create": False, "name": ""}})
-    assert not [o for o in off if o["kind"] == "PriorityClass"]
-    [config] = [o for o in off if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "codex-config"]
     assert (
         tomllib.loads(config["data"]["codex-mcp.toml"])["kubernetes"].get("runner_priority_class", "") == ""
     )
+    on = helm.template(values={"runnerPriorityClass": {"create": True, "name": "codex-runners"}})
+    [priority] = [o for o in on if o["kind"] == "PriorityClass"]
+    assert priority["metadata"]["name"] == "codex-runners"
+    assert priority["value"] < 0 and priority["preemptionPolicy"] == "Never"
+    assert not priority.get("globalDefault")
+    [config] = [o for o in on if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "codex-config"]
+    assert (
+        tomllib.loads(config["data"]["codex-mcp.toml"])["kubernetes"]["runner_priority_class"]
+        == "codex-runners"
+    )
+    for obj in on:
+        if obj["kind"] == "Deployment":
+            assert "priorityClassName" not in obj["spec"]["template"]["spec"], obj["metadata"]["name"]

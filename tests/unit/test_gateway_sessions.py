@@ -49,9 +49,10 @@ def test_explicit_arguments_win() -> None:
         reasoning_effort="high",
         verbosity="low",
         max_cost_usd=0.5,
+        approvals="per-action",
     )
     spec = build_session(args, user="bob", config=CONFIG)["spec"]
-    assert spec["maxCostUsd"] == 0.5
+    assert spec["maxCostUsd"] == 0.5 and spec["approvals"] == "per-action"
     assert spec["model"] == "m-1" and spec["sandbox"] == "full-access"
     assert spec["mode"] == "ci" and spec["fullAuto"] is True
     assert spec["reasoningEffort"] == "high" and spec["verbosity"] == "low"
@@ -60,7 +61,13 @@ def test_explicit_arguments_win() -> None:
 def test_reply_resumes_from_parent_and_inherits_its_settings() -> None:
     parent = {
         "metadata": {"name": "cx-2", "labels": {names.LABEL_CONVERSATION: "cx-1"}},
-        "spec": {"prompt": "a", "model": "m-x", "sandbox": "read-only", "mode": "non-interactive"},
+        "spec": {
+            "prompt": "a",
+            "model": "m-x",
+            "sandbox": "read-only",
+            "mode": "non-interactive",
+            "approvals": "per-action",
+        },
         "status": {"conversationId": "cx-1", "phase": "Succeeded"},
     }
     body = build_session(
@@ -69,6 +76,7 @@ def test_reply_resumes_from_parent_and_inherits_its_settings() -> None:
     assert body["spec"]["resumeFrom"] == "cx-2"
     assert body["spec"]["model"] == "m-x" and body["spec"]["sandbox"] == "read-only"
     assert body["spec"]["mode"] == "non-interactive"
+    assert body["spec"]["approvals"] == "per-action"  # the conversation's way of approving goes on
     assert body["metadata"]["labels"][names.LABEL_CONVERSATION] == "cx-1"
 
 
@@ -96,6 +104,8 @@ def test_requester_label_hashes_names_that_are_not_label_values() -> None:
         {"prompt": "p", "max_cost_usd": -1.5},
         {"prompt": "p", "max_cost_usd": 1e9},
         {"prompt": "p", "max_cost_usd": "1"},
+        {"prompt": "p", "approvals": "per-command"},
+        {"prompt": "p", "approvals": True},
         {},
     ],
 )

@@ -1053,3 +1053,22 @@ def test_an_action_the_policy_decided_takes_no_decision() -> None:
     code, out, _ = run(api, commands.cmd_describe, name="s1-action-0123456789ab")
     assert re.search(r"Policy: +Denied by \[security.action_approvals\] \(rules: no-make\)", out)
     assert "Approve with" not in out
+
+
+def test_pending_lists_an_action_by_what_it_does_and_not_what_the_policy_decided() -> None:
+    waiting = action_request(COMMAND_ACTION, operation="run 'make test' in /workspace")
+    decided = approval(
+        "s1-action-ffffffffffff",
+        action=COMMAND_ACTION,
+        policyDecision={"decision": "Approved", "rules": ["make-is-fine"]},
+    )
+    code, out, _ = run(
+        FakeApi(session(), waiting, decided),
+        commands.cmd_pending,
+        name=None,
+        output=None,
+        all_namespaces=False,
+    )
+    assert code == 0
+    assert "s1-action-0123456789ab" in out and "s1-action-ffffffffffff" not in out
+    assert "run 'make test' in /workspace" in out
