@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_node import RUNNER_UID
 from kubernetes import client, config, watch
 
 from codex_api import names
@@ -56,7 +57,6 @@ from codex_devenv.system import fake_endpoint, operator_config, prepare_sessions
 from codex_devenv.testkit import session_body
 
 GROUP, VERSION, NS = "codex.techsapo.io", "v1alpha1", "bench"
-RUNNER_UID = 10001  # the runner image's user (runner/Dockerfile)
 TOKEN = "bench-turn-" + secrets.token_hex(8)
 
 

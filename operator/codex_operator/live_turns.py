@@ -83,10 +83,10 @@ class LiveTurns:
         self.fingerprint = hashlib.sha256(self.public_pem.encode()).hexdigest()[:32]
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._outcomes: dict[str, Outcome] = {}
-        self._delivering: dict[str, str] = {}  # session uid -> the pod uid its turn went to
-        self._http: aiohttp.ClientSession | None = None
-        # Per-action approvals, by session uid: where its agent is, what waits there.
+        # Session uid -> (address, uid) of the pod its turn went to.
         self._pods: dict[str, tuple[str, str]] = {}
+        self._http: aiohttp.ClientSession | None = None
+        # Per-action approvals, by session uid: what waits in its pod.
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._waiting: dict[str, dict[int, Action]] = {}
         self._answered: dict[str, set[int]] = {}
@@ -117,7 +117,7 @@ class LiveTurns:
     def forget(self, session_uid: str) -> None:
         """Drop a turn's outcome and stop waiting for it (the turn has ended)."""
         self._outcomes.pop(session_uid, None)
-        self._delivering.pop(session_uid, None)
+        self._pods.pop(session_uid, None)
         task = self._tasks.pop(session_uid, None)
         if task is not None:
             task.cancel()
@@ -126,16 +126,15 @@ class LiveTurns:
     def deliver(self, key: Hashable, order: TurnOrder, *, pod_ip: str, pod_uid: str) -> None:
         """Make sure `order` reaches the pod and its report comes back (once)."""
         uid = order.session_uid
-        if self._delivering.get(uid, pod_uid) != pod_uid:
+        if self._pods.get(uid, (pod_ip, pod_uid))[1] != pod_uid:
             self.forget(uid)  # an earlier attempt's pod: its delivery is over
         if uid in self._tasks or uid in self._outcomes:
             return
-        self._delivering[uid] = pod_uid
+        self._pods[uid] = (pod_ip, pod_uid)
         self._tasks[uid] = asyncio.create_task(
             self._deliver(key, order, pod_ip, pod_uid), name=f"turn {order.namespace}/{order.session}"
         )
         if order.approvals == "per-action":
-            self._pods[uid] = (pod_ip, pod_uid)
             self._watchers[uid] = asyncio.create_task(
                 self._watch_actions(key, uid, pod_ip, pod_uid),
                 name=f"actions {order.namespace}/{order.session}",
@@ -181,7 +180,7 @@ class LiveTurns:
         watcher = self._watchers.pop(session_uid, None)
         if watcher is not None:
             watcher.cancel()
-        for kept in (self._pods, self._waiting, self._answered):
+        for kept in (self._waiting, self._answered):
             kept.pop(session_uid, None)
 
     async def close(self) -> None:
