@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -23,8 +24,10 @@ from .binding import DIGEST_PATTERN
 from .common import (
     CONDITIONS_FIELD_EXTRA,
     DNS1123_SUBDOMAIN,
+    RISK_LEVELS,
     Condition,
     KubeModel,
+    RequesterDecides,
     RiskLevel,
     cel,
 )
@@ -35,6 +38,29 @@ SHORT_NAMES = ["cxar"]
 
 Decision = Literal["Approved", "Denied"]
 ApprovalPhase = Literal["Pending", "Approved", "Denied", "Expired"]
+
+
+def requester_risks(up_to: RequesterDecides) -> tuple[RiskLevel, ...]:
+    """The risks of their own actions a requester may approve."""
+    return () if up_to == "none" else RISK_LEVELS[: RISK_LEVELS.index(up_to) + 1]
+
+
+def requester_may_decide(spec: Mapping[str, Any], decision: str | None, up_to: RequesterDecides) -> bool:
+    """Whether the requester of this request may make `decision` themselves.
+
+    Only on an action (a per-turn request is the seed's four-eyes gate), and
+    only to deny it, which can only make the turn do less, or to approve it up
+    to `up_to` risk ([security.action_approvals].requester_decides_up_to):
+    what Codex on a laptop asks its own user. The `approval-decision`
+    admission policy says the same in CEL; the operator and the gateway ask
+    this function.
+    """
+    if not spec.get("action") or spec.get("policyDecision"):
+        return False
+    if decision == "Denied":
+        return True
+    return decision == "Approved" and spec.get("riskLevel") in requester_risks(up_to)
+
 
 # Everything the operator writes at creation is frozen; only the human's
 # decision (and its reason) may be added later, once.

@@ -26,6 +26,8 @@ RiskLevel = Literal["low", "medium", "high", "critical"]
 ApprovalMode = Literal["per-turn", "per-action"]
 SANDBOX_LEVELS: tuple[SandboxLevel, ...] = ("read-only", "isolated", "full-access")
 RISK_LEVELS: tuple[RiskLevel, ...] = ("low", "medium", "high", "critical")
+# How far the requester of an action may approve it themselves ([security.action_approvals]).
+RequesterDecides = Literal["none", "low", "medium"]
 
 
 class KubeModel(BaseModel):

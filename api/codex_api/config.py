@@ -40,7 +40,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .actions import ActionKind
-from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, RiskLevel, SandboxLevel
+from .common import DNS1123_LABEL, DNS1123_SUBDOMAIN, RequesterDecides, RiskLevel, SandboxLevel
 from .sandbox import MAX_WALL_BOUNCE_PROVIDERS, PROFILES
 
 __all__ = [
@@ -526,6 +526,15 @@ class ActionApprovalsConfig(_Section):
     auto_accept_up_to: RiskLevel = Field(
         "medium",
         description="Highest risk a rule may accept without a human; riskier actions wait for one.",
+    )
+    requester_decides_up_to: RequesterDecides = Field(
+        "none",
+        description=(
+            "Highest risk of an action its own requester may approve (kubectl, or an MCP client's "
+            "tasks/update): none, low or medium. A requester may always deny their own actions; "
+            "high and critical stay with the approver groups. Must equal the admission params' "
+            "requesterDecidesUpTo (the chart derives it from this key)."
+        ),
     )
     rules: list[ActionRule] = Field(
         default_factory=_default_rules,

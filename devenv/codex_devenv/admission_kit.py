@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
@@ -29,6 +30,49 @@ from .operator_process import OPERATOR_USER
 
 USERS = ("alice", "bob", "carol", "dave", "mallory")
 APPROVER_GROUP = "codex-approvers"
+
+# A per-action request's record of what runs (codex_api.approval.ApprovalAction).
+COMMAND_ACTION: dict[str, Any] = {
+    "kind": "command",
+    "turnId": "u-1",
+    "itemId": "call_1",
+    "command": "/bin/bash -lc 'make test'",
+    "cwd": "/workspace",
+    "offered": ["accept", "decline", "cancel"],
+}
+
+
+def approval_request(
+    name: str,
+    *,
+    risk: str = "high",
+    requested_by: str = "carol",
+    action: dict[str, Any] | None = None,
+    session_ref: str = "s1",
+) -> dict[str, Any]:
+    """An ApprovalRequest as the operator makes one (bound to a made-up session),
+    undecided, expiring in an hour; with `action`, a per-action one."""
+    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ApprovalRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "sessionRef": session_ref,
+            "sessionUid": "00000000-0000-0000-0000-000000000001",
+            "specDigest": "sha256:" + "0" * 64,
+            "toolName": "codex",
+            "operation": "codex exec (sandbox=full-access)",
+            "riskLevel": risk,
+            "requestedBy": requested_by,
+            "expiresAt": expires,
+        },
+    }
+    if action is not None:
+        body["spec"]["action"] = action
+    return body
+
+
 POLICY_TIMEOUT = 60.0
 
 
@@ -152,6 +196,7 @@ class ScopedAdmission:
         client_for: Callable[[str], Any],
         trusted: Sequence[str] = (),
         runner_secrets: Sequence[str] | None = None,
+        requester_decides_up_to: str = "none",
     ) -> ScopedAdmission:
         ns = self.namespace
         ensure_param_keeper(self.control_plane)
@@ -166,6 +211,7 @@ class ScopedAdmission:
             operators=[OPERATOR_USER],
             admin_groups=[ADMINS_GROUP],
             runner_secrets=runner_secrets,
+            requester_decides_up_to=requester_decides_up_to,
         )
         self._apply([*user_rbac(ns), params])
         self._apply(self.docs)

@@ -76,6 +76,18 @@ class GatewayProcess:
     def log(self) -> str:
         return self.proc.log_path.read_text(errors="replace")
 
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit records of its JSON log, in order."""
+        events = []
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "audit" in record:
+                events.append(record["audit"])
+        return events
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no goodbye (crash tests)."""
         self.proc.kill()

@@ -114,10 +114,18 @@ def operator_config(
     return kubernetes_extra, extra
 
 
-def install_admission(cp: Any, kube_client: Any, namespace: str, users: Sequence[str]) -> None:
+def install_admission(
+    cp: Any,
+    kube_client: Any,
+    namespace: str,
+    users: Sequence[str],
+    requester_decides_up_to: str = "none",
+) -> None:
     """The shipped ValidatingAdmissionPolicies (manifests/base/admission.yaml), their
     params ConfigMap naming the approver group and the gateway as trusted requester,
-    and a Role letting the static users work in the sessions namespace."""
+    and a Role letting the static users work in the sessions namespace.
+    `requester_decides_up_to` must equal the operator's and the gateway's
+    [security.action_approvals].requester_decides_up_to."""
     import yaml
     from kubernetes import client
 
@@ -136,6 +144,7 @@ def install_admission(cp: Any, kube_client: Any, namespace: str, users: Sequence
         operators=[OPERATOR_USER],
         admin_groups=[ADMINS_GROUP],
         runner_secrets=[API_KEY_SECRET],
+        requester_decides_up_to=requester_decides_up_to,
     )
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*user_rbac(namespace, users), params]))
     cp.kubectl("apply", "-f", str(SHIPPED_ADMISSION))

@@ -33,7 +33,15 @@ from .sessions import (
 
 log = logging.getLogger("codex_gateway.calls")
 
-AUDITED_METHODS = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
+AUDITED_METHODS = {
+    "tools/call": "name",
+    "resources/read": "uri",
+    "prompts/get": "name",
+    # The Tasks extension's writes: a cancelled turn, a decision relayed for its requester.
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
+TASK_METHODS = ("tasks/update", "tasks/cancel")
 
 
 # --------------------------------------------------------------------------- per-call record
@@ -108,8 +116,9 @@ class CallObserver:
         method = ctx.method
         key = AUDITED_METHODS.get(method)
         raw = (ctx.params or {}).get(key) if key and isinstance(ctx.params, dict) else None
-        name = self._label(raw) if key else ""
-        record = CallRecord(name=name)
+        task = method in TASK_METHODS
+        name = method if task else self._label(raw) if key else ""
+        record = CallRecord(name=name, session=shorten(raw, 253) if task and isinstance(raw, str) else None)
         token = _CALL.set(record)
         # Lines logged while serving this request belong to its caller (as far
         # as the bearer token says already; Gateway.identity() confirms it).

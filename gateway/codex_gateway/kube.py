@@ -1,5 +1,8 @@
 """The gateway's Kubernetes access (kubernetes_asyncio): it creates
-CodexSessions and reads them back, nothing else. Status is the operator's."""
+CodexSessions and reads them back, reads the ApprovalRequests of a session's
+actions and relays their requester's own decision on them (the MCP Tasks
+extension's tasks/update; the `approval-decision` admission policy bounds
+what a relay may say). Status is the operator's."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from .sessions import requester_label
 log = logging.getLogger("codex_gateway.kube")
 
 SESSIONS = "codexsessions"
+APPROVALS = "approvalrequests"
 
 
 class KubeError(Exception):
@@ -103,6 +107,33 @@ class SessionApi:
         except ApiException as err:
             raise KubeError(err.status or 500, _message(err)) from err
         return list(cast(dict[str, Any], listed).get("items") or [])
+
+    async def approvals_of(self, session: str) -> list[dict[str, Any]]:
+        """The ApprovalRequests labelled as this session's (callers check spec.sessionUid)."""
+        try:
+            listed = await self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, APPROVALS, label_selector=f"{names.LABEL_SESSION}={session}"
+            )
+        except ApiException as err:
+            raise KubeError(err.status or 500, _message(err)) from err
+        return list(cast(dict[str, Any], listed).get("items") or [])
+
+    async def decide(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Set an ApprovalRequest's decision. No resourceVersion: everything but the
+        decision is immutable, and the CRD and admission refuse a second one."""
+        try:
+            patched = await self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                APPROVALS,
+                name,
+                {"spec": spec},
+                _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            )
+        except ApiException as err:
+            raise KubeError(err.status or 500, _message(err)) from err
+        return cast(dict[str, Any], patched)
 
     async def list_all(self) -> list[dict[str, Any]]:
         return await self.list_by_label("")

@@ -22,9 +22,16 @@ extension applies only to requests of the 2026-07-28 protocol that declare
 it; everyone else keeps the blocking call (the SDK checks 2025-era results
 against the core schema, where a task handle does not exist).
 
-Not yet: `input_required` with the actions a caller may decide and their
-answers by `tasks/update` (docs/architecture.md, "MCP Tasks for per-action
-turns"); `tasks/update` answers -32602 meanwhile, naming kubectl.
+**A per-action turn asks its caller.** While actions of the turn wait for a
+person (codex_gateway.task_inputs), the task is `input_required` with one
+`elicitation/create` form per action, keyed by its ApprovalRequest's name.
+`tasks/update` answers them: the gateway writes the decision on that same
+ApprovalRequest, as the requester (`decidedBy`); the
+`approval-decision` admission policy admits such a relay only for what the
+requester may decide (deny, or approve up to
+`[security.action_approvals].requester_decides_up_to`), and the operator
+honours it under the same rule. An approver's `kubectl codex approve` lands
+on the same object; whichever comes first decides.
 """
 
 from __future__ import annotations
@@ -43,11 +50,15 @@ from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import BaseModel, ConfigDict, Field
 
 from codex_api import names
+from codex_api.common import RequesterDecides
 from codex_api.session import TERMINAL_PHASES
 from codex_api.status import session_status
 
+from .calls import call_record
+from .kube import KubeError
 from .service import CallError, Gateway
 from .sessions import phase_of, session_result
+from .task_inputs import InputError, elicitation, read_answer, waiting_actions
 
 log = logging.getLogger("codex_gateway.tasks")
 
@@ -126,8 +137,7 @@ class TasksExtension(Extension):
         structured = _structured(result)
         if not structured or structured.get("done") or not structured.get("session_id"):
             return result  # answered within the wait: a plain result is allowed
-        session = await self._own(str(structured["session_id"]))
-        task = task_of(session, ttl_seconds=self._ttl())
+        task = await self._task(await self._own(str(structured["session_id"])))
         task.pop("result", None)
         log.info("tools/call %s: task %s (%s)", params.name, task["taskId"], task["status"])
         return {"resultType": "task", **task}
@@ -135,18 +145,48 @@ class TasksExtension(Extension):
     # -- tasks/* ---------------------------------------------------------------------
     async def get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
         require_client_extension(ctx, TASKS)
-        return task_of(await self._own(params.task_id), ttl_seconds=self._ttl())
+        return await self._task(await self._own(params.task_id))
 
     async def update(self, ctx: ServerRequestContext[Any, Any], params: UpdateParams) -> HandlerResult:
         require_client_extension(ctx, TASKS)
         session = await self._own(params.task_id)
-        if params.input_responses:
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=(
-                    f"task {params.task_id} asks for no input here; an action its turn waits on is "
-                    f"decided with kubectl: {session_status(session).message or ''}"
-                )[:1000],
+        if not params.input_responses:
+            return {}
+        user = self.gateway.user()
+        waiting = {a["metadata"]["name"]: a for a in await self._waiting(session)}
+        decisions = []
+        # Every answer is read before any is written: one bad answer refuses the update whole.
+        for key, response in params.input_responses.items():
+            approval = waiting.get(key)
+            if approval is None:
+                raise _invalid(
+                    f"task {params.task_id} does not wait on {key!r}: it was decided or expired, or it "
+                    f"is not this task's (waiting: {', '.join(waiting) or 'nothing'})"
+                )
+            try:
+                decision = read_answer(key, response, approval, user, self._up_to())
+            except InputError as err:
+                raise _invalid(str(err)) from None
+            if decision is not None:
+                decisions.append(decision)
+        for done, decision in enumerate(decisions):
+            try:
+                await self.gateway.sessions.decide(decision.name, decision.spec(user))
+            except KubeError as err:
+                written = ", ".join(d.name for d in decisions[:done]) or "none"
+                raise _invalid(
+                    f"cannot decide {decision.name}: {err} (decided before it: {written})"
+                ) from None
+            call_record().extra.setdefault("decisions", []).append(
+                {"request": decision.name, "decision": decision.decision, "scope": decision.scope or "turn"}
+            )
+            log.info(
+                "tasks/update: user=%s task=%s request=%s decision=%s scope=%s",
+                user,
+                params.task_id,
+                decision.name,
+                decision.decision,
+                decision.scope or "turn",
             )
         return {}
 
@@ -166,6 +206,30 @@ class TasksExtension(Extension):
         return {}
 
     # -- helpers ---------------------------------------------------------------------
+    async def _task(self, session: dict[str, Any]) -> dict[str, Any]:
+        task = task_of(session, ttl_seconds=self._ttl())
+        if task["status"] != "working":
+            return task
+        waiting = await self._waiting(session)
+        if waiting:
+            task["status"] = "input_required"
+            task["inputRequests"] = {a["metadata"]["name"]: elicitation(a, self._up_to()) for a in waiting}
+            task["statusMessage"] = f"waiting for a decision on {len(waiting)} action(s) Codex asks to take"
+        return task
+
+    async def _waiting(self, session: dict[str, Any]) -> list[dict[str, Any]]:
+        """The turn's actions waiting for a person (none for a per-turn session: no read)."""
+        if session_status(session).approvals != "per-action":
+            return []
+        try:
+            approvals = await self.gateway.sessions.approvals_of(session["metadata"]["name"])
+        except KubeError as err:
+            raise _invalid(f"cannot read the actions of task {session['metadata']['name']}: {err}") from None
+        return waiting_actions(session, approvals)
+
+    def _up_to(self) -> RequesterDecides:
+        return self.gateway.config.security.action_approvals.requester_decides_up_to
+
     async def _own(self, task_id: str) -> dict[str, Any]:
         try:
             return await self.gateway.own(self.gateway.user(), task_id, fresh=True)
@@ -174,6 +238,10 @@ class TasksExtension(Extension):
 
     def _ttl(self) -> int:
         return self.gateway.config.kubernetes.default_ttl_seconds_after_finished
+
+
+def _invalid(message: str) -> MCPError:
+    return MCPError(code=INVALID_PARAMS, message=message[:1000])
 
 
 def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:

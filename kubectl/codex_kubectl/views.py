@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel
 
 from codex_api import names
+from codex_api.action_text import action_text
+from codex_api.action_text import block as _block
+from codex_api.action_text import fields as _fields
 from codex_api.binding import spec_digest
 from codex_api.session import CodexSessionSpec, Cost, Usage
 from codex_api.status import approval_status, session_status
@@ -490,24 +493,6 @@ def spec_lines(spec: Mapping[str, Any], *, conversation: str | None = None, inde
 
 
 # --------------------------------------------------------------------------- describe
-def _fields(pairs: Sequence[tuple[str, Any]], indent: int = 0) -> list[str]:
-    shown = [(k, v) for k, v in pairs if v is not None and v != ""]
-    if not shown:
-        return []
-    width = max(len(k) for k, _ in shown) + 3
-    pad = " " * indent
-    lines = []
-    for key, value in shown:
-        text = str(value).splitlines() or [""]
-        lines.append(f"{pad}{(key + ':').ljust(width)}{text[0]}".rstrip())
-        lines.extend(f"{pad}{' ' * width}{more}".rstrip() for more in text[1:])
-    return lines
-
-
-def _block(text: str, indent: int = 2) -> list[str]:
-    return [(" " * indent + line).rstrip() for line in str(text).splitlines()]
-
-
 def mismatch_banner(binding: verify.Binding) -> list[str]:
     """Loud, first thing in a description: the request does not bind to what is shown."""
     lines = [
@@ -659,40 +644,6 @@ def approve_command(approval: Obj) -> str:
         f"kubectl codex approve {meta.get('name')} -n {meta.get('namespace')} "
         f"--digest {spec.get('specDigest')}"
     )
-
-
-def action_text(action: Mapping[str, Any]) -> str:
-    """Everything an action's request says will run, whole (escaped later by visible())."""
-    lines = _fields(
-        [
-            ("Kind", action.get("kind")),
-            ("Command", action.get("command")),
-            ("Directory", action.get("cwd")),
-            ("Network host", action.get("networkHost")),
-            ("Reason", action.get("reason")),
-            ("Codex offers", ", ".join(action.get("offered") or [])),
-            (
-                "WARNING",
-                "it holds characters a terminal hides or acts on; they are shown escaped here"
-                if action.get("hiddenCharacters")
-                else None,
-            ),
-        ]
-    )
-    permissions = action.get("permissions")
-    if permissions:
-        lines += _fields(
-            [
-                ("Network", "yes" if permissions.get("network") else "no"),
-                ("Read", ", ".join(permissions.get("read") or []) or None),
-                ("Write", ", ".join(permissions.get("write") or []) or None),
-            ]
-        )
-    for change in action.get("changes") or []:
-        moved = f" -> {change['moveTo']}" if change.get("moveTo") else ""
-        lines.append(f"{change.get('change')} {change.get('path')}{moved}:")
-        lines += _block(change.get("diff") or "", indent=2)
-    return "\n".join(lines)
 
 
 def _policy_text(spec: Mapping[str, Any]) -> str | None:

@@ -10,7 +10,7 @@ Pure functions over plain dicts (kopf bodies or API responses), no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,12 @@ def _spec(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return spec if isinstance(spec, Mapping) else {}
 
 
-def stamp_decider(old: Mapping[str, Any] | None, new: Mapping[str, Any], username: str) -> dict[str, Any]:
+def stamp_decider(
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    username: str,
+    trusted: Collection[str] = (),
+) -> dict[str, Any]:
     """Spec changes for an ApprovalRequest write: ``{"decidedBy": username}``
     when this write newly sets ``spec.decision``, else ``{}``.
 
@@ -30,10 +35,19 @@ def stamp_decider(old: Mapping[str, Any] | None, new: Mapping[str, Any], usernam
     who sent the request. Later writes get nothing, since the CRD freezes
     decidedBy together with the decision. Without a username there is nothing
     trustworthy to stamp; the policy then rejects the decision.
+
+    A trusted requester (the gateway) relays the decision of the MCP user it
+    authenticated and names them: that name is kept, as stamp_requester keeps
+    the requester it names. The policy lets a relay through only for the
+    request's own requester and a decision they may make themselves, so
+    keeping the name gives the gateway nothing; stamping over it would turn
+    every relay into a decision by the gateway, which the policy refuses.
     """
     if not username:
         return {}
     if _spec(new).get("decision") is None or _spec(old).get("decision") is not None:
+        return {}
+    if username in trusted and _spec(new).get("decidedBy"):
         return {}
     return {"decidedBy": username}
 

@@ -90,6 +90,7 @@ class AdmissionServer:
             _mapping(request.get("oldObject")),
             _mapping(request.get("object")),
             _mapping(request.get("userInfo")),
+            self.options.trusted_requesters,
         )
 
     def _requester(self, request: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -5,13 +5,17 @@ the ValidatingAdmissionPolicy checked `decidedBy` against the authenticated
 user of the request that set the decision. The operator adds two guards of
 its own: a decision without a decider, or by the requester, is never honoured
 (an unanswered request never counts as approval), and a decision the API
-server recorded after `expiresAt` is too late.
+server recorded after `expiresAt` is too late. The one exception is the
+admission policy's too (codex_api.approval.requester_may_decide): the
+requester of an action may deny it, and approve it up to
+`requester_decides_up_to` risk.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from codex_api.approval import requester_may_decide
 from codex_api.status import approval_status, approval_status_patch
 
 from .admission import decision_time
@@ -83,13 +87,20 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> float | None:
         # update is generation 2 or later; one present at generation 1 was
         # typed into the create, which only the operator may do and never does.
         on_create = int(body["metadata"].get("generation") or 1) < 2
-        if not decider or decider == spec.get("requestedBy") or on_create:
+        by_requester = decider == spec.get("requestedBy") and not requester_may_decide(
+            spec, decision, ctx.config.security.action_approvals.requester_decides_up_to
+        )
+        if not decider or by_requester or on_create:
             if on_create:
                 message = "decision ignored: it was set when the request was created, not decided"
             elif not decider:
                 message = "decision ignored: no verified decider (is the admission policy installed?)"
             else:
-                message = "decision ignored: the requester cannot decide their own request"
+                message = (
+                    "decision ignored: the requester cannot decide their own request "
+                    "(only deny their own actions, or approve them as far as "
+                    "[security.action_approvals].requester_decides_up_to allows)"
+                )
             if status.message != message:
                 await _write(
                     ctx, body, {"phase": "Pending", "message": message}, ("DecisionIgnored", message, True)

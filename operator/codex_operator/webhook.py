@@ -3,7 +3,9 @@
 The webhook only *stamps* identity so that people need not type it:
 
 - an ApprovalRequest UPDATE that newly sets ``spec.decision`` gets
-  ``spec.decidedBy`` = the authenticated user (whatever was typed is overwritten);
+  ``spec.decidedBy`` = the authenticated user (whatever was typed is overwritten),
+  unless the caller is a trusted requester (the gateway) relaying the decision
+  of the user it names;
 - a CodexSession CREATE gets ``spec.requestedBy`` = the authenticated user,
   unless the caller is a trusted requester (the gateway) naming someone.
 
@@ -85,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="USERNAME",
         help=(
-            "a user allowed to name another user as spec.requestedBy (repeatable; keep in step with the "
+            "a user allowed to name another user as spec.requestedBy, and as spec.decidedBy when relaying "
+            "that user's decision on their own action (repeatable; keep in step with the "
             f"policy's trustedRequesters); default: {DEFAULT_TRUSTED_REQUESTER}"
         ),
     )
@@ -129,11 +132,12 @@ def decider_changes(
     old: Mapping[str, Any] | None,
     new: Mapping[str, Any] | None,
     userinfo: Mapping[str, Any] | None,
+    trusted: frozenset[str],
 ) -> dict[str, Any]:
     """Spec changes for an ApprovalRequest admission request (UPDATE only)."""
     if operation != "UPDATE" or new is None:
         return {}
-    return admission.stamp_decider(old, new, username(userinfo))
+    return admission.stamp_decider(old, new, username(userinfo), trusted)
 
 
 def requester_changes(

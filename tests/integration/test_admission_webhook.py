@@ -21,7 +21,6 @@ import shlex
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,7 +30,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from codex_api.common import GROUP, VERSION
-from codex_devenv.admission_kit import ScopedAdmission, message
+from codex_devenv.admission_kit import COMMAND_ACTION, ScopedAdmission, approval_request, message
 from codex_devenv.generate import admission
 from codex_devenv.operator_process import bind_operator, start_operator
 from codex_devenv.process import free_port
@@ -79,23 +78,8 @@ def webhook_configuration(namespace: str, url: str, ca_bundle: bytes, suffix: st
     return dict(doc)
 
 
-def approval(name: str, *, requested_by: str = "carol", risk: str = "low") -> dict[str, Any]:
-    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ApprovalRequest",
-        "metadata": {"name": name},
-        "spec": {
-            "sessionRef": name,
-            "sessionUid": "00000000-0000-0000-0000-000000000001",
-            "specDigest": "sha256:" + "0" * 64,
-            "toolName": "codex",
-            "operation": "codex exec --sandbox full-access",
-            "riskLevel": risk,
-            "requestedBy": requested_by,
-            "expiresAt": expires,
-        },
-    }
+def approval(name: str, *, risk: str = "low", **more: Any) -> dict[str, Any]:
+    return approval_request(name, risk=risk, session_ref=name, **more)
 
 
 def _retry_until(check: Callable[[], str | None], what: str, timeout: float = READY_TIMEOUT) -> None:
@@ -361,6 +345,75 @@ def test_requester_cannot_approve_even_typing_someone_else(
     assert err.value.status == 403, err.value.body
     assert admission.MSG_OWN_REQUEST in message(err.value)
     assert "decision" not in _approval(kube_client, ns, ar_name)["spec"]
+
+
+def _create_action_approval(kube_client: Any, ns: str, risk: str) -> str:
+    name = _unique("action")
+    client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
+        GROUP, VERSION, ns, APPROVALS, approval(name, risk=risk, action=COMMAND_ACTION)
+    )
+    return name
+
+
+def _refused(api: Any, ns: str, name: str, spec: dict[str, Any]) -> str:
+    with pytest.raises(ApiException) as err:
+        api.patch_namespaced_custom_object(GROUP, VERSION, ns, APPROVALS, name, {"spec": spec})
+    assert err.value.status == 403, err.value.body
+    return message(err.value)
+
+
+def test_trusted_requester_relays_the_requesters_decision_in_their_name(
+    env: Env, api: Callable[[str], Any], kube_client: Any
+) -> None:
+    """The gateway writes the decision of the user it authenticated, naming them:
+    the webhook keeps that name (stamping the gateway over it would make the
+    decision the gateway's, which the policy refuses), and the policy admits it
+    because carol may deny her own action, high as it is."""
+    ns = env.namespace
+    name = _create_action_approval(kube_client, ns, "high")
+    out = api(GATEWAY).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        APPROVALS,
+        name,
+        {"spec": {"decision": "Denied", "reason": "carol said no", "decidedBy": "carol"}},
+    )
+    assert out["spec"]["decision"] == "Denied" and out["spec"]["decidedBy"] == "carol"
+    ar = _wait_approval(kube_client, ns, name, "Denied")
+    assert ar["spec"]["decidedBy"] == "carol" and ar["status"]["decidedBy"] == "carol"
+
+
+def test_trusted_requester_relays_only_what_the_policy_allows(
+    env: Env, api: Callable[[str], Any], kube_client: Any
+) -> None:
+    ns = env.namespace
+    name = _create_action_approval(kube_client, ns, "low")
+    # The name it writes is kept, so the policy judges carol's approval: the
+    # params here (requesterDecidesUpTo none) let her approve nothing.
+    text = _refused(api(GATEWAY), ns, name, {"decision": "Approved", "decidedBy": "carol"})
+    assert admission.MSG_RELAY in text and "Approved by carol" in text, text
+    # Naming no one, the webhook stamps the gateway itself, which decides nothing.
+    text = _refused(api(GATEWAY), ns, name, {"decision": "Denied", "reason": "no"})
+    assert admission.MSG_RELAY in text and f"Denied by {GATEWAY}" in text, text
+    assert "decision" not in _approval(kube_client, ns, name)["spec"]
+
+
+def test_only_a_trusted_requester_keeps_the_name_it_writes(
+    env: Env, api: Callable[[str], Any], kube_client: Any
+) -> None:
+    # mallory types the requester: the webhook stamps mallory, who may deny a low action.
+    ns = env.namespace
+    name = _create_action_approval(kube_client, ns, "low")
+    out = api("mallory").patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        APPROVALS,
+        name,
+        {"spec": {"decision": "Denied", "reason": "no", "decidedBy": "carol"}},
+    )
+    assert out["spec"]["decidedBy"] == "mallory"
 
 
 # -- the webhook down: failurePolicy Ignore, the policies still decide ------------------

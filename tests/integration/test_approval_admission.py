@@ -16,8 +16,9 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -27,10 +28,16 @@ from kubernetes.client.rest import ApiException
 
 from codex_api import names
 from codex_api.common import GROUP, VERSION
-from codex_devenv.admission_kit import ensure_param_keeper, wait_until_denied
+from codex_devenv.admission_kit import (
+    COMMAND_ACTION,
+    approval_request,
+    ensure_param_keeper,
+    wait_until_denied,
+)
 from codex_devenv.admission_kit import message as _message
 from codex_devenv.admission_kit import scoped as _scoped
 from codex_devenv.admission_kit import user_rbac as _rbac
+from codex_devenv.gateway_process import bind_gateway, gateway_kubeconfig
 from codex_devenv.generate import admission
 from codex_devenv.operator_process import OPERATOR_USER
 from codex_operator.admission import decision_time
@@ -58,29 +65,24 @@ def _apply(control_plane: Any, docs: list[dict[str, Any]]) -> None:
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
 
-def _params(namespace: str, trusted: list[str]) -> dict[str, Any]:
+def _params(
+    namespace: str,
+    trusted: list[str],
+    *,
+    up_to: str = "none",
+    approver_groups: tuple[str, ...] = (APPROVER_GROUP,),
+) -> dict[str, Any]:
     return admission.params_configmap(
-        namespace, [APPROVER_GROUP], trusted, operators=[OPERATOR_USER], admin_groups=["codex-admins"]
+        namespace,
+        list(approver_groups),
+        trusted,
+        operators=[OPERATOR_USER],
+        admin_groups=["codex-admins"],
+        requester_decides_up_to=up_to,
     )
 
 
-def approval(name: str, *, risk: str = "high", requested_by: str = "carol") -> dict[str, Any]:
-    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ApprovalRequest",
-        "metadata": {"name": name},
-        "spec": {
-            "sessionRef": "s1",
-            "sessionUid": "00000000-0000-0000-0000-000000000001",
-            "specDigest": "sha256:" + "0" * 64,
-            "toolName": "codex",
-            "operation": "codex exec (sandbox=full-access)",
-            "riskLevel": risk,
-            "requestedBy": requested_by,
-            "expiresAt": expires,
-        },
-    }
+approval = approval_request
 
 
 def session(name: str, **spec: Any) -> dict[str, Any]:
@@ -195,10 +197,11 @@ def _assert_decision_rejected(
     name: str,
     decided_by: str | None,
     fragments: list[str],
+    decision: str = "Approved",
 ) -> None:
     before = admin.get_namespaced_custom_object(GROUP, VERSION, ns, APPROVALS, name)
     with pytest.raises(ApiException) as err:
-        _decide(api, ns, name, decided_by)
+        _decide(api, ns, name, decided_by, decision)
     assert err.value.status == 403, err.value.body
     message = _message(err.value)
     assert "ValidatingAdmissionPolicy" in message
@@ -357,6 +360,257 @@ def test_kubectl_patch_as_a_human_without_the_webhook(setup: Setup, admin: Any, 
     control_plane.kubectl("-n", ns, "patch", "cxar", name, "--type", "merge", "-p", patch, user="bob")
     stored = admin.get_namespaced_custom_object(GROUP, VERSION, ns, APPROVALS, name)
     assert stored["spec"]["decision"] == "Approved" and stored["spec"]["decidedBy"] == "bob"
+
+
+# -- per-action requests: the requester decides, the gateway relays ---------------------
+#
+# codex_api.approval.requester_may_decide on the API server: the requester of an
+# action may deny it, and approve it up to the params' requesterDecidesUpTo; the
+# gateway (the trusted requester, here its real ServiceAccount with the shipped
+# RBAC) may relay exactly that decision in their name, and nothing else.
+
+GATEWAY_GROUP = "system:serviceaccounts:codex-system"  # one of the gateway's own groups
+PROBE_ACTION = "probe-action"
+
+
+@pytest.fixture(scope="module")
+def gateway(setup: Setup, control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The gateway's ServiceAccount, with the rights an install gives it in a sessions namespace."""
+    from kubernetes import config
+
+    kubeconfig = gateway_kubeconfig(control_plane, tmp_path_factory.mktemp("gateway-sa"))
+    bind_gateway(control_plane, setup.namespace)
+    return client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
+
+
+def _action_approval(admin: Any, ns: str, risk: str, requested_by: str = "carol") -> str:
+    return _create_approval(admin, ns, risk=risk, requested_by=requested_by, action=COMMAND_ACTION)
+
+
+def _params_seen(api: Any, admin: Any, ns: str, up_to: str, approver_groups: tuple[str, ...]) -> None:
+    """Params reach the API server's informer a moment after the apply: wait
+    until the policy's own messages show the new values."""
+    try:
+        admin.create_namespaced_custom_object(
+            GROUP, VERSION, ns, APPROVALS, approval(PROBE_ACTION, risk="critical", action=COMMAND_ACTION)
+        )
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    # No requester approves their own critical action: the refusal names the param.
+    fragment = "not approve them" if up_to == "none" else f"approve them up to {up_to} risk"
+    _wait(
+        lambda: api("carol").patch_namespaced_custom_object(
+            GROUP, VERSION, ns, APPROVALS, PROBE_ACTION,
+            {"spec": {"decision": "Approved", "decidedBy": "carol"}}, dry_run="All",
+        ),
+        fragment,
+        f"requesterDecidesUpTo={up_to}",
+    )  # fmt: skip
+    _wait(
+        lambda: api("mallory").patch_namespaced_custom_object(
+            GROUP, VERSION, ns, APPROVALS, PROBE_ACTION,
+            {"spec": {"decision": "Approved", "decidedBy": "mallory"}}, dry_run="All",
+        ),
+        f"({', '.join(approver_groups)})",
+        f"approverGroups={approver_groups}",
+    )  # fmt: skip
+
+
+@contextmanager
+def _requester_decides(
+    control_plane: Any,
+    api: Any,
+    admin: Any,
+    ns: str,
+    up_to: str,
+    approver_groups: tuple[str, ...] = (APPROVER_GROUP,),
+) -> Iterator[None]:
+    """The params with `up_to` (and `approver_groups`) in force, the defaults again afterwards."""
+    _apply(control_plane, [_params(ns, [GATEWAY], up_to=up_to, approver_groups=approver_groups)])
+    try:
+        _params_seen(api, admin, ns, up_to, approver_groups)
+        yield
+    finally:
+        _apply(control_plane, [_params(ns, [GATEWAY])])
+        _params_seen(api, admin, ns, "none", (APPROVER_GROUP,))
+
+
+@pytest.mark.parametrize("up_to", ["none", "medium"])
+@pytest.mark.parametrize("decision", ["Approved", "Denied"])
+def test_requester_never_decides_their_own_turn(
+    setup: Setup, admin: Any, api: Any, control_plane: Any, up_to: str, decision: str
+) -> None:
+    """requesterDecidesUpTo is about actions: a turn's request keeps its four eyes."""
+    ns = setup.namespace
+    with _requester_decides(control_plane, api, admin, ns, up_to):
+        name = _create_approval(admin, ns, risk="low")
+        _assert_decision_rejected(
+            admin, api("carol"), ns, name, "carol",
+            [f"carol requested this session and {admission.MSG_OWN_REQUEST}"], decision,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("up_to", "risk", "allowed"),
+    [
+        ("none", "low", False),
+        ("none", "medium", False),
+        ("low", "low", True),
+        ("low", "medium", False),
+        ("medium", "low", True),
+        ("medium", "medium", True),
+        ("medium", "high", False),
+        ("medium", "critical", False),
+    ],
+)
+def test_requester_approves_their_own_action_up_to_the_param(
+    setup: Setup, admin: Any, api: Any, control_plane: Any, up_to: str, risk: str, allowed: bool
+) -> None:
+    ns = setup.namespace
+    with _requester_decides(control_plane, api, admin, ns, up_to):
+        name = _action_approval(admin, ns, risk)
+        if allowed:
+            decided = _decide(api("carol"), ns, name, "carol")
+            assert decided["spec"]["decision"] == "Approved" and decided["spec"]["decidedBy"] == "carol"
+            return
+        limit = "not approve them" if up_to == "none" else f"up to {up_to} risk, this one is {risk}"
+        _assert_decision_rejected(
+            admin, api("carol"), ns, name, "carol",
+            [f"carol requested this action and {admission.MSG_OWN_REQUEST}", limit],
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("risk", ["medium", "high", "critical"])
+def test_requester_denies_their_own_action_without_being_an_approver(
+    setup: Setup, admin: Any, api: Any, risk: str
+) -> None:
+    """Denying can only make the turn do less: allowed at any risk, whatever the param
+    (the module's default, none), without an approver group (carol is in none)."""
+    name = _action_approval(admin, setup.namespace, risk)
+    decided = _decide(api("carol"), setup.namespace, name, "carol", decision="Denied")
+    assert decided["spec"]["decision"] == "Denied" and decided["spec"]["decidedBy"] == "carol"
+    assert decided["spec"]["reason"] == "too risky"
+
+
+def test_requester_denying_their_own_action_still_names_themselves(
+    setup: Setup, admin: Any, api: Any
+) -> None:
+    """Without the webhook, the requester's own denial is refused for the missing
+    decidedBy (what to fix), not for an approver group they do not need."""
+    ns = setup.namespace
+    name = _action_approval(admin, ns, "high")
+    _assert_decision_rejected(
+        admin, api("carol"), ns, name, None,
+        [admission.MSG_DECIDER, "set spec.decidedBy to your own username carol"], "Denied",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("user", "risk", "decision"),
+    [
+        ("mallory", "high", "Denied"),  # would pass as carol without an approver group
+        ("mallory", "medium", "Approved"),
+        ("bob", "low", "Approved"),  # an approver, but not as carol
+        ("bob", "critical", "Denied"),
+    ],
+)
+def test_others_cannot_decide_in_the_requesters_name(
+    setup: Setup, admin: Any, api: Any, control_plane: Any, user: str, risk: str, decision: str
+) -> None:
+    """Typing the requester as decidedBy does not make anyone the requester: only
+    the trusted requester may write a name other than its own."""
+    ns = setup.namespace
+    with _requester_decides(control_plane, api, admin, ns, "medium"):
+        name = _action_approval(admin, ns, risk)
+        _assert_decision_rejected(
+            admin,
+            api(user),
+            ns,
+            name,
+            "carol",
+            [admission.MSG_DECIDER, f"you are {user}, not carol"],
+            decision,
+        )
+
+
+@pytest.mark.parametrize("risk", ["low", "medium", "high", "critical"])
+def test_gateway_relays_the_requesters_denial(setup: Setup, admin: Any, gateway: Any, risk: str) -> None:
+    name = _action_approval(admin, setup.namespace, risk)
+    decided = _decide(gateway, setup.namespace, name, "carol", decision="Denied")
+    assert decided["spec"]["decision"] == "Denied" and decided["spec"]["decidedBy"] == "carol"
+
+
+@pytest.mark.parametrize(
+    ("up_to", "risk", "allowed"),
+    [("none", "low", False), ("low", "low", True), ("low", "medium", False), ("medium", "high", False)],
+)
+def test_gateway_relays_an_approval_only_as_far_as_the_requester_may(
+    setup: Setup, admin: Any, api: Any, gateway: Any, control_plane: Any, up_to: str, risk: str, allowed: bool
+) -> None:
+    ns = setup.namespace
+    with _requester_decides(control_plane, api, admin, ns, up_to):
+        name = _action_approval(admin, ns, risk)
+        if allowed:
+            decided = _decide(gateway, ns, name, "carol")
+            assert decided["spec"]["decision"] == "Approved" and decided["spec"]["decidedBy"] == "carol"
+            return
+        _assert_decision_rejected(
+            admin, gateway, ns, name, "carol",
+            [f"{GATEWAY} is a trusted requester: {admission.MSG_RELAY} ({up_to})",
+             f"Approved by carol on a {risk} risk action requested by carol"],
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("decision", ["Approved", "Denied"])
+def test_gateway_relays_only_for_the_requester(
+    setup: Setup, admin: Any, api: Any, gateway: Any, control_plane: Any, decision: str
+) -> None:
+    """Not an approver's name (alice could approve it herself, the gateway may not
+    say she did), nor another user's."""
+    ns = setup.namespace
+    with _requester_decides(control_plane, api, admin, ns, "medium"):
+        name = _action_approval(admin, ns, "low")
+        for someone in ("alice", "mallory"):
+            _assert_decision_rejected(
+                admin, gateway, ns, name, someone,
+                [admission.MSG_RELAY, f"{decision} by {someone} on a low risk action"], decision,
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("decision", ["Approved", "Denied"])
+def test_gateway_relays_nothing_on_a_turn(setup: Setup, admin: Any, gateway: Any, decision: str) -> None:
+    ns = setup.namespace
+    name = _create_approval(admin, ns, risk="low")
+    _assert_decision_rejected(
+        admin, gateway, ns, name, "carol", [admission.MSG_RELAY, "risk turn requested by carol"], decision
+    )
+
+
+@pytest.mark.parametrize("action", [True, False], ids=["action", "turn"])
+def test_gateway_never_decides_as_itself_even_in_an_approver_group(
+    setup: Setup, admin: Any, api: Any, gateway: Any, control_plane: Any, action: bool
+) -> None:
+    """Its own groups count for nothing: with one of them among the approver
+    groups, it still may not approve a high request, with its name or none."""
+    ns = setup.namespace
+    with _requester_decides(control_plane, api, admin, ns, "medium", (APPROVER_GROUP, GATEWAY_GROUP)):
+        name = _create_approval(admin, ns, risk="high", action=COMMAND_ACTION if action else None)
+        for decided_by in (GATEWAY, None):
+            for decision in ("Approved", "Denied"):
+                _assert_decision_rejected(
+                    admin, gateway, ns, name, decided_by, [admission.MSG_RELAY], decision
+                )
+
+
+def test_gateway_cannot_decide_its_own_request(setup: Setup, admin: Any, gateway: Any) -> None:
+    """A session the gateway created naming no one has it as requester: as
+    requester it may deny its own action like anyone, never approve its turn."""
+    ns = setup.namespace
+    turn = _create_approval(admin, ns, risk="low", requested_by=GATEWAY)
+    _assert_decision_rejected(admin, gateway, ns, turn, GATEWAY, [admission.MSG_OWN_REQUEST])
+    action = _action_approval(admin, ns, "high", requested_by=GATEWAY)
+    assert _decide(gateway, ns, action, GATEWAY, decision="Denied")["spec"]["decidedBy"] == GATEWAY
 
 
 # -- CodexSession requester ---------------------------------------------------------

@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from codex_api.common import GROUP, VERSION
+from codex_devenv.admission_kit import COMMAND_ACTION
 
 SESSIONS, APPROVALS = "codexsessions", "approvalrequests"
 
@@ -49,15 +50,6 @@ def approval(**spec: Any) -> dict[str, Any]:
     }
 
 
-# A per-action request (codex_api.actions -> ApprovalRequest.spec.action).
-COMMAND_ACTION: dict[str, Any] = {
-    "kind": "command",
-    "turnId": "u-1",
-    "itemId": "call_1",
-    "command": "/bin/bash -lc 'make test'",
-    "cwd": "/workspace",
-    "offered": ["accept", "decline", "cancel"],
-}
 PATCH_ACTION: dict[str, Any] = {
     "kind": "file_change",
     "turnId": "u-1",

@@ -10,8 +10,11 @@ not decide her own action, and nothing runs before a decision."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from mcp.shared.exceptions import MCPError
 
 from codex_api import names
 from codex_api.common import GROUP, VERSION
@@ -27,7 +31,7 @@ from codex_devenv.admission_kit import ScopedAdmission
 from codex_devenv.gateway_process import GATEWAY_USER, bind_gateway, gateway_kubeconfig, start_gateway
 from codex_devenv.generate import admission as policies
 from codex_devenv.live_system import finished
-from codex_devenv.mcp_tasks import CreateTaskResult, TasksClient, call_tool_raw, get_task
+from codex_devenv.mcp_tasks import CreateTaskResult, TasksClient, call_tool_raw, get_task, update_task
 from codex_devenv.process import wait_for
 
 APPROVAL_TIMEOUT = 20
@@ -51,16 +55,35 @@ risk = "high"
 """
 
 
-@pytest.fixture
-def system(live: Any, client_for: Any) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def _system(live: Any, client_for: Any, requester_decides_up_to: str = "none") -> Iterator[dict[str, Any]]:
     warm = {"idle_seconds": "60", "max_idle_pods": "2"}
+    tables = POLICY.replace(
+        "[security.action_approvals]\n",
+        f'[security.action_approvals]\nrequester_decides_up_to = "{requester_decides_up_to}"\n',
+    )
     # The shipped approval flags: an isolated turn waits for a human unless it is per-action.
-    with live(warm=warm, tables=POLICY, approval_timeout=APPROVAL_TIMEOUT, auto_approve=False) as parts:
-        admission = ScopedAdmission(parts["cp"], parts["ns"]).install(client_for, trusted=[GATEWAY_USER])
+    with live(warm=warm, tables=tables, approval_timeout=APPROVAL_TIMEOUT, auto_approve=False) as parts:
+        admission = ScopedAdmission(parts["cp"], parts["ns"]).install(
+            client_for, trusted=[GATEWAY_USER], requester_decides_up_to=requester_decides_up_to
+        )
         try:
             yield parts
         finally:
             admission.uninstall()
+
+
+@pytest.fixture
+def system(live: Any, client_for: Any) -> Iterator[dict[str, Any]]:
+    with _system(live, client_for) as parts:
+        yield parts
+
+
+@pytest.fixture
+def laptop(live: Any, client_for: Any) -> Iterator[dict[str, Any]]:
+    """requester_decides_up_to = medium: what Codex on a laptop asks its own user."""
+    with _system(live, client_for, "medium") as parts:
+        yield parts
 
 
 def _start(system: dict[str, Any], name: str, prompt: str, user: str = "alice", **spec: Any) -> None:
@@ -88,6 +111,13 @@ def _actions(kube_client: Any, ns: str, session: str) -> list[dict[str, Any]]:
         (a for a in found["items"] if a["spec"]["sessionRef"] == session and a["spec"].get("action")),
         key=lambda a: a["metadata"]["creationTimestamp"],
     )
+
+
+def _request(kube_client: Any, ns: str, name: str) -> dict[str, Any]:
+    found: Any = client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "approvalrequests", name
+    )
+    return dict(found)
 
 
 def _wait_action(kube_client: Any, ns: str, session: str, count: int = 1) -> dict[str, Any]:
@@ -325,59 +355,190 @@ def test_an_operator_restarted_while_an_action_waits_answers_it_once_decided(
     assert (_workspace(volumes, ns, "act6") / "after-restart").exists()
 
 
-async def test_through_the_gateway_a_per_action_turn_is_a_task_an_approver_unblocks(
-    system: dict[str, Any], kube_client: Any, volumes: Path
-) -> None:
-    """An MCP client asks for a per-action turn and declares the Tasks
-    extension: it gets a task, which says which ApprovalRequest the turn
-    waits on; an approver decides it with kubectl; the task completes with
-    the command's outcome."""
-    import asyncio
-
-    cp, ns, model, tmp = system["cp"], system["ns"], system["model"], system["tmp"]
-    token = "dave-token-" + secrets.token_hex(8)
+@contextlib.contextmanager
+def _gateway(system: dict[str, Any], user: str) -> Iterator[tuple[Any, str]]:
+    """The gateway as an install runs it (its ServiceAccount, the operator's config file)."""
+    cp, ns, tmp = system["cp"], system["ns"], system["tmp"]
+    token = f"{user}-token-" + secrets.token_hex(8)
     bind_gateway(cp, ns)
     gateway = start_gateway(
         cp,
         ns,
         tmp,
-        {token: "dave"},
+        {token: user},
         kubeconfig=gateway_kubeconfig(cp, tmp),
         config_file=next(tmp.glob("operator-*.toml")),
         wait_seconds=2,
+        name=f"gateway-{user}",
     )
     try:
-        model.set_script(
-            fm.exec_command("touch via-mcp"), fm.computed(lambda req: f"ran: {req.last_tool_output()}")
-        )
+        yield gateway, token
+    finally:
+        gateway.stop()
+
+
+async def _task_until(mcp: Any, task_id: str, until: Any, tries: int = 120) -> dict[str, Any]:
+    for _ in range(tries):
+        task = await get_task(mcp, task_id)
+        if until(task):
+            return task
+        await asyncio.sleep(0.5)
+    return task
+
+
+async def _per_action_task(mcp: Any, prompt: str) -> str:
+    handle = await call_tool_raw(
+        mcp, "codex", {"prompt": prompt, "sandbox": "isolated", "approvals": "per-action"}
+    )
+    assert isinstance(handle, CreateTaskResult), handle
+    return handle.task_id
+
+
+async def test_through_the_gateway_a_per_action_turn_is_a_task_an_approver_unblocks(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """An MCP client asks for a per-action turn and declares the Tasks
+    extension: it gets a task, `input_required` with the action Codex asks
+    to take. Under the shipped requester_decides_up_to (none) its requester
+    may not approve it from the client (refused, nothing written, nothing
+    ran); an approver decides it with kubectl; the task completes with the
+    command's outcome."""
+    ns, model = system["ns"], system["model"]
+    model.set_script(
+        fm.exec_command("touch via-mcp"), fm.computed(lambda req: f"ran: {req.last_tool_output()}")
+    )
+    with _gateway(system, "dave") as (gateway, token):
         async with gateway.client(token, "2026-07-28", [TasksClient()]) as mcp:
-            handle = await call_tool_raw(
-                mcp, "codex", {"prompt": "make a file", "sandbox": "isolated", "approvals": "per-action"}
-            )
-            assert isinstance(handle, CreateTaskResult), handle
-            request = await asyncio.to_thread(_wait_action, kube_client, ns, handle.task_id)
+            task_id = await _per_action_task(mcp, "make a file")
+            request = await asyncio.to_thread(_wait_action, kube_client, ns, task_id)
             assert request["spec"]["requestedBy"] == "dave"
             name = request["metadata"]["name"]
+            task = await _task_until(mcp, task_id, lambda t: t["status"] == "input_required")
+            assert task["status"] == "input_required" and list(task["inputRequests"]) == [name], task
+            form = task["inputRequests"][name]
+            assert form["method"] == "elicitation/create"
+            assert "touch via-mcp" in form["params"]["message"]
+            assert form["params"]["requestedSchema"]["properties"]["decision"]["enum"] == ["deny"]
+            assert f"kubectl codex approve {name}" in form["params"]["message"]
 
-            async def waiting_on_it() -> dict[str, Any]:
-                for _ in range(60):
-                    task = await get_task(mcp, handle.task_id)
-                    if name in (task.get("statusMessage") or ""):
-                        return task
-                    await asyncio.sleep(0.5)
-                return task
+            approve = {name: {"action": "accept", "content": {"decision": "approve"}}}
+            with pytest.raises(MCPError) as refused:
+                await update_task(mcp, task_id, approve)
+            assert refused.value.error.code == -32602 and "needs an approver" in refused.value.error.message
+            unknown = {"cx-nobody-action-000000000000": {"action": "decline"}}
+            with pytest.raises(MCPError) as not_waiting:
+                await update_task(mcp, task_id, unknown)
+            assert "does not wait on" in not_waiting.value.error.message
+            assert "decision" not in _request(kube_client, ns, name)["spec"]
+            assert not (_workspace(volumes, ns, task_id) / "via-mcp").exists()
 
-            task = await waiting_on_it()
-            assert task["status"] == "working" and name in task["statusMessage"], task
             assert _decide(system, "bob", name, "Approved").returncode == 0
-            for _ in range(120):
-                task = await get_task(mcp, handle.task_id)
-                if task["status"] != "working":
-                    break
-                await asyncio.sleep(0.5)
+            task = await _task_until(mcp, task_id, lambda t: t["status"] not in ("working", "input_required"))
             assert task["status"] == "completed", task
             assert task["result"]["structuredContent"]["status"] == "completed"
             assert "ran:" in task["result"]["structuredContent"]["response"]
-        assert (_workspace(volumes, ns, handle.task_id) / "via-mcp").exists()
-    finally:
-        gateway.stop()
+    assert (_workspace(volumes, ns, task_id) / "via-mcp").exists()
+
+
+async def test_the_requester_denies_her_own_action_from_the_mcp_client(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """Denying can only make a turn do less: its requester may always deny
+    her own action with tasks/update. The decision lands on the same
+    ApprovalRequest as kubectl's, decided by her (not the gateway); the
+    command does not run and the turn goes on."""
+    ns, model = system["ns"], system["model"]
+    model.set_script(
+        fm.exec_command("touch never"), fm.computed(lambda req: f"after: {req.last_tool_output()}")
+    )
+    with _gateway(system, "erin") as (gateway, token):
+        async with gateway.client(token, "2026-07-28", [TasksClient()]) as mcp:
+            task_id = await _per_action_task(mcp, "make a file")
+            task = await _task_until(mcp, task_id, lambda t: t["status"] == "input_required")
+            (name,) = task["inputRequests"]
+            reply = {name: {"action": "accept", "content": {"decision": "deny", "reason": "not today"}}}
+            assert (await update_task(mcp, task_id, reply))["resultType"] == "complete"
+            spec = _request(kube_client, ns, name)["spec"]
+            assert (spec["decision"], spec["decidedBy"], spec["reason"]) == ("Denied", "erin", "not today")
+            audited = [e for e in gateway.audit_events() if e.get("tool") == "tasks/update"]
+            assert audited and audited[-1]["user"] == "erin" and audited[-1]["session"] == task_id, audited
+            assert audited[-1]["decisions"] == [{"request": name, "decision": "Denied", "scope": "turn"}]
+            task = await _task_until(mcp, task_id, lambda t: t["status"] not in ("working", "input_required"))
+            assert task["status"] == "completed", task
+            assert "rejected" in task["result"]["structuredContent"]["response"], task
+    wait_for(
+        lambda: (_request(kube_client, ns, name).get("status") or {}).get("decidedBy") == "erin",
+        timeout=30,
+        what="the operator honours her deny",
+    )
+    assert not (_workspace(volumes, ns, task_id) / "never").exists()
+
+
+async def test_with_requester_decides_up_to_medium_she_approves_her_own_command_from_the_client(
+    laptop: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """With `requester_decides_up_to = "medium"` the requester approves her
+    own medium action from the MCP client (for the session, as Codex offers
+    it): the command runs once. Her high-risk action stays with an
+    approver: the form offers her only deny, and an approve is refused by
+    the gateway and, relayed anyway, by admission."""
+    ns, model = laptop["ns"], laptop["model"]
+    model.set_script(
+        fm.exec_command("touch mine"),
+        fm.exec_command("sudo touch /etc/owned"),
+        fm.computed(lambda req: f"last: {req.last_tool_output()}"),
+    )
+    with _gateway(laptop, "dave") as (gateway, token):
+        async with gateway.client(token, "2026-07-28", [TasksClient()]) as mcp:
+            task_id = await _per_action_task(mcp, "two commands")
+            task = await _task_until(mcp, task_id, lambda t: t["status"] == "input_required")
+            (first,) = task["inputRequests"]
+            offered = task["inputRequests"][first]["params"]["requestedSchema"]["properties"]["decision"][
+                "enum"
+            ]
+            assert offered[0] == "approve" and offered[-1] == "deny", offered
+            choice = "approve-for-session" if "approve-for-session" in offered else "approve"
+            reply = {first: {"action": "accept", "content": {"decision": choice}}}
+            assert (await update_task(mcp, task_id, reply))["resultType"] == "complete"
+            spec = _request(kube_client, ns, first)["spec"]
+            assert (spec["decision"], spec["decidedBy"]) == ("Approved", "dave")
+
+            task = await _task_until(
+                mcp, task_id, lambda t: t["status"] == "input_required" and first not in t["inputRequests"]
+            )
+            (second,) = task["inputRequests"]
+            assert _request(kube_client, ns, second)["spec"]["riskLevel"] == "high"
+            form = task["inputRequests"][second]["params"]
+            assert form["requestedSchema"]["properties"]["decision"]["enum"] == ["deny"]
+            with pytest.raises(MCPError) as refused:
+                await update_task(
+                    mcp, task_id, {second: {"action": "accept", "content": {"decision": "approve"}}}
+                )
+            assert "needs an approver" in refused.value.error.message
+            # The same relay written straight to the API server as the gateway: admission refuses it.
+            relay = subprocess.run(
+                [
+                    str(laptop["cp"].bin_dir / "kubectl"),
+                    "--kubeconfig",
+                    str(laptop["tmp"] / "gateway.kubeconfig"),
+                    "patch",
+                    "approvalrequests",
+                    second,
+                    "-n",
+                    ns,
+                    "--type",
+                    "merge",
+                    "-p",
+                    json.dumps({"spec": {"decision": "Approved", "decidedBy": "dave"}}),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert relay.returncode != 0 and "ValidatingAdmissionPolicy" in relay.stderr, relay.stderr
+            assert "decision" not in _request(kube_client, ns, second)["spec"]
+            assert (_workspace(volumes, ns, task_id) / "mine").exists()
+            assert _decide(laptop, "bob", second, "Denied", reason="no sudo").returncode == 0
+            task = await _task_until(mcp, task_id, lambda t: t["status"] not in ("working", "input_required"))
+            assert task["status"] == "completed", task
+            assert "rejected" in task["result"]["structuredContent"]["response"], task

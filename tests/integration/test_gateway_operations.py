@@ -133,18 +133,6 @@ async def _codex_finished(
     return _structured(await call)
 
 
-def _audit(gw: GatewayProcess) -> list[dict[str, Any]]:
-    events = []
-    for line in gw.log().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "audit" in record:
-            events.append(record["audit"])
-    return events
-
-
 def _names(kube_client: Any, namespace: str) -> set[str]:
     return {s["metadata"]["name"] for s in list_sessions(kube_client, namespace)}
 
@@ -199,10 +187,10 @@ async def test_audit_metrics_health_and_stats(
         await alice.read_resource("codex://sessions/active")
 
     def audited() -> bool:
-        return len(_audit(gw)) >= 4
+        return len(gw.audit_events()) >= 4
 
     await asyncio.to_thread(wait_for, audited, timeout=10, what="audit events")
-    events = _audit(gw)
+    events = gw.audit_events()
     codex = next(e for e in events if e["tool"] == "codex")
     assert codex["user"] == "alice" and codex["session"] == out["session_id"]
     assert codex["decision"] == "allowed" and codex["risk"] == "low" and codex["phase"] == "Succeeded"
@@ -327,7 +315,7 @@ async def test_limits_and_cache_then_redis_outage_and_recovery(
             result = await bob.call_tool("codex-session-info", {"list_active": True})
             outcomes.append(result.is_error)
         assert outcomes[-1] is True, outcomes
-        assert any(e["decision"] == "rate_limited" and e["user"] == "bob" for e in _audit(gw))
+        assert any(e["decision"] == "rate_limited" and e["user"] == "bob" for e in gw.audit_events())
         # and the cache again: a new question, asked twice
         _room_in_this_minute(0)
     async with gw.client(DAVE) as dave:

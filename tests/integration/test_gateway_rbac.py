@@ -1,5 +1,6 @@
 """The gateway's ServiceAccount may create, get, list and watch CodexSessions
-and read ApprovalRequests, nothing more (manifests/base/rbac-gateway.yaml),
+and read ApprovalRequests and patch them (to relay a requester's own decision
+on an action, which the approval-decision admission policy bounds), nothing more (manifests/base/rbac-gateway.yaml),
 checked with `kubectl auth can-i --as` against the real API server."""
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ ALLOWED = [
     ("get", "approvalrequests"),
     ("list", "approvalrequests"),
     ("watch", "approvalrequests"),
+    # tasks/update relays the requester's own decision; admission bounds it
+    ("patch", "approvalrequests"),
 ]
 DENIED = [
     ("update", "codexsessions"),
     ("delete", "codexsessions"),
     ("patch", "codexsessions", "status"),
     ("create", "approvalrequests"),
-    ("patch", "approvalrequests"),
+    ("update", "approvalrequests"),
+    ("patch", "approvalrequests", "status"),
     ("delete", "approvalrequests"),
     ("get", "pods"),
     ("get", "pods", "log"),

@@ -120,7 +120,7 @@ async def test_only_the_requester_sees_or_cancels_a_task(
     assert (session.get("status") or {}).get("phase") != "Cancelled"
 
 
-async def test_input_for_a_task_is_refused_with_where_to_decide(gateway: GatewayProcess) -> None:
+async def test_input_for_a_request_the_task_does_not_wait_on_is_refused(gateway: GatewayProcess) -> None:
     async with gateway.client(ALICE, MODERN, [TasksClient()]) as mcp:
         handle = await call_tool_raw(mcp, "codex", {"prompt": "a job", "sandbox": "full-access"})
         assert isinstance(handle, CreateTaskResult), handle
@@ -131,7 +131,7 @@ async def test_input_for_a_task_is_refused_with_where_to_decide(gateway: Gateway
             await update_task(
                 mcp, handle.task_id, {"x": {"action": "accept", "content": {"decision": "approve"}}}
             )
-        assert refused.value.error.code == -32602 and "kubectl" in refused.value.error.message
+        assert refused.value.error.code == -32602 and "does not wait on 'x'" in refused.value.error.message
 
 
 async def test_clients_without_the_extension_keep_the_blocking_call(gateway: GatewayProcess) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from codex_api.approval import requester_risks
 from codex_api.common import GROUP, VERSION
 from codex_devenv.generate import admission
 from codex_operator.admission import decision_time, stamp_decider, stamp_requester
@@ -32,6 +33,7 @@ FRAGMENTS = {
     "not-own-request": admission.MSG_OWN_REQUEST,
     "approver-group": admission.MSG_APPROVER_GROUP,
     "decided-by-caller": admission.MSG_DECIDER,
+    "relay-for-requester": admission.MSG_RELAY,
     "requester-present": admission.MSG_REQUESTER_MISSING,
     "requester-is-caller": admission.MSG_REQUESTER,
     "trusted-only-annotates": admission.MSG_TRUSTED_UPDATE,
@@ -136,6 +138,36 @@ def test_approval_policy_matches_only_the_update_that_makes_the_decision() -> No
     assert "oldObject.status.phase == 'Pending'" in expressions
 
 
+def test_approval_policy_orders_its_checks_from_the_most_fundamental() -> None:
+    # The API server reports the first failing validation.
+    assert [v.name for v in admission.APPROVAL_VALIDATIONS] == [
+        "still-pending",
+        "not-own-request",
+        "relay-for-requester",
+        "approver-group",
+        "decided-by-caller",
+    ]
+
+
+def test_requester_risks_in_cel_are_the_python_ones() -> None:
+    """requesterRisks spells codex_api.approval.requester_risks; what it does on a
+    real API server is tests/integration/test_approval_admission.py."""
+    variables = {
+        v["name"]: v["expression"] for v in admission.approval_decision_policy()["spec"]["variables"]
+    }
+    assert admission.REQUESTER_DECIDES == ("none", "low", "medium")
+    for up_to in admission.REQUESTER_DECIDES:
+        risks = list(requester_risks(up_to))
+        if risks:
+            assert f"variables.requesterDecidesUpTo == '{up_to}' ? {risks!r}" in variables["requesterRisks"]
+        else:
+            assert f"'{up_to}'" not in variables["requesterRisks"]
+    assert variables["requesterRisks"].endswith(": []")  # none, or anything else: approve nothing
+    assert variables["requesterDecidesUpTo"].endswith("? params.data['requesterDecidesUpTo'] : 'none'")
+    assert variables["relay"] == "request.userInfo.username in variables.trustedRequesters"
+    assert variables["selfAllowed"].startswith("has(object.spec.action) && !has(object.spec.policyDecision)")
+
+
 def test_session_policy_checks_creates_against_the_caller() -> None:
     spec = admission.session_requester_policy()["spec"]
     (rule,) = spec["matchConstraints"]["resourceRules"]
@@ -182,13 +214,28 @@ def test_params_configmap() -> None:
         "trustedRequesters": "system:serviceaccount:codex-system:codex-gateway",
         "operators": "system:serviceaccount:codex-system:codex-operator",
         "adminGroups": "codex-admins",
+        "requesterDecidesUpTo": "none",
     }
     assert admission.params_configmap("ns", [], [])["data"] == {
         "approverGroups": "",
         "trustedRequesters": "",
         "operators": "",
         "adminGroups": "",
+        "requesterDecidesUpTo": "none",
     }
+
+
+@pytest.mark.parametrize("up_to", ["none", "low", "medium"])
+def test_params_say_how_far_requesters_decide_their_own_actions(up_to: str) -> None:
+    data = admission.params_configmap("ns", [], [], requester_decides_up_to=up_to)["data"]
+    assert data[admission.REQUESTER_DECIDES_KEY] == up_to == data["requesterDecidesUpTo"]
+
+
+@pytest.mark.parametrize("bad", ["high", "critical", "", "Medium", " low"])
+def test_params_refuse_a_requester_risk_the_policy_does_not_know(bad: str) -> None:
+    # high and critical stay with the approver groups, whatever the params say.
+    with pytest.raises(ValueError, match="requester_decides_up_to"):
+        admission.params_configmap("ns", [], [], requester_decides_up_to=bad)
 
 
 @pytest.mark.parametrize("bad", ["a,b", "", " padded"])
@@ -257,6 +304,37 @@ def test_stamp_decider_without_a_username_stamps_nothing() -> None:
 
 
 GATEWAY = "system:serviceaccount:codex-system:codex-gateway"
+
+
+@pytest.mark.parametrize(
+    ("user", "new", "expected"),
+    [
+        # The gateway relays carol's decision in her name: kept, the policy checks it.
+        (GATEWAY, _approval(decision="Denied", reason="no", decidedBy="carol"), {}),
+        # Whatever name it writes is kept: the policy refuses anyone but the requester.
+        (GATEWAY, _approval(decision="Approved", decidedBy="alice"), {}),
+        # Naming no one, the gateway decides as itself (which the policy refuses).
+        (GATEWAY, _approval(decision="Approved"), {"decidedBy": GATEWAY}),
+        (GATEWAY, _approval(decision="Approved", decidedBy=""), {"decidedBy": GATEWAY}),
+        # Anyone else is stamped over, whoever they type.
+        ("bob", _approval(decision="Approved", decidedBy="carol"), {"decidedBy": "bob"}),
+        ("carol", _approval(decision="Denied", reason="no", decidedBy="carol"), {"decidedBy": "carol"}),
+    ],
+    ids=["relay", "relay-other-name", "trusted-without-name", "trusted-empty-name", "untrusted", "requester"],
+)
+def test_stamp_decider_keeps_the_name_a_trusted_requester_relays(
+    user: str, new: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert stamp_decider(_approval(), new, user, {GATEWAY}) == expected
+
+
+def test_stamp_decider_keeps_nothing_once_decided_even_for_a_trusted_requester() -> None:
+    decided = _approval(decision="Denied", reason="no", decidedBy="carol")
+    assert stamp_decider(decided, decided, GATEWAY, {GATEWAY}) == {}
+    # Without the trusted set (the default), a relay is stamped like anyone's decision.
+    assert stamp_decider(_approval(), _approval(decision="Approved", decidedBy="carol"), GATEWAY) == {
+        "decidedBy": GATEWAY
+    }
 
 
 @pytest.mark.parametrize(

@@ -225,12 +225,24 @@ def test_admission_policies_are_the_generated_ones(defaults: Objects) -> None:
         "trustedRequesters": "system:serviceaccount:codex-system:codex-gateway",
         "operators": "system:serviceaccount:codex-system:codex-operator",
         "adminGroups": "codex-admins",
+        # Requesters approve none of their own actions (they may always deny them).
+        "requesterDecidesUpTo": "none",
         # Runners reach the model through the proxy: their pods may name no Secret at all.
         "runnerSecrets": "",
         "runnerServiceAccount": "codex-runner",
     }
     legacy = find(helm.template({"modelProxy": {"enabled": False}}), "ConfigMap", "codex-admission-params")
     assert legacy["data"]["runnerSecrets"] == "codex-model-api-key"
+
+
+def test_admission_params_follow_how_far_requesters_decide() -> None:
+    """The policy reads the very key the operator and the gateway read: they cannot disagree."""
+    values = {"config": {"security": {"action_approvals": {"requester_decides_up_to": "medium"}}}}
+    objects = helm.template(values)
+    params = find(objects, "ConfigMap", "codex-admission-params")
+    assert params["data"]["requesterDecidesUpTo"] == "medium"
+    config = tomllib.loads(config_toml(objects))
+    assert config["security"]["action_approvals"]["requester_decides_up_to"] == "medium"
 
 
 # -- security of every pod ---------------------------------------------------------------

@@ -17,6 +17,7 @@ import yaml
 from codex_api.binding import spec_digest
 from codex_api.result import RunnerResult
 from codex_api.session import CodexSessionSpec, Usage, WallBounceSpec, Workspace
+from codex_devenv.admission_kit import COMMAND_ACTION
 from codex_kubectl import cli, commands, verify, views
 from codex_kubectl.client import KubeError
 from codex_kubectl.decision import closed_message, decision_patch, reason_problem
@@ -989,14 +990,6 @@ PATCH_ACTION = {
     "changes": [{"path": "/workspace/notes.txt", "change": "add", "diff": "remember 42\n\x1b[2Kgone\n"}],
     "offered": ["accept", "acceptForSession", "decline", "cancel"],
     "hiddenCharacters": True,
-}
-COMMAND_ACTION = {
-    "kind": "command",
-    "turnId": "u-1",
-    "itemId": "call_1",
-    "command": "/bin/bash -lc 'make test'",
-    "cwd": "/workspace",
-    "offered": ["accept", "decline", "cancel"],
 }
 
 

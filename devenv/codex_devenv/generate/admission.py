@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 import codex_api.approval as approval
 import codex_api.names as names
 import codex_api.session as session
-from codex_api.common import GROUP, VERSION
+from codex_api.common import GROUP, VERSION, RequesterDecides
 
 from ..assets import REPO_ROOT
 
@@ -40,6 +40,8 @@ OPERATORS_KEY = "operators"
 ADMIN_GROUPS_KEY = "adminGroups"
 RUNNER_SECRETS_KEY = "runnerSecrets"
 RUNNER_ACCOUNT_KEY = "runnerServiceAccount"
+REQUESTER_DECIDES_KEY = "requesterDecidesUpTo"
+REQUESTER_DECIDES: tuple[RequesterDecides, ...] = get_args(RequesterDecides)
 
 APPROVAL_DECISION_POLICY = f"approval-decision.{GROUP}"
 SESSION_REQUESTER_POLICY = f"session-requester.{GROUP}"
@@ -56,6 +58,10 @@ MSG_NOT_PENDING = "can no longer be decided"
 MSG_OWN_REQUEST = "cannot decide their own request"
 MSG_APPROVER_GROUP = "can be decided only by members of the approver groups"
 MSG_DECIDER = "spec.decidedBy must be the authenticated user making the decision"
+MSG_RELAY = (
+    "a trusted requester may only relay the decision of the requester on their own action,"
+    " as far as requesterDecidesUpTo allows"
+)
 MSG_REQUESTER_MISSING = "spec.requestedBy is required"
 MSG_REQUESTER = "spec.requestedBy must be the authenticated user creating the session"
 MSG_TRUSTED_UPDATE = "a trusted requester may only add the cancel or cleanup annotation to a session"
@@ -111,6 +117,12 @@ def _csv_variable(name: str, key: str) -> dict[str, str]:
 _USER = "request.userInfo.username"
 _GROUPS = "(has(request.userInfo.groups) ? request.userInfo.groups : [])"
 
+# A decision made by the requester of the request: they may make it, or the
+# gateway (a trusted requester) may relay it in their name, only when
+# codex_api.approval.requester_may_decide says so. The policy's variables
+# (see approval_decision_policy) spell that function in CEL.
+_BY_REQUESTER = "has(object.spec.decidedBy) && object.spec.decidedBy == object.spec.requestedBy"
+
 APPROVAL_VALIDATIONS: tuple[Validation, ...] = (
     Validation(
         name="still-pending",
@@ -122,17 +134,50 @@ APPROVAL_VALIDATIONS: tuple[Validation, ...] = (
     ),
     Validation(
         name="not-own-request",
-        expression=f"object.spec.requestedBy != {_USER}",
-        message=f"the requester {MSG_OWN_REQUEST}",
+        # Four eyes on every turn; on an action the requester may say no
+        # (the turn can only do less) or yes up to requesterDecidesUpTo.
+        expression=f"object.spec.requestedBy != {_USER} || variables.selfAllowed",
+        message=(
+            f"the requester {MSG_OWN_REQUEST}, except to deny their own action"
+            f" or approve it up to the risk the params' {REQUESTER_DECIDES_KEY} allows"
+        ),
         message_expression=(
-            f"{_USER} + ' requested this session and {MSG_OWN_REQUEST}; ask someone else to decide it'"
+            "has(object.spec.action)"
+            f" ? {_USER} + ' requested this action and {MSG_OWN_REQUEST} this way: the policy lets a"
+            " requester deny their own actions' + (variables.requesterDecidesUpTo == 'none'"
+            " ? ', not approve them' : ' and approve them up to ' + variables.requesterDecidesUpTo"
+            " + ' risk, this one is ' + object.spec.riskLevel) + '; ask someone else to approve it'"
+            f" : {_USER} + ' requested this session and {MSG_OWN_REQUEST}; ask someone else to decide it'"
+        ),
+    ),
+    Validation(
+        name="relay-for-requester",
+        # The gateway authenticates MCP users itself and writes their
+        # decisions in their name (decidedBy == requestedBy). It is trusted
+        # to say who the requester is, not to decide: so only a decision the
+        # requester could make themselves, only in the requester's name,
+        # never in its own (its groups never make it an approver).
+        expression=f"!variables.relay || ({_BY_REQUESTER} && variables.selfAllowed)",
+        message=MSG_RELAY,
+        message_expression=(
+            f"{_USER} + ' is a trusted requester: {MSG_RELAY} (' + variables.requesterDecidesUpTo"
+            " + '); it wrote ' + object.spec.decision + ' by ' + (has(object.spec.decidedBy)"
+            " ? object.spec.decidedBy : 'nobody') + ' on a ' + object.spec.riskLevel + ' risk '"
+            " + (has(object.spec.action) ? 'action' : 'turn') + ' requested by ' + object.spec.requestedBy"
         ),
     ),
     Validation(
         name="approver-group",
+        # The requester's own permitted decision needs no group (that is how
+        # they deny their own high action). Who the decider really is stays
+        # with not-own-request, relay-for-requester and decided-by-caller;
+        # matching the requester by name here too only orders the messages
+        # (a missing decidedBy is reported as such). A relay never passes on
+        # the gateway's own groups: it decides nothing itself.
         expression=(
             f"!(object.spec.riskLevel in {list(PRIVILEGED_RISKS)!r})"
-            f" || {_GROUPS}.exists(g, g in variables.approverGroups)"
+            f" || (variables.selfAllowed && (object.spec.requestedBy == {_USER} || ({_BY_REQUESTER})))"
+            f" || (!variables.relay && {_GROUPS}.exists(g, g in variables.approverGroups))"
         ),
         message=f"a high or critical risk request {MSG_APPROVER_GROUP}",
         message_expression=(
@@ -143,7 +188,10 @@ APPROVAL_VALIDATIONS: tuple[Validation, ...] = (
     ),
     Validation(
         name="decided-by-caller",
-        expression=f"has(object.spec.decidedBy) && object.spec.decidedBy == {_USER}",
+        expression=(
+            f"has(object.spec.decidedBy) && (object.spec.decidedBy == {_USER}"
+            " || (variables.relay && object.spec.decidedBy == object.spec.requestedBy))"
+        ),
         message=(
             f"{MSG_DECIDER}: the operator webhook stamps it; without the webhook, "
             "set it to your own username (kubectl auth whoami)"
@@ -368,12 +416,19 @@ def params_configmap(
     admin_groups: Sequence[str] = (),
     runner_secrets: Sequence[str] | None = None,
     runner_service_account: str = "codex-runner",
+    requester_decides_up_to: str = "none",
 ) -> dict[str, Any]:
     """The ConfigMap every policy reads its parameters from. Without `runner_secrets`
-    the shape of the operator's pods is not checked (see MSG_RUNNER_SHAPE)."""
+    the shape of the operator's pods is not checked (see MSG_RUNNER_SHAPE).
+    `requester_decides_up_to` must equal the operator's
+    [security.action_approvals].requester_decides_up_to."""
     for value in (*approver_groups, *trusted_requesters, *operators, *admin_groups, *(runner_secrets or ())):
         if not value or "," in value or value != value.strip():
             raise ValueError(f"{value!r}: a group or user name must be non-empty, without commas or padding")
+    if requester_decides_up_to not in REQUESTER_DECIDES:
+        raise ValueError(
+            f"requester_decides_up_to {requester_decides_up_to!r}: must be one of {', '.join(REQUESTER_DECIDES)}"
+        )
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -383,6 +438,7 @@ def params_configmap(
             TRUSTED_REQUESTERS_KEY: ",".join(trusted_requesters),
             OPERATORS_KEY: ",".join(operators),
             ADMIN_GROUPS_KEY: ",".join(admin_groups),
+            REQUESTER_DECIDES_KEY: requester_decides_up_to,
             **(
                 {RUNNER_SECRETS_KEY: ",".join(runner_secrets), RUNNER_ACCOUNT_KEY: runner_service_account}
                 if runner_secrets is not None
@@ -450,6 +506,36 @@ def _binding(policy_name: str, params_namespace: str) -> dict[str, Any]:
     }
 
 
+def _requester_variables() -> list[dict[str, str]]:
+    """codex_api.approval.requester_may_decide in CEL: `selfAllowed` is whether
+    the requester may make this decision on their own request. A missing or
+    unknown requesterDecidesUpTo lets them approve nothing (denying stays
+    allowed: it can only make a turn do less)."""
+    param = f"params.data['{REQUESTER_DECIDES_KEY}']"
+    risks = "[]"
+    for up_to in reversed(REQUESTER_DECIDES):
+        if allowed := approval.requester_risks(up_to):
+            risks = f"variables.requesterDecidesUpTo == '{up_to}' ? {list(allowed)!r} : {risks}"
+    return [
+        {
+            "name": "requesterDecidesUpTo",
+            "expression": (
+                f"has(params.data) && '{REQUESTER_DECIDES_KEY}' in params.data"
+                f" && {param} in {list(REQUESTER_DECIDES)!r} ? {param} : 'none'"
+            ),
+        },
+        {"name": "requesterRisks", "expression": risks},
+        {
+            "name": "selfAllowed",
+            "expression": (
+                "has(object.spec.action) && !has(object.spec.policyDecision)"
+                " && (object.spec.decision == 'Denied'"
+                " || (object.spec.decision == 'Approved' && object.spec.riskLevel in variables.requesterRisks))"
+            ),
+        },
+    ]
+
+
 def approval_decision_policy() -> dict[str, Any]:
     """Who may set spec.decision of an ApprovalRequest, checked on the update that sets it."""
     return _policy(
@@ -464,7 +550,12 @@ def approval_decision_policy() -> dict[str, Any]:
                 "expression": "has(object.spec.decision) && !has(oldObject.spec.decision)",
             }
         ],
-        variables=[_csv_variable("approverGroups", APPROVER_GROUPS_KEY)],
+        variables=[
+            _csv_variable("approverGroups", APPROVER_GROUPS_KEY),
+            _csv_variable("trustedRequesters", TRUSTED_REQUESTERS_KEY),
+            {"name": "relay", "expression": f"{_USER} in variables.trustedRequesters"},
+            *_requester_variables(),
+        ],
         validations=APPROVAL_VALIDATIONS,
     )
 
