@@ -542,3 +542,38 @@ async def test_with_requester_decides_up_to_medium_she_approves_her_own_command_
             task = await _task_until(mcp, task_id, lambda t: t["status"] not in ("working", "input_required"))
             assert task["status"] == "completed", task
             assert "rejected" in task["result"]["structuredContent"]["response"], task
+
+
+async def test_a_patch_approved_for_the_session_from_the_client_covers_later_changes_to_its_file(
+    laptop: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """A patch Codex asks to apply shows its diff in the client's form; its
+    requester approves it for the session (as Codex offers for patches), the
+    request records scope session, and Codex's next change to the same file
+    is not asked again (Codex's acceptForSession covers that file only)."""
+    ns, model = laptop["ns"], laptop["model"]
+    add = "*** Begin Patch\n*** Add File: notes.txt\n+remember 42\n*** End Patch\n"
+    update = "*** Begin Patch\n*** Update File: notes.txt\n@@\n-remember 42\n+remember 43\n*** End Patch\n"
+    model.set_script(fm.apply_patch(add), fm.apply_patch(update), fm.say("noted"))
+    with _gateway(laptop, "dave") as (gateway, token):
+        async with gateway.client(token, "2026-07-28", [TasksClient()]) as mcp:
+            task_id = await _per_action_task(mcp, "take notes")
+            task = await _task_until(mcp, task_id, lambda t: t["status"] == "input_required")
+            (name,) = task["inputRequests"]
+            form = task["inputRequests"][name]["params"]
+            assert "notes.txt" in form["message"] and "remember 42" in form["message"], form
+            assert "approve-for-session" in form["requestedSchema"]["properties"]["decision"]["enum"]
+            reply = {name: {"action": "accept", "content": {"decision": "approve-for-session"}}}
+            assert (await update_task(mcp, task_id, reply))["resultType"] == "complete"
+            spec = _request(kube_client, ns, name)["spec"]
+            assert (spec["action"]["kind"], spec["decision"], spec["scope"]) == (
+                "file_change",
+                "Approved",
+                "session",
+            )
+            task = await _task_until(mcp, task_id, lambda t: t["status"] not in ("working", "input_required"))
+            assert (
+                task["status"] == "completed" and task["result"]["structuredContent"]["response"] == "noted"
+            )
+    assert [a["metadata"]["name"] for a in _actions(kube_client, ns, task_id)] == [name]
+    assert (_workspace(volumes, ns, task_id) / "notes.txt").read_text() == "remember 43\n"
