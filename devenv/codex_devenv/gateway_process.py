@@ -93,9 +93,9 @@ class GatewayProcess:
         self.proc.kill()
 
     def client(
-        self, token: str, mode: str = "auto", extensions: Sequence[Any] = ()
+        self, token: str, mode: str = "auto", extensions: Sequence[Any] = (), elicitation: Any = None
     ) -> AbstractAsyncContextManager[Client]:
-        return mcp_client(self.url, token, mode, extensions)
+        return mcp_client(self.url, token, mode, extensions, elicitation)
 
     def stop(self) -> None:
         self.proc.stop()
@@ -103,17 +103,21 @@ class GatewayProcess:
 
 @asynccontextmanager
 async def mcp_client(
-    url: str, token: str, mode: str = "auto", extensions: Sequence[Any] = ()
+    url: str, token: str, mode: str = "auto", extensions: Sequence[Any] = (), elicitation: Any = None
 ) -> AsyncIterator[Client]:
     """The SDK's client for the gateway at `url` (.../mcp) as the token's user;
     `mode` "legacy" forces the 2025-11-25 handshake, "2026-07-28" the
     stateless era, "auto" lets the client discover; `extensions`: client
-    extensions it declares (codex_devenv.mcp_tasks.TasksClient)."""
+    extensions it declares (codex_devenv.mcp_tasks.TasksClient); `elicitation`:
+    the client's elicitation callback (it then declares the capability)."""
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=120)
     )
     transport = streamable_http_client(url, http_client=http)
-    async with http, Client(transport, mode=mode, extensions=list(extensions) or None) as client:
+    client_for = Client(
+        transport, mode=mode, extensions=list(extensions) or None, elicitation_callback=elicitation
+    )
+    async with http, client_for as client:
         yield client
 
 

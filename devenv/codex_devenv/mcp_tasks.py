@@ -1,6 +1,9 @@
-"""The client side of the MCP Tasks extension (`io.modelcontextprotocol/tasks`,
-2026-07-28) for tests: declaring it, taking a task handle from `tools/call`,
-and `tasks/get|update|cancel` as raw requests (SDK 2.3 ships none of it)."""
+"""The client side of MCP tasks for tests (SDK 2.3 ships none of it): the
+Tasks extension (`io.modelcontextprotocol/tasks`, 2026-07-28): declaring it,
+taking a task handle from `tools/call`, `tasks/get|update|cancel`; and the
+2025-11-25 protocol's own tasks: a task-augmented `tools/call`,
+`tasks/get|result|list|cancel`, each result checked against that era's
+schema."""
 
 from __future__ import annotations
 
@@ -54,6 +57,17 @@ class UpdateTask(Request[UpdateParams, Literal["tasks/update"]]):
     name_param = "taskId"
 
 
+class CursorParams(RequestParams):
+    cursor: str | None = None
+
+
+class ListTasks(Request[CursorParams, Literal["tasks/list"]]):
+    """The 2025-11-25 protocol's tasks/list (no such method on 2026-07-28)."""
+
+    method: Literal["tasks/list"] = "tasks/list"
+    params: CursorParams = Field(default_factory=CursorParams)
+
+
 async def _unresolved(task: CreateTaskResult, ctx: ClaimContext) -> CallToolResult:
     raise AssertionError("call tools with allow_claimed=True to get the task handle")
 
@@ -85,5 +99,28 @@ async def cancel_task(client: Client, task_id: str) -> dict[str, Any]:
     return await _send(client, CancelTask(params=TaskIdParams(task_id=task_id)))
 
 
+async def list_tasks(client: Client) -> dict[str, Any]:
+    return await _send(client, ListTasks())
+
+
 async def update_task(client: Client, task_id: str, responses: dict[str, Any]) -> dict[str, Any]:
     return await _send(client, UpdateTask(params=UpdateParams(task_id=task_id, input_responses=responses)))
+
+
+# -- 2025-11-25 -------------------------------------------------------------------------
+async def legacy_request(client: Client, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A request on a 2025-11-25 connection, its result checked against that era's
+    schema for `method` (raises if it does not conform)."""
+    from mcp_types import _v2025_11_25 as v2025
+
+    models: dict[str, Any] = {
+        "tools/call": v2025.CreateTaskResult,
+        "tasks/get": v2025.GetTaskResult,
+        "tasks/list": v2025.ListTasksResult,
+        "tasks/cancel": v2025.CancelTaskResult,
+        "tasks/result": v2025.CallToolResult,
+        "tools/list": v2025.ListToolsResult,
+    }
+    raw: dict[str, Any] = await client.session._dispatcher.send_raw_request(method, params, {})
+    models[method].model_validate(raw, by_name=False)
+    return raw

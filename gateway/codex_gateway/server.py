@@ -22,6 +22,7 @@ from codex_api.session import Mode, ReasoningEffort, Verbosity
 from .audit import AuditLog
 from .auth import Identity, Verifier
 from .calls import CallObserver
+from .legacy_tasks import LegacyTasks
 from .prompts import register_prompts
 from .resources import ToolStats, attach_log_ring, register_resources
 from .service import Gateway, invalid_call
@@ -66,6 +67,7 @@ def build_server(
             validate_token_resource=False,
         )
     cfg = gateway.config.server
+    tasks = TasksExtension(gateway)
     mcp: MCPServer = MCPServer(
         cfg.name,
         description=cfg.description,
@@ -77,8 +79,8 @@ def build_server(
         ),
         token_verifier=token_verifier,
         auth=auth,
-        middleware=[observer],
-        extensions=[TasksExtension(gateway)],
+        middleware=[observer, LegacyTasks(tasks)],
+        extensions=[tasks],
     )
 
     @mcp.tool(

@@ -134,10 +134,10 @@ class TasksExtension(Extension):
         result = await call_next(ctx)
         if params.name not in TASK_TOOLS or not _declared(ctx):
             return result
-        structured = _structured(result)
+        structured = structured_of(result)
         if not structured or structured.get("done") or not structured.get("session_id"):
             return result  # answered within the wait: a plain result is allowed
-        task = await self._task(await self._own(str(structured["session_id"])))
+        task = await self.task(await self.own(str(structured["session_id"])))
         task.pop("result", None)
         log.info("tools/call %s: task %s (%s)", params.name, task["taskId"], task["status"])
         return {"resultType": "task", **task}
@@ -145,26 +145,40 @@ class TasksExtension(Extension):
     # -- tasks/* ---------------------------------------------------------------------
     async def get(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
         require_client_extension(ctx, TASKS)
-        return await self._task(await self._own(params.task_id))
+        return await self.task(await self.own(params.task_id))
 
     async def update(self, ctx: ServerRequestContext[Any, Any], params: UpdateParams) -> HandlerResult:
         require_client_extension(ctx, TASKS)
-        session = await self._own(params.task_id)
-        if not params.input_responses:
-            return {}
+        session = await self.own(params.task_id)
+        if params.input_responses:
+            await self.answer(session, params.input_responses)
+        return {}
+
+    async def cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
+        require_client_extension(ctx, TASKS)
+        session = await self.own(params.task_id)
+        if phase_of(session) not in TERMINAL_PHASES:  # else idempotent: nothing left to cancel
+            await self.cancel_turn(params.task_id)
+        return {}
+
+    # -- shared with the 2025-11-25 tasks (legacy_tasks) ------------------------------
+    async def answer(self, session: dict[str, Any], responses: dict[str, Any]) -> None:
+        """Decide the waiting actions `responses` answers (keyed by request name), as
+        the caller. Every answer is read before any is written: one bad answer
+        refuses them all."""
+        task_id = session["metadata"]["name"]
         user = self.gateway.user()
-        waiting = {a["metadata"]["name"]: a for a in await self._waiting(session)}
+        waiting = {a["metadata"]["name"]: a for a in await self.waiting(session)}
         decisions = []
-        # Every answer is read before any is written: one bad answer refuses the update whole.
-        for key, response in params.input_responses.items():
+        for key, response in responses.items():
             approval = waiting.get(key)
             if approval is None:
                 raise _invalid(
-                    f"task {params.task_id} does not wait on {key!r}: it was decided or expired, or it "
+                    f"task {task_id} does not wait on {key!r}: it was decided or expired, or it "
                     f"is not this task's (waiting: {', '.join(waiting) or 'nothing'})"
                 )
             try:
-                decision = read_answer(key, response, approval, user, self._up_to())
+                decision = read_answer(key, response, approval, user, self.up_to())
             except InputError as err:
                 raise _invalid(str(err)) from None
             if decision is not None:
@@ -181,43 +195,34 @@ class TasksExtension(Extension):
                 {"request": decision.name, "decision": decision.decision, "scope": decision.scope or "turn"}
             )
             log.info(
-                "tasks/update: user=%s task=%s request=%s decision=%s scope=%s",
+                "task answer: user=%s task=%s request=%s decision=%s scope=%s",
                 user,
-                params.task_id,
+                task_id,
                 decision.name,
                 decision.decision,
                 decision.scope or "turn",
             )
-        return {}
 
-    async def cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
-        require_client_extension(ctx, TASKS)
-        session = await self._own(params.task_id)
-        if phase_of(session) in TERMINAL_PHASES:
-            return {}  # idempotent: nothing left to cancel
+    async def cancel_turn(self, task_id: str) -> None:
         user = self.gateway.user()
         try:
-            await self.gateway.sessions.annotate(params.task_id, {names.ANNOTATION_CANCEL: user})
+            await self.gateway.sessions.annotate(task_id, {names.ANNOTATION_CANCEL: user})
         except Exception as err:  # the API server's refusal, as a protocol error
-            raise MCPError(
-                code=INVALID_PARAMS, message=f"cannot cancel task {params.task_id}: {err}"
-            ) from None
-        log.info("tasks/cancel: user=%s task=%s", user, params.task_id)
-        return {}
+            raise _invalid(f"cannot cancel task {task_id}: {err}") from None
+        log.info("task cancel: user=%s task=%s", user, task_id)
 
-    # -- helpers ---------------------------------------------------------------------
-    async def _task(self, session: dict[str, Any]) -> dict[str, Any]:
-        task = task_of(session, ttl_seconds=self._ttl())
+    async def task(self, session: dict[str, Any]) -> dict[str, Any]:
+        task = task_of(session, ttl_seconds=self.ttl())
         if task["status"] != "working":
             return task
-        waiting = await self._waiting(session)
+        waiting = await self.waiting(session)
         if waiting:
             task["status"] = "input_required"
-            task["inputRequests"] = {a["metadata"]["name"]: elicitation(a, self._up_to()) for a in waiting}
+            task["inputRequests"] = {a["metadata"]["name"]: elicitation(a, self.up_to()) for a in waiting}
             task["statusMessage"] = f"waiting for a decision on {len(waiting)} action(s) Codex asks to take"
         return task
 
-    async def _waiting(self, session: dict[str, Any]) -> list[dict[str, Any]]:
+    async def waiting(self, session: dict[str, Any]) -> list[dict[str, Any]]:
         """The turn's actions waiting for a person (none for a per-turn session: no read)."""
         if session_status(session).approvals != "per-action":
             return []
@@ -227,16 +232,17 @@ class TasksExtension(Extension):
             raise _invalid(f"cannot read the actions of task {session['metadata']['name']}: {err}") from None
         return waiting_actions(session, approvals)
 
-    def _up_to(self) -> RequesterDecides:
+    # -- helpers ---------------------------------------------------------------------
+    def up_to(self) -> RequesterDecides:
         return self.gateway.config.security.action_approvals.requester_decides_up_to
 
-    async def _own(self, task_id: str) -> dict[str, Any]:
+    async def own(self, task_id: str) -> dict[str, Any]:
         try:
             return await self.gateway.own(self.gateway.user(), task_id, fresh=True)
         except CallError:
             raise MCPError(code=INVALID_PARAMS, message="Failed to retrieve task: Task not found") from None
 
-    def _ttl(self) -> int:
+    def ttl(self) -> int:
         return self.gateway.config.kubernetes.default_ttl_seconds_after_finished
 
 
@@ -253,7 +259,7 @@ def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:
     return TASKS in extensions
 
 
-def _structured(result: HandlerResult) -> dict[str, Any] | None:
+def structured_of(result: HandlerResult) -> dict[str, Any] | None:
     if isinstance(result, BaseModel):
         result = result.model_dump(by_alias=True, mode="json")
     if not isinstance(result, dict) or result.get("isError"):

@@ -31,7 +31,14 @@ from codex_devenv.admission_kit import ScopedAdmission
 from codex_devenv.gateway_process import GATEWAY_USER, bind_gateway, gateway_kubeconfig, start_gateway
 from codex_devenv.generate import admission as policies
 from codex_devenv.live_system import finished
-from codex_devenv.mcp_tasks import CreateTaskResult, TasksClient, call_tool_raw, get_task, update_task
+from codex_devenv.mcp_tasks import (
+    CreateTaskResult,
+    TasksClient,
+    call_tool_raw,
+    get_task,
+    legacy_request,
+    update_task,
+)
 from codex_devenv.process import wait_for
 
 APPROVAL_TIMEOUT = 20
@@ -577,3 +584,41 @@ async def test_a_patch_approved_for_the_session_from_the_client_covers_later_cha
             )
     assert [a["metadata"]["name"] for a in _actions(kube_client, ns, task_id)] == [name]
     assert (_workspace(volumes, ns, task_id) / "notes.txt").read_text() == "remember 43\n"
+
+
+async def test_a_2025_client_is_asked_by_elicitation_during_tasks_result(
+    system: dict[str, Any], kube_client: Any, volumes: Path
+) -> None:
+    """On the 2025-11-25 protocol the same per-action task asks its caller by
+    elicitation while `tasks/result` waits (that era's way): the form shows
+    what runs and offers what she may decide; her deny lands on the request
+    as hers, the command does not run, and tasks/result returns the turn's
+    result."""
+    from mcp_types import ElicitResult
+
+    ns, model = system["ns"], system["model"]
+    model.set_script(
+        fm.exec_command("touch legacy-never"), fm.computed(lambda req: f"after: {req.last_tool_output()}")
+    )
+    asked: list[Any] = []
+
+    async def deny(context: Any, params: Any) -> ElicitResult:
+        asked.append(params)
+        return ElicitResult(action="accept", content={"decision": "deny", "reason": "not in 2025"})
+
+    with _gateway(system, "frank") as (gateway, token):
+        async with gateway.client(token, "legacy", elicitation=deny) as mcp:
+            call = {
+                "name": "codex",
+                "arguments": {"prompt": "make a file", "sandbox": "isolated", "approvals": "per-action"},
+                "task": {"ttl": 600_000},
+            }
+            task_id = (await legacy_request(mcp, "tools/call", call))["task"]["taskId"]
+            request = await asyncio.to_thread(_wait_action, kube_client, ns, task_id)
+            result = await asyncio.wait_for(legacy_request(mcp, "tasks/result", {"taskId": task_id}), 120)
+    assert len(asked) == 1 and "touch legacy-never" in asked[0].message
+    assert asked[0].requested_schema["properties"]["decision"]["enum"] == ["deny"]
+    spec = _request(kube_client, ns, request["metadata"]["name"])["spec"]
+    assert (spec["decision"], spec["decidedBy"], spec["reason"]) == ("Denied", "frank", "not in 2025")
+    assert "rejected" in result["structuredContent"]["response"], result
+    assert not (_workspace(volumes, ns, task_id) / "legacy-never").exists()

@@ -28,6 +28,8 @@ from codex_devenv.mcp_tasks import (
     call_tool_raw,
     cancel_task,
     get_task,
+    legacy_request,
+    list_tasks,
     update_task,
 )
 from codex_devenv.testkit import get_session, play_next_session
@@ -144,6 +146,90 @@ async def test_clients_without_the_extension_keep_the_blocking_call(gateway: Gat
     async with gateway.client(ALICE, "legacy", [TasksClient()]) as legacy:
         out = await legacy.call_tool("codex", {"prompt": "an older client"})
         assert out.structured_content and out.structured_content["status"] == "running"
+        # The 2025 protocol's own tasks/get knows the session as a task, in that era's words.
+        task = await legacy_request(legacy, "tasks/get", {"taskId": out.structured_content["session_id"]})
+        assert task["status"] == "working" and "ttl" in task and "ttlMs" not in task
+
+
+# -- the 2025-11-25 protocol's own tasks (codex_gateway.legacy_tasks) ----------------------
+def _legacy_call(prompt: str) -> dict[str, Any]:
+    return {"name": "codex", "arguments": {"prompt": prompt}, "task": {"ttl": 60_000}}
+
+
+async def test_a_2025_client_gets_the_same_task_in_its_era_s_words(
+    gateway: GatewayProcess, kube_client: Any, namespace: str
+) -> None:
+    """On the handshake era the gateway declares the `tasks` capability and
+    `taskSupport` on codex/codex-reply; a task-augmented call answers a
+    CreateTaskResult; tasks/get, tasks/list, tasks/result (blocking until the
+    turn ends, the blocking call's result, related-task _meta) and
+    tasks/cancel follow that era's schema (checked on every answer)."""
+    async with gateway.client(ALICE, "legacy") as mcp:
+        capabilities = mcp.server_capabilities.model_dump(by_alias=True, exclude_none=True)
+        assert capabilities["tasks"] == {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+        tools = {t["name"]: t for t in (await legacy_request(mcp, "tools/list", {}))["tools"]}
+        assert tools["codex"]["execution"] == {"taskSupport": "optional"}
+        assert tools["codex-reply"]["execution"] == {"taskSupport": "optional"}
+        assert "execution" not in tools["codex-cleanup"]
+
+        created = await legacy_request(mcp, "tools/call", _legacy_call("a long job"))
+        task = created["task"]
+        assert task["status"] == "working" and task["ttl"] > 0 and task["pollInterval"] > 0
+        task_id = task["taskId"]
+        assert get_session(kube_client, namespace, task_id)["spec"]["requestedBy"] == "alice"
+        assert (await legacy_request(mcp, "tasks/get", {"taskId": task_id}))["status"] == "working"
+        listed = await legacy_request(mcp, "tasks/list", {})
+        assert task_id in [t["taskId"] for t in listed["tasks"]]
+
+        waiting = asyncio.create_task(legacy_request(mcp, "tasks/result", {"taskId": task_id}))
+        await asyncio.to_thread(
+            play_next_session, kube_client, namespace, set(), _result("in 2025 words"), 30
+        )
+        result = await asyncio.wait_for(waiting, 60)
+        assert result["structuredContent"]["response"] == "in 2025 words" and result["isError"] is False
+        assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
+        done = await legacy_request(mcp, "tasks/get", {"taskId": task_id})
+        assert done["status"] == "completed"
+        with pytest.raises(MCPError) as ended:
+            await legacy_request(mcp, "tasks/cancel", {"taskId": task_id})
+        assert ended.value.error.code == -32602 and "terminal" in ended.value.error.message
+
+        second = (await legacy_request(mcp, "tools/call", _legacy_call("never mind")))["task"]["taskId"]
+        cancelled = await legacy_request(mcp, "tasks/cancel", {"taskId": second})
+        assert cancelled["status"] == "cancelled", cancelled
+        assert (
+            get_session(kube_client, namespace, second)["metadata"]["annotations"][names.ANNOTATION_CANCEL]
+            == "alice"
+        )
+
+
+async def test_a_2025_client_sees_and_cancels_only_its_own_tasks(
+    gateway: GatewayProcess, kube_client: Any, namespace: str
+) -> None:
+    async with gateway.client(ALICE, "legacy") as alice:
+        task_id = (await legacy_request(alice, "tools/call", _legacy_call("alice's job")))["task"]["taskId"]
+    async with gateway.client(BOB, "legacy") as bob:
+        for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            with pytest.raises(MCPError) as refused:
+                await legacy_request(bob, method, {"taskId": task_id})
+            assert refused.value.error.code == -32602 and "not found" in refused.value.error.message
+        assert task_id not in [t["taskId"] for t in (await legacy_request(bob, "tasks/list", {}))["tasks"]]
+        for bad in ({}, {"taskId": ""}, {"taskId": "x" * 300}, {"taskId": 7}):
+            with pytest.raises(MCPError) as malformed:
+                await legacy_request(bob, "tasks/get", bad)
+            assert malformed.value.error.code == -32602
+        with pytest.raises(MCPError) as not_a_task:
+            await legacy_request(bob, "tools/call", {"name": "codex-cleanup", "arguments": {}, "task": {}})
+        assert not_a_task.value.error.code == -32602 and "run as tasks" in not_a_task.value.error.message
+        with pytest.raises(MCPError) as bad_cursor:
+            await legacy_request(bob, "tasks/list", {"cursor": "../etc"})
+        assert bad_cursor.value.error.code == -32602
+    session = get_session(kube_client, namespace, task_id)
+    assert names.ANNOTATION_CANCEL not in (session["metadata"].get("annotations") or {})
+
+
+async def test_a_2026_connection_does_not_speak_2025_tasks(gateway: GatewayProcess) -> None:
+    async with gateway.client(ALICE, MODERN) as modern:
         with pytest.raises(MCPError) as unknown:
-            await get_task(legacy, out.structured_content["session_id"])
+            await list_tasks(modern)
         assert unknown.value.error.code == -32601

@@ -232,3 +232,21 @@ def test_a_requester_may_deny_even_a_critical_action_but_not_approve_it() -> Non
         read_answer(
             "k", {"action": "accept", "content": {"decision": "approve"}}, critical, "alice", "medium"
         )
+
+
+@pytest.mark.parametrize("phase", ["Running", "Succeeded", "Cancelled"])
+def test_a_2025_task_is_the_same_task_in_that_era_s_words(phase: str) -> None:
+    from mcp_types import _v2025_11_25 as v2025
+
+    from codex_gateway.legacy_tasks import legacy_task
+
+    modern = task_of(session(phase, message="m"), ttl_seconds=60)
+    old = legacy_task(modern)
+    v2025.Task.model_validate(old, by_name=False)  # that era's schema
+    assert (old["taskId"], old["status"], old["ttl"], old["pollInterval"]) == (
+        modern["taskId"],
+        modern["status"],
+        60_000,
+        modern["pollIntervalMs"],
+    )
+    assert not {"ttlMs", "pollIntervalMs", "result", "inputRequests"} & set(old)
