@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from codex_api.session import TERMINAL_PHASES
 
 from .sessions import phase_of
-from .task_inputs import elicitation
+from .task_inputs import elicitation, problems
 from .tasks import TASK_TOOLS, TasksExtension, structured_of, tool_result
 
 log = logging.getLogger("codex_gateway.legacy_tasks")
@@ -84,8 +84,7 @@ def _params(model: type[BaseModel], params: Mapping[str, Any] | None) -> Any:
     try:
         return model.model_validate(dict(params or {}))
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise MCPError(code=INVALID_PARAMS, message=f"invalid params: {problems}") from None
+        raise MCPError(code=INVALID_PARAMS, message=f"invalid params: {problems(err)}") from None
 
 
 class LegacyTasks:
@@ -163,15 +162,12 @@ class LegacyTasks:
             )
         await self.tasks.cancel_turn(task_id)
         # The era's result is the task after cancelling: wait for the operator to end it.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CANCEL_WAIT_SECONDS
-        task = legacy_task(await self.tasks.task(session))
-        while loop.time() < deadline:
+        deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_SECONDS
+        while True:
             task = legacy_task(await self.tasks.task(await self.tasks.own(task_id)))
-            if task["status"] == "cancelled":
-                break
+            if task["status"] == "cancelled" or asyncio.get_running_loop().time() >= deadline:
+                return task
             await asyncio.sleep(0.2)
-        return task
 
     async def _result(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]:
         """Block until the turn ends; meanwhile ask the caller, by elicitation, about

@@ -139,6 +139,11 @@ class InputError(ValueError):
     """An answer that cannot be taken (the whole update is refused)."""
 
 
+def problems(err: ValidationError) -> str:
+    """What a caller sent wrong, one `where: why` per problem."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
+
+
 def read_answer(
     key: str, response: Any, approval: dict[str, Any], user: str, up_to: RequesterDecides
 ) -> Decision | None:
@@ -151,8 +156,7 @@ def read_answer(
         result = _ElicitResult.model_validate(response)
         form = _Form.model_validate(result.content) if result.action == "accept" else None
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
-        raise InputError(f"{key}: not an elicitation result with a decision ({problems})") from None
+        raise InputError(f"{key}: not an elicitation result with a decision ({problems(err)})") from None
     if result.action == "cancel":
         return None
     answer = form.decision if form else DENY
